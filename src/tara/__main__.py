@@ -1,0 +1,5 @@
+"""Allows ``python -m tara``."""
+
+from tara.cli import main
+
+raise SystemExit(main())

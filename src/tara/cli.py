@@ -1,0 +1,95 @@
+"""The ``tara`` command: the composition root that turns settings into running parts.
+
+Each subcommand names a ``module:function`` that is imported only when the
+command runs, so ``tara sandbox`` does not pay for the controller's imports.
+Command functions take ``(args, settings)`` and return an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tara.settings import ConfigError, Settings, load_settings
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML or YAML config file (TARA_* variables override it)",
+    )
+
+
+def _target(parser: argparse.ArgumentParser, target: str) -> None:
+    parser.set_defaults(_target=target)
+    _common(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="tara", description="Tara gateway: ship fine-tuned LLMs safely."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
+    p.add_argument("--host", default=None, help="listen address (default: server.host)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default: server.port)")
+    _target(p, "tara.gateway.server:serve_command")
+
+    p = sub.add_parser("sandbox", help="run the local OpenAI-compatible upstream")
+    p.add_argument("--host", default="127.0.0.1", help="listen address")
+    p.add_argument("--port", type=int, default=8081, help="listen port (default 8081)")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible behaviour")
+    p.add_argument(
+        "--models", type=Path, default=None, help="TOML/YAML file with per-model behaviour"
+    )
+    _target(p, "tara.sandbox.server:sandbox_command")
+
+    return parser
+
+
+def _resolve(target: str) -> Command:
+    module_name, _, func_name = target.partition(":")
+    func: Command = getattr(importlib.import_module(module_name), func_name)
+    return func
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tara`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"tara: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    command = _resolve(args._target)
+    try:
+        return command(args, settings)
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_in_loop(coro: Any) -> None:
+    """Run a coroutine on uvloop when available (falls back to asyncio)."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)

@@ -1,0 +1,1 @@
+"""How to fine-tune: dataset build, training backends and offline evaluation."""

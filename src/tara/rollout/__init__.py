@@ -1,0 +1,1 @@
+"""Rollouts: the routing table, canary analysis, the controller loop and the admin API."""

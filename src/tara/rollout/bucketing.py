@@ -1,0 +1,45 @@
+"""Sticky bucketing: which students see the canary.
+
+A student's bucket is a keyed BLAKE2b hash of their id under the rollout's
+salt, reduced to ``[0, BUCKETS)``. A student is in the canary iff their bucket
+is below the weight in basis points, so raising the weight only ever adds
+students, the answer is the same on every replica and after a restart (no
+Python ``hash()``), and a new rollout (new salt) draws a fresh sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+BUCKETS = 10_000
+"""Weights are expressed in basis points of this many buckets."""
+
+
+def bucket(salt: str, student_id: str) -> int:
+    """Return the student's bucket in ``[0, BUCKETS)`` for this salt."""
+    digest = hashlib.blake2b(
+        student_id.encode("utf-8", "surrogatepass"),
+        key=salt.encode("utf-8")[:64],
+        digest_size=8,
+    ).digest()
+    return int.from_bytes(digest, "big") % BUCKETS
+
+
+def in_canary(salt: str, student_id: str, weight_bp: int) -> bool:
+    """Whether the student falls in the canary at ``weight_bp`` basis points."""
+    if weight_bp <= 0:
+        return False
+    if weight_bp >= BUCKETS:
+        return True
+    return bucket(salt, student_id) < weight_bp
+
+
+def new_salt() -> str:
+    """A fresh random salt for a new rollout."""
+    return secrets.token_hex(16)
+
+
+def percent_to_bp(percent: float) -> int:
+    """Convert a percentage (10.0) to basis points (1000), clamped to the range."""
+    return max(0, min(BUCKETS, round(percent * BUCKETS / 100)))

@@ -1,0 +1,176 @@
+"""The routing table and the pure function that routes one request.
+
+The table maps each track to its stable model and the canaries running on
+it, each scoped to a segment (subject and/or language). The gateway holds a
+local copy and calls :func:`route` on every request; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tara.rollout.bucketing import BUCKETS, in_canary
+
+Variant = Literal["stable", "canary"]
+ALL = "all"
+ANY = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A slice of traffic: a subject, a language, both, or (neither) everything."""
+
+    subject: str | None = None
+    language: str | None = None
+
+    def matches(self, subject: str | None, language: str | None) -> bool:
+        """Whether a request with this context belongs to the segment."""
+        return (self.subject is None or self.subject == subject) and (
+            self.language is None or self.language == language
+        )
+
+    def overlaps(self, other: Segment) -> bool:
+        """Whether some request could belong to both segments."""
+        subject_ok = self.subject is None or other.subject is None or self.subject == other.subject
+        language_ok = (
+            self.language is None or other.language is None or self.language == other.language
+        )
+        return subject_ok and language_ok
+
+    @property
+    def label(self) -> str:
+        """Stable text form used in metrics and stats keys: ``all``, ``math:hi``, ``*:ta``."""
+        if self.subject is None and self.language is None:
+            return ALL
+        return f"{self.subject or ANY}:{self.language or ANY}"
+
+    @classmethod
+    def parse(cls, label: str) -> Segment:
+        """Inverse of :attr:`label`."""
+        if label == ALL:
+            return cls()
+        subject, _, language = label.partition(":")
+        return cls(
+            subject=None if subject in ("", ANY) else subject,
+            language=None if language in ("", ANY) else language,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryRoute:
+    """One canary on a track: who sees it and how many."""
+
+    rollout_id: str
+    segment: Segment
+    model: str
+    salt: str
+    weight_bp: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight_bp <= BUCKETS:
+            msg = f"weight_bp must be within 0..{BUCKETS}, got {self.weight_bp}"
+            raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackRoute:
+    """A track's stable model and its canaries (on pairwise disjoint segments)."""
+
+    stable_model: str
+    canaries: tuple[CanaryRoute, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingTable:
+    """Every track's routes, with a version that increases on each change."""
+
+    version: int = 0
+    tracks: Mapping[str, TrackRoute] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the one stored in the state store."""
+        return {
+            "version": self.version,
+            "tracks": {
+                name: {
+                    "stable_model": tr.stable_model,
+                    "canaries": [
+                        {
+                            "rollout_id": c.rollout_id,
+                            "subject": c.segment.subject,
+                            "language": c.segment.language,
+                            "model": c.model,
+                            "salt": c.salt,
+                            "weight_bp": c.weight_bp,
+                        }
+                        for c in tr.canaries
+                    ],
+                }
+                for name, tr in self.tracks.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoutingTable:
+        """Inverse of :meth:`to_dict`; raises ``KeyError``/``ValueError``/``TypeError``."""
+        tracks = {
+            str(name): TrackRoute(
+                stable_model=str(tr["stable_model"]),
+                canaries=tuple(
+                    CanaryRoute(
+                        rollout_id=str(c["rollout_id"]),
+                        segment=Segment(c.get("subject"), c.get("language")),
+                        model=str(c["model"]),
+                        salt=str(c["salt"]),
+                        weight_bp=int(c["weight_bp"]),
+                    )
+                    for c in tr.get("canaries", ())
+                ),
+            )
+            for name, tr in data["tracks"].items()
+        }
+        return cls(version=int(data["version"]), tracks=tracks)
+
+    def with_defaults(self, stable_models: Mapping[str, str]) -> RoutingTable:
+        """Add configured tracks that the stored table does not know yet."""
+        missing = {t: TrackRoute(m) for t, m in stable_models.items() if t not in self.tracks}
+        if not missing:
+            return self
+        return RoutingTable(self.version, {**missing, **self.tracks})
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one request goes."""
+
+    variant: Variant
+    model: str
+    segment: str
+    rollout_id: str | None
+
+
+def route(
+    table: RoutingTable,
+    track: str,
+    student_id: str | None,
+    subject: str | None,
+    language: str | None,
+) -> Route | None:
+    """Route a request; ``None`` means the track is unknown.
+
+    The first canary whose segment matches decides the segment; the student
+    goes to the canary iff their sticky bucket is under its weight. Requests
+    without a student id always go to stable (but keep the segment, so
+    stable stats for the segment stay comparable).
+    """
+    tr = table.tracks.get(track)
+    if tr is None:
+        return None
+    for canary in tr.canaries:
+        if canary.segment.matches(subject, language):
+            if student_id and in_canary(canary.salt, student_id, canary.weight_bp):
+                return Route("canary", canary.model, canary.segment.label, canary.rollout_id)
+            return Route("stable", tr.stable_model, canary.segment.label, canary.rollout_id)
+    return Route("stable", tr.stable_model, ALL, None)

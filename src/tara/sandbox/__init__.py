@@ -1,0 +1,1 @@
+"""A local OpenAI-compatible upstream for development, tests, demos and benchmarks."""

@@ -1,0 +1,201 @@
+"""Typed settings for every part of Tara, from ``TARA_*`` variables and a config file.
+
+Read once at the entry point (``tara.cli``) and passed down; no other module
+reads the environment. Precedence, highest first: explicit keyword arguments,
+environment variables (``TARA_UPSTREAM__BASE_URL`` for nested fields), the
+config file (TOML or YAML), then the defaults below. Every field has a default
+that works on a laptop with ``tara sandbox`` running.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+log = logging.getLogger(__name__)
+
+DEV_CLIENT_KEY = "sk-tara-dev"
+DEV_ADMIN_KEY = "sk-tara-admin-dev"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    """Where the gateway listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(2 * 1024 * 1024, gt=0)
+    shutdown_timeout: float = Field(10.0, ge=0)
+
+
+class AuthSettings(_Section):
+    """Client and admin keys; compared in constant time."""
+
+    enabled: bool = True
+    client_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr(DEV_CLIENT_KEY)])
+    admin_key: SecretStr = SecretStr(DEV_ADMIN_KEY)
+
+
+class UpstreamSettings(_Section):
+    """The OpenAI-compatible server the gateway forwards to, and how hard it tries."""
+
+    base_url: str = "http://127.0.0.1:8081/v1"
+    api_key: SecretStr = SecretStr("sk-sandbox")
+    max_connections: int = Field(512, gt=0)
+    connect_timeout: float = Field(3.0, gt=0)
+    first_byte_timeout: float = Field(60.0, gt=0)
+    idle_timeout: float = Field(30.0, gt=0)
+    total_timeout: float = Field(300.0, gt=0)
+    retry_attempts: int = Field(3, ge=1)
+    retry_deadline: float = Field(15.0, gt=0)
+    retry_initial_backoff: float = Field(0.05, ge=0)
+    retry_max_backoff: float = Field(2.0, ge=0)
+    retry_after_cap: float = Field(5.0, ge=0)
+    fallback_to_stable: bool = True
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            msg = "must start with http:// or https://"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+
+class TrackSettings(_Section):
+    """A track is what clients name in ``model``; it maps to a stable upstream model."""
+
+    stable_model: str
+    description: str = ""
+
+
+def _default_tracks() -> dict[str, TrackSettings]:
+    return {"tara-tutor": TrackSettings(stable_model="tara-stable", description="Tara tutor")}
+
+
+class Settings(BaseSettings):
+    """All of Tara's settings. Sections are documented in the README."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TARA_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    tracks: dict[str, TrackSettings] = Field(default_factory=_default_tracks)
+    state_backend: Literal["auto", "memory", "redis"] = "auto"
+    redis_url: str | None = None
+    redis_namespace: str = "tara"
+    routing_refresh_seconds: float = Field(0.5, gt=0)
+    subjects: list[str] = Field(default_factory=lambda: ["math", "physics", "chemistry"])
+    languages: list[str] = Field(default_factory=lambda: ["hi", "ta", "en"])
+
+    @property
+    def use_redis(self) -> bool:
+        """Whether shared state lives in Redis (else in process memory)."""
+        if self.state_backend == "auto":
+            return self.redis_url is not None
+        return self.state_backend == "redis"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+
+class ConfigError(Exception):
+    """A config file or variable is invalid; the message names the field."""
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML or YAML config file into a dict."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read config file {path}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        msg = f"config file {path} is not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}"
+        raise ConfigError(msg) from exc
+    if not isinstance(data, dict):
+        msg = f"config file {path} must hold a table of settings"
+        raise ConfigError(msg)
+    return data
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid settings ({origin}):"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(root)"
+        lines.append(f"  {field}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from the environment, an optional config file and overrides.
+
+    Raises :class:`ConfigError` with every offending field named.
+    """
+    data = read_config_file(config) if config is not None else {}
+
+    class _WithFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, data))
+
+    origin = f"config file {config} and TARA_* variables" if config else "TARA_* variables"
+    try:
+        built = _WithFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from exc
+    return Settings.model_validate(built.model_dump())
+
+
+def warn_about_defaults(settings: Settings) -> list[str]:
+    """Return start-up warnings for insecure choices (auth off, built-in dev keys)."""
+    warnings: list[str] = []
+    if not settings.auth.enabled:
+        warnings.append("auth is OFF (auth.enabled=false): any client can call the gateway")
+        return warnings
+    if any(k.get_secret_value() == DEV_CLIENT_KEY for k in settings.auth.client_keys):
+        warnings.append("using the built-in development client key; set TARA_AUTH__CLIENT_KEYS")
+    if settings.auth.admin_key.get_secret_value() == DEV_ADMIN_KEY:
+        warnings.append("using the built-in development admin key; set TARA_AUTH__ADMIN_KEY")
+    return warnings

@@ -1,0 +1,1 @@
+"""What was observed: Prometheus metrics, window stats and the interaction log."""

@@ -1,0 +1,1 @@
+"""When to fine-tune: trigger rules evaluated over telemetry."""
