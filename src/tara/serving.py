@@ -1,0 +1,72 @@
+"""Running ASGI apps under uvicorn: the CLI's servers and the tests' real servers.
+
+``serve_forever`` is what ``tara serve`` and ``tara sandbox`` call: uvloop,
+httptools, graceful shutdown with a timeout. ``running_server`` starts a real
+uvicorn server on a free loopback port inside the current event loop, for
+integration tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An unused TCP port on ``host`` (race-prone in theory, fine on loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def uvicorn_config(
+    app: Any, host: str, port: int, shutdown_timeout: float = 10.0
+) -> uvicorn.Config:
+    """The uvicorn settings every Tara server uses."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=shutdown_timeout,
+        timeout_keep_alive=30,
+        backlog=4096,
+    )
+
+
+def serve_forever(app: Any, host: str, port: int, shutdown_timeout: float = 10.0) -> None:
+    """Run ``app`` until SIGINT/SIGTERM, then drain for up to ``shutdown_timeout`` seconds."""
+    uvicorn.Server(uvicorn_config(app, host, port, shutdown_timeout)).run()
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    app: Any, host: str = "127.0.0.1", port: int | None = None
+) -> AsyncIterator[str]:
+    """Serve ``app`` on a real socket in this event loop; yields its base URL."""
+    port = port or free_port(host)
+    config = uvicorn_config(app, host, port)
+    config.loop = "none"
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+                msg = "server stopped before it started"
+                raise RuntimeError(msg)
+            await asyncio.sleep(0.01)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task

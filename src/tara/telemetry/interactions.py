@@ -1,0 +1,50 @@
+"""The interaction record: one finished request as the interaction log stores it.
+
+Written by the gateway once a request ends (answer reassembled from the
+stream), joined later by the student's feedback, read by the triggers and the
+fine-tuning pipeline. The student id is never stored raw: ``student_hash`` is
+an HMAC of it under a secret key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Capture = Literal["full", "metadata", "off"]
+"""How much of each interaction is logged: text and all, metadata only, nothing."""
+
+
+@dataclass(slots=True)
+class Interaction:
+    """One request through the gateway, with the feedback that joined it."""
+
+    request_id: str
+    created_at: float
+    """Unix time (seconds) when the request arrived."""
+    track: str
+    segment: str
+    variant: str
+    model: str
+    student_hash: str | None
+    subject: str | None
+    language: str | None
+    grade: str | None
+    status: int
+    """HTTP status sent to the client (200 for a good answer)."""
+    error_class: str | None = None
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    user_retry: bool = False
+    stream: bool = False
+    messages: list[dict[str, Any]] | None = None
+    """Request messages; ``None`` when capture is ``metadata``."""
+    answer: str | None = None
+    """Answer text reassembled from the stream; ``None`` when capture is ``metadata``."""
+    rating: int | None = None
+    tags: list[str] = field(default_factory=list)
+    relevance: float | None = None
+    comment: str | None = None
+    rated_at: float | None = None

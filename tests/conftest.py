@@ -1,0 +1,53 @@
+"""Shared fixtures: real Redis and PostgreSQL, isolated per test.
+
+Tests share the machine's servers with each other and with other runs, so
+nothing here flushes a whole database: each test gets its own Redis key
+namespace and its own PostgreSQL schema, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A Redis key namespace no other test uses."""
+    return f"tara-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def redis_client(namespace: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the real Redis; keys under ``namespace`` are deleted afterwards."""
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:  # pragma: no cover - the machine runs Redis
+        pytest.fail(f"Redis at {REDIS_URL} is not reachable: {exc}")
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"{namespace}:*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+async def pg_schema() -> AsyncIterator[tuple[str, str]]:
+    """``(dsn, schema)``: a fresh schema in the real PostgreSQL, dropped afterwards."""
+    import asyncpg
+
+    schema = f"tara_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{schema}"')
+        yield POSTGRES_DSN, schema
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
