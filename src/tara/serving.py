@@ -38,7 +38,7 @@ def uvicorn_config(
         lifespan="on",
         access_log=False,
         log_level="warning",
-        timeout_graceful_shutdown=shutdown_timeout,
+        timeout_graceful_shutdown=max(1, round(shutdown_timeout)),
         timeout_keep_alive=30,
         backlog=4096,
     )
