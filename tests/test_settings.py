@@ -65,10 +65,12 @@ def test_unparseable_and_missing_files(tmp_path: Path) -> None:
 
 
 def test_warnings_for_dev_keys_and_auth_off() -> None:
-    assert len(warn_about_defaults(load_settings())) == 2
+    assert len(warn_about_defaults(load_settings())) == 3
     off = load_settings(auth={"enabled": False})
     assert "OFF" in warn_about_defaults(off)[0]
-    custom = load_settings(auth={"client_keys": ["k1"], "admin_key": "a1"})
+    custom = load_settings(
+        auth={"client_keys": ["k1"], "admin_key": "a1", "student_hash_key": "h1"}
+    )
     assert warn_about_defaults(custom) == []
 
 

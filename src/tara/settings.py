@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DEV_CLIENT_KEY = "sk-tara-dev"
 DEV_ADMIN_KEY = "sk-tara-admin-dev"
+DEV_STUDENT_HASH_KEY = "tara-dev-student-hash-key"
 
 
 class _Section(BaseModel):
@@ -48,6 +49,8 @@ class AuthSettings(_Section):
     enabled: bool = True
     client_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr(DEV_CLIENT_KEY)])
     admin_key: SecretStr = SecretStr(DEV_ADMIN_KEY)
+    student_hash_key: SecretStr = SecretStr(DEV_STUDENT_HASH_KEY)
+    """HMAC key for student ids: they are stored and sent upstream only as this hash."""
 
 
 class UpstreamSettings(_Section):
@@ -198,4 +201,6 @@ def warn_about_defaults(settings: Settings) -> list[str]:
         warnings.append("using the built-in development client key; set TARA_AUTH__CLIENT_KEYS")
     if settings.auth.admin_key.get_secret_value() == DEV_ADMIN_KEY:
         warnings.append("using the built-in development admin key; set TARA_AUTH__ADMIN_KEY")
+    if settings.auth.student_hash_key.get_secret_value() == DEV_STUDENT_HASH_KEY:
+        warnings.append("using the built-in student-id hash key; set TARA_AUTH__STUDENT_HASH_KEY")
     return warnings

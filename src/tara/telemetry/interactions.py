@@ -9,7 +9,7 @@ an HMAC of it under a secret key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 Capture = Literal["full", "metadata", "off"]
 """How much of each interaction is logged: text and all, metadata only, nothing."""
@@ -38,6 +38,8 @@ class Interaction:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     user_retry: bool = False
+    fallback: bool = False
+    """Served by stable after the canary failed (the canary's attempt is its own record)."""
     stream: bool = False
     messages: list[dict[str, Any]] | None = None
     """Request messages; ``None`` when capture is ``metadata``."""
@@ -48,3 +50,14 @@ class Interaction:
     relevance: float | None = None
     comment: str | None = None
     rated_at: float | None = None
+
+
+class InteractionSink(Protocol):
+    """Something that takes finished interactions: metrics, window stats, the log.
+
+    ``record`` is called on the request path, so it must neither block nor
+    raise: a sink that does I/O queues the record and writes in the background.
+    """
+
+    def record(self, interaction: Interaction) -> None:
+        """Take one finished interaction."""
