@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from redis_proxy import REDIS_URL, RedisProxy
+
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -51,3 +52,12 @@ async def pg_schema() -> AsyncIterator[tuple[str, str]]:
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()
+
+
+@pytest.fixture
+async def redis_proxy() -> AsyncIterator[RedisProxy]:
+    """A started :class:`RedisProxy`; stopped afterwards."""
+    proxy = RedisProxy()
+    await proxy.start()
+    yield proxy
+    await proxy.stop()

@@ -16,11 +16,24 @@ BUCKETS = 10_000
 """Weights are expressed in basis points of this many buckets."""
 
 
+def _salt_key(salt: str) -> bytes:
+    """The BLAKE2b key for a salt: the salt itself, or its digest if over 64 bytes.
+
+    Truncating instead would give two long salts with a common prefix the
+    same sample; hashing keeps every salt of up to 64 bytes (all that
+    :func:`new_salt` makes) mapped exactly as before.
+    """
+    raw = salt.encode("utf-8", "surrogatepass")
+    if len(raw) <= hashlib.blake2b.MAX_KEY_SIZE:
+        return raw
+    return hashlib.blake2b(raw, digest_size=hashlib.blake2b.MAX_KEY_SIZE).digest()
+
+
 def bucket(salt: str, student_id: str) -> int:
     """Return the student's bucket in ``[0, BUCKETS)`` for this salt."""
     digest = hashlib.blake2b(
         student_id.encode("utf-8", "surrogatepass"),
-        key=salt.encode("utf-8")[:64],
+        key=_salt_key(salt),
         digest_size=8,
     ).digest()
     return int.from_bytes(digest, "big") % BUCKETS

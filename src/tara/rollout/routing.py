@@ -25,6 +25,16 @@ class Segment:
     subject: str | None = None
     language: str | None = None
 
+    def __post_init__(self) -> None:
+        # The label is parsed back and used inside ``:``-separated stats keys,
+        # so "", "*" and ":" would make two segments share one label.
+        for name, value in (("subject", self.subject), ("language", self.language)):
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value or value == ANY or ":" in value:
+                msg = f"segment {name} must be a non-empty text without ':', not '*': {value!r}"
+                raise ValueError(msg)
+
     def matches(self, subject: str | None, language: str | None) -> bool:
         """Whether a request with this context belongs to the segment."""
         return (self.subject is None or self.subject == subject) and (

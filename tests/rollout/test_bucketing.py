@@ -1,0 +1,138 @@
+"""Sticky bucketing: properties (hypothesis), cross-process stability and the split it gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tara.rollout.bucketing import BUCKETS, bucket, in_canary, new_salt, percent_to_bp
+
+ids = st.text(max_size=40)  # any str, lone surrogates included
+salts = st.text(max_size=80)  # longer than BLAKE2b's 64-byte key on purpose
+weights = st.integers(min_value=-5, max_value=BUCKETS + 5)
+
+UNICODE_IDS = [
+    "छात्र-४२",  # Devanagari
+    "மாணவர்-7",  # Tamil
+    "student-👩‍🎓",  # emoji ZWJ sequence
+    "é",  # NFC
+    "é",  # NFD: a different id, and that is fine
+    "\ud800-lone-surrogate",
+    "",
+]
+
+
+@given(salt=salts, student=ids)
+def test_bucket_is_in_range_and_repeatable(salt: str, student: str) -> None:
+    b = bucket(salt, student)
+    assert 0 <= b < BUCKETS
+    assert bucket(salt, student) == b
+
+
+@given(salt=salts, student=ids, w1=weights, w2=weights)
+def test_raising_the_weight_only_adds_students(salt: str, student: str, w1: int, w2: int) -> None:
+    low, high = sorted((w1, w2))
+    if in_canary(salt, student, low):
+        assert in_canary(salt, student, high)
+
+
+@given(salt=salts, student=ids, weight=weights)
+def test_in_canary_is_bucket_below_weight_clamped(salt: str, student: str, weight: int) -> None:
+    expected = bucket(salt, student) < max(0, min(BUCKETS, weight))
+    assert in_canary(salt, student, weight) is expected
+
+
+@given(salt=salts, student=ids)
+def test_zero_weight_is_nobody_and_full_weight_is_everybody(salt: str, student: str) -> None:
+    assert not in_canary(salt, student, 0)
+    assert in_canary(salt, student, BUCKETS)
+
+
+@given(s1=salts, s2=salts)
+def test_a_new_salt_draws_a_different_sample(s1: str, s2: str) -> None:
+    if s1 == s2:
+        return
+    population = [f"s{i}" for i in range(400)]
+    first = {s for s in population if in_canary(s1, s, BUCKETS // 2)}
+    second = {s for s in population if in_canary(s2, s, BUCKETS // 2)}
+    # Independent halves of 400 share ~100 students; equal sets would mean
+    # the salt is ignored (e.g. truncated away).
+    assert first != second
+    assert len(first & second) < 160
+
+
+def test_long_salts_with_a_common_prefix_differ() -> None:
+    prefix = "r" * 64
+    assert [bucket(prefix + "a", f"s{i}") for i in range(50)] != [
+        bucket(prefix + "b", f"s{i}") for i in range(50)
+    ]
+
+
+_CHILD = (
+    "import json, sys\n"
+    "from tara.rollout.bucketing import bucket\n"
+    "pairs = json.load(sys.stdin)\n"
+    "json.dump([bucket(salt, sid) for salt, sid in pairs], sys.stdout)\n"
+)
+
+
+def _buckets_in_subprocess(pairs: Sequence[tuple[str, str]], hash_seed: str) -> list[int]:
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        input=json.dumps(pairs),  # ASCII escapes carry lone surrogates intact
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=30,
+    )
+    result: list[int] = json.loads(done.stdout)
+    return result
+
+
+def test_buckets_are_the_same_in_fresh_processes_with_other_hash_seeds() -> None:
+    pairs = [
+        (salt, sid)
+        for salt in ("", "rollout-1", new_salt(), "सॉल्ट" * 20)
+        for sid in [*UNICODE_IDS, *(f"student-{i}" for i in range(50))]
+    ]
+    here = [bucket(salt, sid) for salt, sid in pairs]
+    assert _buckets_in_subprocess(pairs, "0") == here
+    assert _buckets_in_subprocess(pairs, "4242") == here
+
+
+@pytest.mark.parametrize("salt", ["rollout-a", "rollout-b", "0123456789abcdef0123456789abcdef"])
+def test_100k_students_split_within_half_a_point_of_the_weight(salt: str) -> None:
+    buckets = [bucket(salt, f"student-{i:06d}") for i in range(100_000)]
+    for percent in (10, 25, 50):
+        weight = percent_to_bp(percent)
+        share = sum(b < weight for b in buckets) / len(buckets)
+        assert share == pytest.approx(percent / 100, abs=0.005), (percent, share)
+
+
+def test_unicode_ids_bucket_and_split_like_any_other() -> None:
+    for sid in UNICODE_IDS:
+        assert 0 <= bucket("salt", sid) < BUCKETS
+    hindi = [f"छात्र-{i}" for i in range(20_000)]
+    share = sum(in_canary("salt", s, 2500) for s in hindi) / len(hindi)
+    assert share == pytest.approx(0.25, abs=0.015)
+
+
+@pytest.mark.parametrize(
+    ("percent", "bp"),
+    [(0, 0), (10, 1000), (12.5, 1250), (33.333, 3333), (100, BUCKETS), (150, BUCKETS), (-1, 0)],
+)
+def test_percent_to_bp(percent: float, bp: int) -> None:
+    assert percent_to_bp(percent) == bp
+
+
+def test_new_salts_are_fresh() -> None:
+    assert len({new_salt() for _ in range(100)}) == 100
