@@ -1,0 +1,157 @@
+"""``POST /v1/chat/completions``: the raw ASGI endpoint on the hot path.
+
+Read the body (bounded), parse it once, route it from the in-memory table,
+run the :class:`~tara.gateway.exchange.Exchange`, hand its records to the
+sinks. Nothing here awaits Redis or a database. A watcher on ``receive``
+notices a client that goes away and cancels the exchange, so an upstream
+that hangs or streams on is cut off at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from starlette.types import Receive, Scope, Send
+
+from tara.gateway.body import ClientGoneError, read_body
+from tara.gateway.chat_request import parse_chat_request
+from tara.gateway.errors import GatewayError, send_error
+from tara.gateway.exchange import CLIENT_CLOSED, Exchange
+from tara.gateway.identity import StudentHasher
+from tara.gateway.retries import RetryPolicy
+from tara.gateway.upstream import UpstreamClient
+from tara.rollout.routing import RoutingTable, route
+from tara.settings import Settings
+from tara.telemetry.interactions import Interaction, InteractionSink
+from tara.telemetry.metrics import MetricsRecorder
+
+log = logging.getLogger(__name__)
+
+_ALLOW = [(b"allow", b"POST")]
+
+
+class DisconnectWatch:
+    """Cancels the request's task if the client disconnects before the answer is complete."""
+
+    __slots__ = ("_task", "_watcher", "disconnected", "exchange")
+
+    def __init__(self, receive: Receive, exchange: Exchange) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self.exchange = exchange
+        self.disconnected = False
+        self._watcher = asyncio.get_running_loop().create_task(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.exchange.finishing:
+            self.disconnected = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        """Stop watching (the request is over)."""
+        self._watcher.cancel()
+
+
+class ChatCompletions:
+    """The chat-completions endpoint; shared, immutable state for every request."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        table: Callable[[], RoutingTable],
+        upstream: UpstreamClient,
+        metrics: MetricsRecorder,
+        sinks: Sequence[InteractionSink],
+    ) -> None:
+        self.settings = settings
+        self.table = table
+        self.upstream = upstream
+        self.metrics = metrics
+        self.sinks = tuple(sinks)
+        self.policy = RetryPolicy(settings.upstream)
+        self.fallback_to_stable = settings.upstream.fallback_to_stable
+        self.hasher = StudentHasher(settings.auth.student_hash_key.get_secret_value())
+        self.max_body = settings.server.max_body_bytes
+
+    def stable_model(self, track: str) -> str:
+        """The track's stable model in the current table (configured one as a last resort)."""
+        tr = self.table().tracks.get(track)
+        return tr.stable_model if tr is not None else self.settings.tracks[track].stable_model
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request."""
+        t0 = time.monotonic()
+        created = time.time()
+        request_id = uuid.uuid4().hex
+        if scope["method"] != "POST":
+            error = GatewayError(
+                405, "use POST for /v1/chat/completions", code="method_not_allowed"
+            )
+            await self._reject(send, error, request_id, _ALLOW)
+            return
+        try:
+            raw = await read_body(scope, receive, self.max_body)
+        except GatewayError as too_big:
+            await self._reject(send, too_big, request_id)
+            return
+        except ClientGoneError:
+            return
+        request = parse_chat_request(raw, scope["headers"])
+        if isinstance(request, GatewayError):
+            await self._reject(send, request, request_id)
+            return
+        where = route(
+            self.table(), request.track, request.student_id, request.subject, request.language
+        )
+        if where is None:
+            message = f"model '{request.track[:100]}' is not a track served here; see /v1/models"
+            error = GatewayError(404, message, code="model_not_found", param="model")
+            await self._reject(send, error, request_id)
+            return
+        exchange = Exchange(self, request, where, request_id, send, t0, created)
+        await self._serve(exchange, receive)
+
+    async def _serve(self, exchange: Exchange, receive: Receive) -> None:
+        watch = DisconnectWatch(receive, exchange)
+        self.metrics.in_flight.inc()
+        try:
+            await exchange.run()
+        except asyncio.CancelledError:
+            if not watch.disconnected:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            exchange.outcome.status = CLIENT_CLOSED
+            log.debug("client went away during request %s", exchange.request_id)
+        finally:
+            watch.stop()
+            self.metrics.in_flight.dec()
+        self.emit(exchange.records(time.monotonic()))
+
+    def emit(self, records: Sequence[Interaction]) -> None:
+        """Hand records to every sink; a failing sink loses its records, never the request."""
+        for sink in self.sinks:
+            for record in records:
+                try:
+                    sink.record(record)
+                except Exception:
+                    log.exception("interaction sink %s failed", type(sink).__name__)
+                    self.metrics.dropped("sink_error")
+
+    async def _reject(
+        self,
+        send: Send,
+        error: GatewayError,
+        request_id: str,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        self.metrics.rejection(error.status)
+        await send_error(send, error, [(b"x-tara-request-id", request_id.encode()), *headers])

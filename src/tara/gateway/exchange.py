@@ -1,0 +1,318 @@
+"""One routed chat request, from the upstream attempt to the interaction record.
+
+An :class:`Exchange` opens the upstream (retrying before the first byte,
+falling back from a failing canary to stable), relays the answer (streamed
+events as they come, or the whole body), and afterwards builds the
+:class:`~tara.telemetry.interactions.Interaction` records for the sinks. A
+client disconnect cancels it wherever it waits; the upstream connection is
+then closed, which is how the upstream learns to stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import aiohttp
+from starlette.types import Send
+
+from tara.gateway.errors import SERVER_ERROR, UPSTREAM_ERROR, GatewayError
+from tara.gateway.sse import StreamTap, error_event, parse_completion
+from tara.gateway.upstream import Opened, UpstreamError
+from tara.rollout.routing import Route
+from tara.telemetry.interactions import Interaction
+
+if TYPE_CHECKING:
+    from tara.gateway.chat import ChatCompletions
+    from tara.gateway.chat_request import ChatRequest
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED = 499
+"""Status recorded when the client went away first (nginx's convention)."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to the request, filled in as the exchange runs."""
+
+    status: int = 0
+    error_class: str | None = None
+    ttft_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    answer: str | None = None
+    fallback: bool = False
+    failed_canary: list[Interaction] = field(default_factory=list)
+
+
+class Exchange:
+    """The life of one routed request; :meth:`run` never raises except on shutdown."""
+
+    __slots__ = (
+        "created",
+        "endpoint",
+        "finishing",
+        "outcome",
+        "request",
+        "request_id",
+        "response",
+        "route",
+        "send",
+        "started",
+        "student_hash",
+        "t0",
+    )
+
+    def __init__(
+        self,
+        endpoint: ChatCompletions,
+        request: ChatRequest,
+        route: Route,
+        request_id: str,
+        send: Send,
+        t0: float,
+        created: float,
+    ) -> None:
+        self.endpoint = endpoint
+        self.request = request
+        self.route = route
+        self.request_id = request_id
+        self.send = send
+        self.t0 = t0
+        """Arrival on the monotonic clock (the event loop's), for durations."""
+        self.created = created
+        """Arrival as Unix time, for the record."""
+        self.student_hash = endpoint.hasher(request.student_id) if request.student_id else None
+        self.response: aiohttp.ClientResponse | None = None
+        self.started = False
+        self.finishing = False
+        """Set just before the last send: a disconnect after that changes nothing."""
+        self.outcome = Outcome()
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The ``X-Tara-*`` response headers for the current route."""
+        return [
+            (b"x-tara-request-id", self.request_id.encode()),
+            (b"x-tara-variant", self.route.variant.encode()),
+            (b"x-tara-model", self.route.model.encode()),
+        ]
+
+    async def run(self) -> None:
+        """Serve the request; on an unexpected error answer 500 (or end the stream)."""
+        try:
+            opened = await self._open_with_fallback()
+            if opened is None:
+                return
+            self.response = opened.response
+            if opened.streaming:
+                await self._relay_stream(opened)
+            else:
+                await self._relay_body(opened)
+            opened.response.release()
+        except Exception:
+            log.exception("gateway error serving request %s", self.request_id)
+            self.outcome.error_class = "gateway"
+            if not self.started:
+                self.outcome.status = 500
+                error = GatewayError(500, "internal gateway error", type=SERVER_ERROR)
+                await self._send_error(error)
+            elif not self.finishing:
+                self.finishing = True
+                event = error_event("internal gateway error", SERVER_ERROR, "gateway_error")
+                await self.send({"type": "http.response.body", "body": event, "more_body": False})
+        finally:
+            if self.response is not None:
+                self.response.close()
+
+    # -- upstream -----------------------------------------------------------
+    async def _open(self, route: Route) -> Opened:
+        endpoint, req = self.endpoint, self.request
+        payload = req.upstream_body(route.model, self.student_hash)
+
+        def on_retry(failure: UpstreamError, wait: float) -> None:
+            endpoint.metrics.upstream_retry(req.track, route.variant, failure.error_class)
+            log.warning(
+                "upstream attempt failed (%s%s) for %s/%s, retrying in %.2fs",
+                failure.error_class,
+                f", HTTP {failure.upstream_status}" if failure.upstream_status else "",
+                req.track,
+                route.variant,
+                wait,
+            )
+
+        return await endpoint.policy.run(
+            lambda: endpoint.upstream.open(payload, stream=req.stream), on_retry
+        )
+
+    async def _open_with_fallback(self) -> Opened | None:
+        try:
+            return await self._open(self.route)
+        except UpstreamError as failure:
+            last = failure
+        endpoint = self.endpoint
+        if self.route.variant == "canary" and endpoint.fallback_to_stable:
+            self.outcome.failed_canary.append(self._canary_record(last))
+            endpoint.metrics.fallback(self.request.track, last.error_class)
+            log.warning(
+                "canary %s failed (%s) for %s; falling back to stable",
+                self.route.model,
+                last.error_class,
+                self.request.track,
+            )
+            stable = endpoint.stable_model(self.request.track)
+            self.route = Route("stable", stable, self.route.segment, self.route.rollout_id)
+            self.outcome.fallback = True
+            try:
+                return await self._open(self.route)
+            except UpstreamError as failure:
+                last = failure
+        log.warning(
+            "upstream failed for %s/%s: %s after %d attempt(s)",
+            self.request.track,
+            self.route.variant,
+            last.error_class,
+            last.attempts,
+        )
+        self.outcome.status = last.status
+        self.outcome.error_class = last.error_class
+        await self._send_error(last.to_error())
+        return None
+
+    # -- relaying -----------------------------------------------------------
+    async def _send_error(self, error: GatewayError) -> None:
+        self.finishing = True
+        self.started = True
+        body = error.body()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *self.headers(),
+        ]
+        await self.send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _relay_body(self, opened: Opened) -> None:
+        response, body = opened.response, opened.first
+        out = self.outcome
+        out.status = response.status
+        if response.status < 300:
+            out.answer, out.prompt_tokens, out.completion_tokens = parse_completion(body)
+        content_type = response.headers.get("Content-Type", "application/json").encode("latin-1")
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            *self.headers(),
+        ]
+        self.started = True
+        await self.send({"type": "http.response.start", "status": out.status, "headers": headers})
+        self.finishing = True
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _relay_stream(self, opened: Opened) -> None:
+        send, out = self.send, self.outcome
+        tap = StreamTap(drop_usage_chunk=not self.request.client_wants_usage)
+        first = tap.feed(opened.first)
+        if tap.content_seen:
+            out.ttft_s = time.monotonic() - self.t0
+        headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            *self.headers(),
+        ]
+        self.started = True
+        out.status = 200
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if first:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+        failure = await self._pump(tap)
+        last = tap.flush()
+        out.answer = tap.answer
+        out.prompt_tokens, out.completion_tokens = tap.prompt_tokens, tap.completion_tokens
+        if failure is not None:
+            out.error_class = failure
+            message = f"the upstream stream was interrupted ({failure})"
+            last = error_event(message, UPSTREAM_ERROR, "upstream_stream_interrupted")
+            log.warning("upstream stream for %s broke: %s", self.request_id, failure)
+        elif tap.error is not None:
+            out.error_class = "upstream"
+        self.finishing = True
+        await send({"type": "http.response.body", "body": last, "more_body": False})
+
+    async def _pump(self, tap: StreamTap) -> str | None:
+        """Forward events until the upstream ends; the error class if it broke."""
+        assert self.response is not None
+        content, send, out = self.response.content, self.send, self.outcome
+        settings = self.endpoint.settings.upstream
+        idle, deadline = settings.idle_timeout, self.t0 + settings.total_timeout
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None) as timer:
+                while True:
+                    timer.reschedule(min(loop.time() + idle, deadline))
+                    chunk = await content.readany()
+                    if not chunk:
+                        return None
+                    # A slow client is not an idle upstream: no timer while sending.
+                    timer.reschedule(None)
+                    data = tap.feed(chunk)
+                    if out.ttft_s is None and tap.content_seen:
+                        out.ttft_s = time.monotonic() - self.t0
+                    if data:
+                        await send({"type": "http.response.body", "body": data, "more_body": True})
+        except TimeoutError:
+            return "timeout"
+        except (aiohttp.ClientError, OSError):
+            return "connection"
+
+    # -- records ------------------------------------------------------------
+    def _canary_record(self, failure: UpstreamError) -> Interaction:
+        req, route = self.request, self.route
+        return Interaction(
+            request_id=f"{self.request_id}-canary",
+            created_at=self.created,
+            track=req.track,
+            segment=route.segment,
+            variant=route.variant,
+            model=route.model,
+            student_hash=self.student_hash,
+            subject=req.subject,
+            language=req.language,
+            grade=req.grade,
+            status=failure.status,
+            error_class=failure.error_class,
+            latency_s=time.monotonic() - self.t0,
+            stream=req.stream,
+            messages=req.messages,
+        )
+
+    def records(self, ended: float) -> list[Interaction]:
+        """The interaction records of this request (a failed canary attempt first)."""
+        req, route, out = self.request, self.route, self.outcome
+        served = Interaction(
+            request_id=self.request_id,
+            created_at=self.created,
+            track=req.track,
+            segment=route.segment,
+            variant=route.variant,
+            model=route.model,
+            student_hash=self.student_hash,
+            subject=req.subject,
+            language=req.language,
+            grade=req.grade,
+            status=out.status,
+            error_class=out.error_class,
+            latency_s=ended - self.t0,
+            ttft_s=out.ttft_s,
+            prompt_tokens=out.prompt_tokens,
+            completion_tokens=out.completion_tokens,
+            user_retry=req.user_retry,
+            fallback=out.fallback,
+            stream=req.stream,
+            messages=req.messages,
+            answer=out.answer,
+        )
+        return [*out.failed_canary, served]

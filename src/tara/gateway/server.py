@@ -1,0 +1,74 @@
+"""``tara serve``: build the gateway from settings and run it under uvicorn until signalled.
+
+Shared state lives in Redis when ``settings.use_redis`` (routing table via
+:class:`~tara.rollout.store_redis.RedisRoutingStore`), else in process memory.
+Shut-down is graceful: uvicorn stops accepting, drains in-flight requests for
+up to ``server.shutdown_timeout`` seconds, then the lifespan closes the
+routing cache, the upstream pool and the Redis client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import prometheus_client
+import redis.asyncio as aioredis
+
+from tara.gateway.app import Gateway, build_gateway
+from tara.gateway.upstream import redact_url
+from tara.rollout.store import RoutingStore
+from tara.rollout.store_memory import MemoryRoutingStore
+from tara.rollout.store_redis import RedisRoutingStore
+from tara.serving import serve_forever
+from tara.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def _closing(client: aioredis.Redis) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
+def gateway_from_settings(settings: Settings) -> Gateway:
+    """The production gateway: state backend from settings, metrics on the default registry."""
+    services: list[AbstractAsyncContextManager[Any]] = []
+    store: RoutingStore
+    if settings.use_redis:
+        if settings.redis_url is None:
+            msg = "state_backend is 'redis' but redis_url is not set (TARA_REDIS_URL)"
+            raise ValueError(msg)
+        client = aioredis.Redis.from_url(settings.redis_url)
+        store = RedisRoutingStore(client, settings.redis_namespace)
+        services.append(_closing(client))
+    else:
+        store = MemoryRoutingStore()
+    return build_gateway(
+        settings,
+        routing_store=store,
+        registry=prometheus_client.REGISTRY,
+        services=services,
+    )
+
+
+def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the gateway on ``--host``/``--port`` (default ``server.host``/``server.port``)."""
+    host = args.host if args.host is not None else settings.server.host
+    port = args.port if args.port is not None else settings.server.port
+    try:
+        app = gateway_from_settings(settings)
+    except ValueError as exc:
+        log.error("cannot start the gateway: %s", exc)
+        return 2
+    upstream = redact_url(settings.upstream.base_url)
+    log.info("tara gateway on http://%s:%d -> %s", host, port, upstream)
+    serve_forever(app, host, port, settings.server.shutdown_timeout)
+    return 0

@@ -1,0 +1,233 @@
+"""The upstream client: one shared aiohttp session and one attempt at a request.
+
+:meth:`UpstreamClient.open` makes a single attempt and returns only once the
+first byte is in hand (the first body chunk of a stream, the whole body
+otherwise), so everything that can go wrong before the client has seen a byte
+comes out as an :class:`UpstreamError` the caller may retry. Failures carry
+an error class from :data:`tara.telemetry.windows.ERROR_CLASSES` and the
+status and message the client gets if retries run out; messages never name
+the upstream URL or key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from dataclasses import dataclass
+
+import aiohttp
+import yarl
+
+from tara.gateway.errors import UPSTREAM_ERROR, GatewayError
+from tara.settings import UpstreamSettings
+
+RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
+_MAX_ERROR_BODY = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """One failed attempt: why (error class), whether to retry, what the client would get."""
+
+    def __init__(
+        self,
+        error_class: str,
+        *,
+        status: int,
+        message: str,
+        code: str,
+        retryable: bool,
+        retry_after: float | None = None,
+        upstream_status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.status = status
+        self.message = message
+        self.code = code
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.upstream_status = upstream_status
+        self.attempts = 1
+        """Attempts made in all when this failure ended the request."""
+
+    def to_error(self) -> GatewayError:
+        """The client-facing error once retries are over."""
+        tries = "1 attempt" if self.attempts == 1 else f"{self.attempts} attempts"
+        return GatewayError(
+            self.status, f"{self.message} (after {tries})", type=UPSTREAM_ERROR, code=self.code
+        )
+
+
+def timed_out() -> UpstreamError:
+    """No first byte from the upstream in time."""
+    return UpstreamError(
+        "timeout",
+        status=504,
+        message="the upstream did not answer in time",
+        code="upstream_timeout",
+        retryable=True,
+    )
+
+
+def connection_failed() -> UpstreamError:
+    """The connection to the upstream failed or broke."""
+    return UpstreamError(
+        "connection",
+        status=502,
+        message="could not reach the upstream",
+        code="upstream_connection_error",
+        retryable=True,
+    )
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user name and password, fit for logs."""
+    parsed = yarl.URL(url)
+    return str(parsed.with_user(None)) if parsed.user or parsed.password else url
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def failure_for_status(status: int, retry_after: str | None) -> UpstreamError | None:
+    """Classify an upstream error status; ``None`` means pass the answer to the client."""
+    if status == 429:
+        return UpstreamError(
+            "rate_limited",
+            status=503,
+            message="the upstream is rate limiting the gateway",
+            code="upstream_rate_limited",
+            retryable=True,
+            retry_after=parse_retry_after(retry_after),
+            upstream_status=status,
+        )
+    if status in (401, 403):
+        # The gateway's own upstream key is refused: the client can do nothing about it.
+        return UpstreamError(
+            "upstream",
+            status=502,
+            message="the upstream refused the gateway's credentials",
+            code="upstream_auth_error",
+            retryable=False,
+            upstream_status=status,
+        )
+    if status == 404:
+        # The client named a track, not a model: an unknown model is our configuration's fault.
+        return UpstreamError(
+            "upstream",
+            status=502,
+            message="the upstream does not know the configured model",
+            code="upstream_model_not_found",
+            retryable=False,
+            upstream_status=status,
+        )
+    if 400 <= status < 500:
+        return None
+    return UpstreamError(
+        "upstream",
+        status=503 if status == 503 else 502,
+        message=f"the upstream failed with HTTP {status}",
+        code="upstream_unavailable" if status == 503 else "upstream_error",
+        retryable=status in RETRY_STATUSES,
+        retry_after=parse_retry_after(retry_after) if status == 503 else None,
+        upstream_status=status,
+    )
+
+
+@dataclass(slots=True)
+class Opened:
+    """A successful attempt: the response and its first bytes.
+
+    ``first`` is the first body chunk of a stream, or the whole body of
+    anything else (including an upstream 4xx passed through to the client).
+    """
+
+    response: aiohttp.ClientResponse
+    first: bytes
+    streaming: bool
+
+
+class UpstreamClient:
+    """The shared session to the upstream; :meth:`start` and :meth:`close` bracket its life."""
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self.settings = settings
+        self.url = f"{settings.base_url}/chat/completions"
+        self._headers = {
+            "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
+            "Content-Type": "application/json",
+        }
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The live session (only between :meth:`start` and :meth:`close`)."""
+        if self._session is None:
+            msg = "upstream client is not started"
+            raise RuntimeError(msg)
+        return self._session
+
+    async def start(self) -> None:
+        """Open the connection pool (call inside the running event loop)."""
+        s = self.settings
+        connector = aiohttp.TCPConnector(
+            limit=s.max_connections, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout),
+            # Pass bytes through as the upstream sent them; no decompression cost.
+            skip_auto_headers=("Accept-Encoding",),
+            auto_decompress=False,
+        )
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def open(self, payload: bytes, *, stream: bool) -> Opened:
+        """One attempt, up to the first byte; raises :class:`UpstreamError`."""
+        response: aiohttp.ClientResponse | None = None
+        try:
+            async with asyncio.timeout(self.settings.first_byte_timeout):
+                response = await self.session.post(self.url, data=payload, headers=self._headers)
+                status = response.status
+                if status >= 300:
+                    failure = failure_for_status(status, response.headers.get("Retry-After"))
+                    body = await response.content.read(_MAX_ERROR_BODY)
+                    if failure is not None:
+                        raise failure
+                    return Opened(response, body, streaming=False)
+                if stream and response.content_type == "text/event-stream":
+                    first = await response.content.readany()
+                    if not first:
+                        raise connection_failed()
+                    return Opened(response, first, streaming=True)
+                return Opened(response, await response.read(), streaming=False)
+        except BaseException as exc:
+            if response is not None:
+                # Closing (not releasing) drops the connection, so the upstream stops work.
+                response.close()
+            if isinstance(exc, TimeoutError):
+                raise timed_out() from None
+            if isinstance(exc, aiohttp.ClientError | OSError):
+                raise connection_failed() from None
+            raise
