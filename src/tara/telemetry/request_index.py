@@ -1,0 +1,160 @@
+"""The request index: which variant and window a request id belongs to, for feedback.
+
+Feedback names only a request id and may reach any replica, minutes or weeks
+after the answer. The index maps the id to what the rating must be filed
+under (track, segment, variant, time) and to the feedback already given, so a
+replaced rating becomes a ``-1 old / +1 new`` delta instead of a second count.
+
+The gateway feeds it as an :class:`InteractionSink` (never blocking); the
+feedback endpoint calls :meth:`RequestIndex.set_feedback`. This module holds
+the types, the protocol and the single-process implementation; the shared one
+is in :mod:`tara.telemetry.request_index_redis`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from tara.telemetry.interactions import Interaction
+from tara.telemetry.stats_config import TelemetryStatsSettings
+from tara.telemetry.window_store import WindowKey, bucket_start
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """What a student said about one answer; the latest feedback replaces earlier ones."""
+
+    rating: int | None = None
+    tags: tuple[str, ...] = ()
+    relevance: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedRequest:
+    """What the index knows about one request id."""
+
+    request_id: str
+    created_at: float
+    track: str
+    segment: str
+    variant: str
+    model: str
+    subject: str | None = None
+    language: str | None = None
+    student_hash: str | None = None
+    feedback: Feedback | None = None
+
+    @classmethod
+    def from_interaction(cls, ix: Interaction) -> IndexedRequest:
+        """The index entry of a finished interaction (without feedback)."""
+        return cls(
+            request_id=ix.request_id,
+            created_at=ix.created_at,
+            track=ix.track,
+            segment=ix.segment,
+            variant=ix.variant,
+            model=ix.model,
+            subject=ix.subject,
+            language=ix.language,
+            student_hash=ix.student_hash,
+        )
+
+    def window_key(self, bucket_seconds: int) -> WindowKey:
+        """The window bucket the request was counted in."""
+        return WindowKey(
+            self.track, self.segment, self.variant, bucket_start(self.created_at, bucket_seconds)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackChange:
+    """Result of :meth:`RequestIndex.set_feedback`: the request and what it replaced."""
+
+    request: IndexedRequest
+    previous: Feedback | None
+
+
+class IndexUnavailableError(Exception):
+    """The shared index could not be reached; feedback should be retried (HTTP 503)."""
+
+
+class RequestIndex(Protocol):
+    """Request id → :class:`IndexedRequest`, shared by the replicas that use it."""
+
+    def record(self, interaction: Interaction) -> None:
+        """Index a finished interaction; never blocks, never raises."""
+
+    async def lookup(self, request_id: str) -> IndexedRequest | None:
+        """The entry for ``request_id``, waiting briefly for a replica that has not
+        published it yet; ``None`` if it stays unknown. Raises :class:`IndexUnavailableError`."""
+
+    async def set_feedback(self, request_id: str, feedback: Feedback) -> FeedbackChange | None:
+        """Atomically store ``feedback`` and return what it replaced; ``None`` for an
+        unknown request id (after the same brief wait). Raises :class:`IndexUnavailableError`."""
+
+    def start(self) -> None:
+        """Start background publishing, if the implementation batches."""
+
+    async def flush(self) -> None:
+        """Publish what is queued now."""
+
+    async def aclose(self) -> None:
+        """Publish what is queued and stop."""
+
+
+class MemoryRequestIndex:
+    """A :class:`RequestIndex` for one process: an LRU dict with expiry."""
+
+    def __init__(
+        self,
+        settings: TelemetryStatsSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        settings = settings or TelemetryStatsSettings()
+        self._capacity = settings.index_cache_size
+        self._retention = settings.index_retention_seconds
+        self._clock = clock
+        self._entries: OrderedDict[str, IndexedRequest] = OrderedDict()
+
+    def record(self, interaction: Interaction) -> None:
+        """Index a finished interaction, evicting the oldest beyond capacity."""
+        entry = IndexedRequest.from_interaction(interaction)
+        old = self._entries.get(entry.request_id)
+        if old is not None:  # a re-record keeps feedback already given
+            entry = replace(entry, feedback=old.feedback)
+        self._entries[entry.request_id] = entry
+        self._entries.move_to_end(entry.request_id)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+    async def lookup(self, request_id: str) -> IndexedRequest | None:
+        """The entry, or ``None`` if unknown or older than the retention."""
+        entry = self._entries.get(request_id)
+        if entry is None:
+            return None
+        if entry.created_at + self._retention <= self._clock():
+            del self._entries[request_id]
+            return None
+        return entry
+
+    async def set_feedback(self, request_id: str, feedback: Feedback) -> FeedbackChange | None:
+        """Store feedback; no ``await`` between read and write, so it is atomic."""
+        entry = await self.lookup(request_id)
+        if entry is None:
+            return None
+        self._entries[request_id] = replace(entry, feedback=feedback)
+        return FeedbackChange(entry, entry.feedback)
+
+    def start(self) -> None:
+        """Nothing runs in the background."""
+
+    async def flush(self) -> None:
+        """Nothing is queued."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

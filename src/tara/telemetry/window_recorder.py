@@ -1,0 +1,166 @@
+"""The window-stats sink: counts requests locally, flushes them to the store each second.
+
+:class:`WindowRecorder` is an :class:`InteractionSink`. ``record`` only adds
+numbers to a local map keyed by the request's window bucket; a background
+loop hands the whole map to :meth:`WindowStore.add` once per flush interval
+(one round trip for all requests of that second). If the store fails, the
+batch is merged back and retried on the next flush; the map is bounded by
+``max_pending_keys`` buckets, the oldest dropped (and counted) first.
+
+Feedback and user retries are filed under the bucket of the request they
+concern, however late they arrive, so they count for the right variant and
+window. The deltas themselves are pure functions.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from operator import attrgetter
+
+from tara.telemetry.flush_loop import FlushLoop
+from tara.telemetry.interactions import Interaction
+from tara.telemetry.request_index import Feedback
+from tara.telemetry.stats_config import TelemetryStatsSettings
+from tara.telemetry.window_store import WindowKey, WindowStore, bucket_start, merge_fields
+from tara.telemetry.windows import latency_bucket
+
+log = logging.getLogger(__name__)
+
+
+def interaction_delta(ix: Interaction) -> dict[str, float]:
+    """The window fields one finished request adds.
+
+    Latency and TTFT count only answered requests: a failure is already an
+    error, and a 60 s timeout would otherwise also inflate the latency that
+    the 2x-slower rollback rule compares.
+    """
+    out: dict[str, float] = {"req": 1}
+    if ix.error_class:
+        out[f"err:{ix.error_class}"] = 1
+    else:
+        if ix.latency_s is not None:
+            out[f"lat:{latency_bucket(ix.latency_s)}"] = 1
+            out["lat_sum"] = ix.latency_s
+        if ix.ttft_s is not None:
+            out[f"ttft:{latency_bucket(ix.ttft_s)}"] = 1
+    if ix.prompt_tokens:
+        out["tok_in"] = ix.prompt_tokens
+    if ix.completion_tokens:
+        out["tok_out"] = ix.completion_tokens
+    if ix.user_retry:
+        out["uretry"] = 1
+    return out
+
+
+def feedback_delta(previous: Feedback | None, current: Feedback) -> dict[str, float]:
+    """Fields that turn ``previous`` feedback into ``current`` (empty if they are equal)."""
+    out: dict[str, float] = {}
+    for sign, fb in ((-1, previous), (1, current)):
+        if fb is None:
+            continue
+        if fb.rating is not None:
+            _bump(out, f"rat:{fb.rating}", sign)
+        for tag in set(fb.tags):
+            _bump(out, f"tag:{tag}", sign)
+        if fb.relevance is not None:
+            _bump(out, "rel_n", sign)
+            _bump(out, "rel_sum", sign * fb.relevance)
+    return {name: v for name, v in out.items() if abs(v) > 1e-12}
+
+
+def _bump(out: dict[str, float], name: str, value: float) -> None:
+    out[name] = out.get(name, 0) + value
+
+
+class WindowRecorder:
+    """Accumulates window deltas in memory and flushes them to a :class:`WindowStore`."""
+
+    def __init__(self, store: WindowStore, settings: TelemetryStatsSettings | None = None) -> None:
+        settings = settings or TelemetryStatsSettings()
+        self._store = store
+        self._bucket_seconds = store.layout.bucket_seconds
+        self._max_keys = settings.max_pending_keys
+        self._pending: dict[WindowKey, dict[str, float]] = {}
+        self._loop = FlushLoop(self.flush, settings.flush_interval, "window-recorder")
+        self.flushes = 0
+        """Flushes that reached the store."""
+        self.flush_failures = 0
+        """Flushes the store refused; their deltas were kept for the next one."""
+        self.dropped_keys = 0
+        """Buckets dropped unflushed because ``max_pending_keys`` was reached."""
+
+    @property
+    def pending_keys(self) -> int:
+        """Buckets waiting for the next flush."""
+        return len(self._pending)
+
+    def key_for(self, ix: Interaction) -> WindowKey:
+        """The window bucket of a request."""
+        return WindowKey(
+            ix.track, ix.segment, ix.variant, bucket_start(ix.created_at, self._bucket_seconds)
+        )
+
+    def record(self, interaction: Interaction) -> None:
+        """Count a finished request (sink interface: no I/O, never raises)."""
+        try:
+            self.add(self.key_for(interaction), interaction_delta(interaction))
+        except Exception:  # a malformed record must not break the request path
+            log.exception("window recorder: cannot count request %s", interaction.request_id)
+
+    def record_feedback(self, key: WindowKey, previous: Feedback | None, current: Feedback) -> None:
+        """File a (possibly replaced) rating under the bucket of the request it rates."""
+        self.add(key, feedback_delta(previous, current))
+
+    def record_user_retry(self, key: WindowKey) -> None:
+        """Count one user retry in the bucket of the retried request."""
+        self.add(key, {"uretry": 1})
+
+    def add(self, key: WindowKey, fields: Mapping[str, float]) -> None:
+        """Add raw field increments to a bucket's pending delta."""
+        if not fields:
+            return
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = {}
+            self._bound()
+        merge_fields(pending, fields)
+
+    def start(self) -> None:
+        """Flush every flush interval in the background."""
+        self._loop.start()
+
+    async def flush(self) -> bool:
+        """Send all pending deltas in one :meth:`WindowStore.add`; ``False`` if it failed."""
+        batch, self._pending = self._pending, {}
+        if not batch:
+            return True
+        try:
+            await self._store.add(batch)
+        except Exception as exc:
+            self.flush_failures += 1
+            self._merge_back(batch)
+            log.warning("window recorder: flush of %d buckets failed: %s", len(batch), exc)
+            return False
+        self.flushes += 1
+        return True
+
+    async def aclose(self) -> None:
+        """Stop the loop and flush what is left (one try)."""
+        await self._loop.stop()
+
+    def _merge_back(self, batch: dict[WindowKey, dict[str, float]]) -> None:
+        # Deltas recorded during the failed flush are newer; add the batch under them.
+        for key, fields in self._pending.items():
+            merge_fields(batch.setdefault(key, {}), fields)
+        self._pending = batch
+        self._bound()
+
+    def _bound(self) -> None:
+        if len(self._pending) <= self._max_keys:
+            return
+        excess = len(self._pending) - self._max_keys
+        for key in sorted(self._pending, key=attrgetter("bucket_start"))[:excess]:
+            del self._pending[key]
+        self.dropped_keys += excess
+        log.warning("window recorder: dropped %d unflushed buckets (store down?)", excess)

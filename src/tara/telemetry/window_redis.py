@@ -1,0 +1,115 @@
+"""Window stats in Redis, shared by every gateway replica and read by the controller.
+
+Each bucket is a hash ``{ns}:win:{track}:{segment}:{variant}:{start}`` (fine)
+or ``...:r{start}`` (rollup) of :meth:`WindowStats.to_fields` counters. A
+flush is one ``MULTI``/``EXEC`` pipeline of ``HINCRBY``/``HINCRBYFLOAT`` per
+field plus an ``EXPIREAT`` per bucket: one round trip, and all-or-nothing, so
+a flush that failed can be retried without counting twice. Expiry is absolute
+(bucket end + retention), so repeating it on every write moves nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+
+from tara import keys
+from tara.telemetry.stats_config import TelemetryStatsSettings
+from tara.telemetry.window_store import Deltas, Series, Tier, WindowLayout
+from tara.telemetry.windows import WindowStats
+
+FLOAT_FIELDS = frozenset({"lat_sum", "rel_sum"})
+"""Fields that hold sums of fractions; every other field counts whole things."""
+
+
+def bucket_key(namespace: str, tier: Tier, series: Series, start: int) -> str:
+    """Redis key of one bucket."""
+    suffix = str(start) if tier == "f" else f"r{start}"
+    return keys.key(namespace, keys.WINDOWS, *series, suffix)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisWindowStore:
+    """A :class:`~tara.telemetry.window_store.WindowStore` in Redis hashes."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str,
+        settings: TelemetryStatsSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._namespace = namespace
+        self._layout = WindowLayout.from_settings(settings or TelemetryStatsSettings())
+        self._clock = clock
+
+    @property
+    def layout(self) -> WindowLayout:
+        """Bucket sizes and lifetimes of this store."""
+        return self._layout
+
+    async def add(self, deltas: Deltas) -> None:
+        """Apply every delta in one transactional round trip."""
+        if not deltas:
+            return
+        now = self._clock()
+        pipe = self._client.pipeline(transaction=True)
+        queued = False
+        for key, fields in deltas.items():
+            for tier, start, expires in self._layout.targets(key.bucket_start, now):
+                name = bucket_key(self._namespace, tier, key.series, start)
+                queued |= _queue_increments(pipe, name, fields)
+                pipe.expireat(name, int(expires) + 1)
+        if queued:  # an unexecuted pipeline never took a connection
+            await pipe.execute()
+
+    async def read(
+        self, track: str, segment: str, variant: str, t0: float, t1: float
+    ) -> WindowStats:
+        """Sum of the series' buckets in ``[t0, t1)``."""
+        series = Series(track, segment, variant)
+        return (await self.read_many([series], t0, t1))[series]
+
+    async def read_many(
+        self, series: Iterable[Series], t0: float, t1: float
+    ) -> dict[Series, WindowStats]:
+        """:meth:`read` for several series in one pipelined round trip."""
+        plan = self._layout.plan(t0, t1, self._clock())
+        wanted = [Series(*s) for s in series]
+        pipe = self._client.pipeline(transaction=False)
+        for s in wanted:
+            for tier, start in plan:
+                pipe.hgetall(bucket_key(self._namespace, tier, s, start))
+        replies: list[dict[Any, Any]] = await pipe.execute() if wanted and plan else []
+        out: dict[Series, WindowStats] = {}
+        for i, s in enumerate(wanted):
+            stats = WindowStats()
+            for reply in replies[i * len(plan) : (i + 1) * len(plan)]:
+                stats.add_fields({_text(k): float(v) for k, v in reply.items()})
+            out[s] = stats
+        return out
+
+    async def aclose(self) -> None:
+        """The client belongs to the caller; nothing else to release."""
+
+
+def _queue_increments(pipe: Pipeline, name: str, fields: Mapping[str, float]) -> bool:
+    queued = False
+    for field, value in fields.items():
+        if not value:
+            continue
+        if field in FLOAT_FIELDS or not float(value).is_integer():
+            pipe.hincrbyfloat(name, field, float(value))
+        else:
+            pipe.hincrby(name, field, int(value))
+        queued = True
+    return queued

@@ -1,0 +1,245 @@
+"""User retries: question normalisation in every script, detection across replicas."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from tara.telemetry.interactions import Interaction
+from tara.telemetry.stats_config import TelemetryStatsSettings
+from tara.telemetry.user_retries import (
+    MemoryRetryMemory,
+    RedisRetryMemory,
+    UserRetryDetector,
+    normalise_question,
+    question_of,
+    retry_key,
+)
+from tara.telemetry.window_memory import MemoryWindowStore
+from tara.telemetry.window_recorder import WindowRecorder
+from tara.telemetry.window_redis import RedisWindowStore
+from tara.telemetry.window_store import bucket_start
+
+NOW = float(bucket_start(time.time(), 60))
+
+
+def ask(text: str, request_id: str = "r", **changes: Any) -> Interaction:
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "created_at": NOW,
+        "track": "tara-tutor",
+        "segment": "all",
+        "variant": "canary",
+        "model": "ft-1",
+        "student_hash": "s1",
+        "subject": "physics",
+        "language": "hi",
+        "grade": "10",
+        "status": 200,
+        "messages": [
+            {"role": "system", "content": "You are Tara."},
+            {"role": "user", "content": text},
+        ],
+    }
+    fields.update(changes)
+    return Interaction(**fields)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("What is  Photosynthesis?", "what is photosynthesis"),
+        ("प्रकाश संश्लेषण क्या है?", "  प्रकाश   संश्लेषण क्या है ।"),
+        ("ஒளிச்சேர்க்கை என்றால் என்ன?", "ஒளிச்சேர்க்கை, என்றால் என்ன"),
+        ("ஒளிச்சேர்க்கை என்றால் என்ன", "ஒளிச்சேர்க்கை\u200c என்றால்\n\tஎன்ன"),
+        ("\u0958 क्या है", "\u0915\u093c क्या है"),  # precomposed qa vs ka + nukta
+        ("ｆｏｒｃｅ = ma", "FORCE = MA"),
+        ("2+2 = ?", "2 + 2"),
+    ],
+)
+def test_same_question_normalises_alike(a: str, b: str) -> None:
+    assert normalise_question(a) == normalise_question(b)
+    assert normalise_question(a)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("2+2", "22"),
+        ("क्या है", "क है"),  # the virama and vowel sign are part of the word
+        ("கை", "க"),
+        ("what is force", "what is mass"),
+    ],
+)
+def test_different_questions_stay_different(a: str, b: str) -> None:
+    assert normalise_question(a) != normalise_question(b)
+
+
+def test_question_is_the_last_user_message() -> None:
+    messages = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "answer"},
+        {"role": "user", "content": [{"type": "text", "text": "Second"}, {"type": "image"}, 3]},
+        {"role": "assistant", "content": "partial"},
+    ]
+    assert question_of(messages) == "second"
+    assert question_of([{"role": "user", "content": " ?! "}]) is None
+    assert question_of([{"role": "user", "content": None}]) is None
+    assert question_of([{"role": "system", "content": "x"}]) is None
+    assert question_of(None) is None
+
+
+def test_retry_keys_depend_on_student_and_question() -> None:
+    assert retry_key("s1", "q") == retry_key("s1", "q")
+    assert len({retry_key("s1", "q"), retry_key("s2", "q"), retry_key("s1", "q2")}) == 3
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_memory_detector_counts_a_retry_within_the_window_only() -> None:
+    clock = Clock(NOW)
+    store = MemoryWindowStore()
+    recorder = WindowRecorder(store)
+    found: list[str] = []
+    detector = UserRetryDetector(
+        MemoryRetryMemory(clock=clock), recorder, on_retry=lambda ix: found.append(ix.request_id)
+    )
+    detector.record(ask("What is force?", "r1"))
+    detector.record(ask("what is force", "r2", created_at=NOW + 300))
+    detector.record(ask("What is force?", "other", student_hash="s2"))
+    detector.record(ask("What is mass?", "r3"))
+    clock.now = NOW + 300
+    assert await detector.flush() == 1
+    clock.now = NOW + 1000  # r4 comes 700 s after r2: a new question again
+    detector.record(ask("What is force?", "r4", created_at=NOW + 1000))
+    assert await detector.flush() == 0
+    assert found == ["r2"]
+    await recorder.flush()
+    stats = await store.read("tara-tutor", "all", "canary", NOW, NOW + 400)
+    assert stats.user_retries == 1
+
+
+async def test_anonymous_wordless_and_stale_requests_are_skipped() -> None:
+    clock = Clock(NOW + 10_000)
+    detector = UserRetryDetector(
+        MemoryRetryMemory(clock=clock), WindowRecorder(MemoryWindowStore()), clock=clock
+    )
+    for _ in range(2):
+        detector.record(ask("q", student_hash=None))
+        detector.record(ask("q", messages=None))
+        detector.record(ask("!!!", created_at=NOW + 10_000))
+        detector.record(ask("q"))  # older than the window by the time it is checked
+    assert await detector.flush() == 0
+
+
+async def test_a_client_flagged_retry_is_counted_once(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    store = RedisWindowStore(redis_client, namespace=namespace)
+    recorder = WindowRecorder(store)
+    found: list[str] = []
+    detector = UserRetryDetector(
+        RedisRetryMemory(redis_client, namespace=namespace),
+        recorder,
+        on_retry=lambda ix: found.append(ix.request_id),
+    )
+    for ix in (ask("q", "r1"), ask("q", "r2", user_retry=True)):
+        recorder.record(ix)
+        detector.record(ix)
+    assert await detector.flush() == 0
+    await recorder.flush()
+    assert (await store.read("tara-tutor", "all", "canary", NOW, NOW + 10)).user_retries == 1
+    assert found == []
+
+
+async def test_two_replicas_sharing_redis_see_each_others_questions(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    store = RedisWindowStore(redis_client, namespace=namespace)
+    found: list[str] = []
+
+    def replica() -> tuple[UserRetryDetector, WindowRecorder]:
+        recorder = WindowRecorder(store)
+        memory = RedisRetryMemory(redis_client, namespace=namespace)
+        detector = UserRetryDetector(
+            memory, recorder, on_retry=lambda ix: found.append(ix.request_id)
+        )
+        return detector, recorder
+
+    (a, _), (b, rec_b) = replica(), replica()
+    a.record(ask("प्रकाश संश्लेषण क्या है?", "hi-1"))
+    a.record(ask("ஒளிச்சேர்க்கை என்றால் என்ன?", "ta-1", language="ta", variant="stable"))
+    assert await a.flush() == 0
+    b.record(ask("प्रकाश संश्लेषण  क्या है", "hi-2", created_at=NOW + 20))
+    b.record(ask("ஒளிச்சேர்க்கை என்றால் என்ன", "ta-2", language="ta", variant="stable"))
+    b.record(ask("प्रकाश संश्लेषण क्या है?", "other-student", student_hash="s9"))
+    assert await b.flush() == 2
+    assert sorted(found) == ["hi-2", "ta-2"]
+    await rec_b.flush()
+    # Each retry is filed in the bucket of the request that repeated the question.
+    assert (await store.read("tara-tutor", "all", "canary", NOW + 20, NOW + 30)).user_retries == 1
+    assert (await store.read("tara-tutor", "all", "canary", NOW, NOW + 20)).user_retries == 0
+    assert (await store.read("tara-tutor", "all", "stable", NOW, NOW + 10)).user_retries == 1
+    hindi = retry_key("s1", normalise_question("प्रकाश संश्लेषण क्या है"))
+    assert 0 < await redis_client.ttl(f"{namespace}:uretry:{hindi}") <= 600 + 21
+
+
+@pytest.fixture
+async def proxied_client(redis_proxy: Any) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_proxy.url, retry=Retry(NoBackoff(), 0))
+    yield client
+    await client.aclose()
+
+
+async def test_outage_keeps_requests_for_the_next_check(
+    redis_proxy: Any, proxied_client: aioredis.Redis, namespace: str
+) -> None:
+    def broken(ix: Interaction) -> None:
+        raise RuntimeError(ix.request_id)
+
+    detector = UserRetryDetector(
+        RedisRetryMemory(proxied_client, namespace=namespace),
+        WindowRecorder(MemoryWindowStore()),
+        on_retry=broken,
+    )
+    detector.record(ask("q", "r1"))
+    detector.record(ask("q", "r2"))
+    await redis_proxy.stop()
+    assert await detector.flush() == 0
+    assert detector.flush_failures == 1
+    await redis_proxy.start()
+    assert await detector.flush() == 1  # found despite the callback failing
+    assert detector.retries_found == 1
+
+
+async def test_queue_is_bounded_and_memory_sweeps_expired_keys(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    clock = Clock(NOW)
+    memory = MemoryRetryMemory(clock=clock)
+    detector = UserRetryDetector(
+        memory,
+        WindowRecorder(MemoryWindowStore()),
+        TelemetryStatsSettings(max_pending_keys=2),
+        clock=clock,
+    )
+    for i in range(3):
+        detector.record(ask(f"q{i}"))
+    assert detector.dropped == 1
+    assert await detector.flush() == 0
+    assert await memory.check_and_mark([(f"k{i}", NOW + 1) for i in range(1100)]) == [False] * 1100
+    clock.now = NOW + 2
+    assert await memory.check_and_mark([("k1", NOW + 600)]) == [False]
+    assert await RedisRetryMemory(redis_client, namespace=namespace).check_and_mark([]) == []

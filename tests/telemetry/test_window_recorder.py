@@ -1,0 +1,231 @@
+"""WindowRecorder: pure deltas, batching, replicas merging in real Redis, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from tara.telemetry.flush_loop import FlushLoop
+from tara.telemetry.interactions import Interaction
+from tara.telemetry.request_index import Feedback
+from tara.telemetry.stats_config import TelemetryStatsSettings
+from tara.telemetry.window_memory import MemoryWindowStore
+from tara.telemetry.window_recorder import WindowRecorder, feedback_delta, interaction_delta
+from tara.telemetry.window_redis import RedisWindowStore
+from tara.telemetry.window_store import Deltas, WindowKey, bucket_start
+from tara.telemetry.windows import latency_bucket
+
+NOW = bucket_start(time.time(), 3600) - 3600 + 120
+"""A recent, bucket-aligned moment: fine buckets for it are alive in every store."""
+
+
+def make_ix(request_id: str = "r1", **changes: Any) -> Interaction:
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "created_at": NOW + 1.5,
+        "track": "tara-tutor",
+        "segment": "all",
+        "variant": "canary",
+        "model": "ft-1",
+        "student_hash": "s1",
+        "subject": "math",
+        "language": "hi",
+        "grade": "8",
+        "status": 200,
+        "latency_s": 0.8,
+        "ttft_s": 0.2,
+        "prompt_tokens": 30,
+        "completion_tokens": 70,
+    }
+    fields.update(changes)
+    return Interaction(**fields)
+
+
+def test_delta_of_an_answered_request() -> None:
+    assert interaction_delta(make_ix()) == {
+        "req": 1,
+        f"lat:{latency_bucket(0.8)}": 1,
+        "lat_sum": 0.8,
+        f"ttft:{latency_bucket(0.2)}": 1,
+        "tok_in": 30,
+        "tok_out": 70,
+    }
+
+
+def test_delta_of_a_failed_flagged_retry_has_no_latency() -> None:
+    ix = make_ix(error_class="timeout", status=504, completion_tokens=None, user_retry=True)
+    assert interaction_delta(ix) == {"req": 1, "err:timeout": 1, "tok_in": 30, "uretry": 1}
+
+
+@pytest.mark.parametrize(
+    ("previous", "current", "expected"),
+    [
+        (None, Feedback(4), {"rat:4": 1}),
+        (Feedback(2, ("wrong",)), Feedback(5), {"rat:2": -1, "rat:5": 1, "tag:wrong": -1}),
+        (Feedback(3, ("cultural",)), Feedback(3, ("cultural",)), {}),
+        (
+            Feedback(None, ("a", "a"), 0.5),
+            Feedback(1, ("a", "b"), 0.25),
+            {"rat:1": 1, "tag:b": 1, "rel_sum": -0.25},
+        ),
+        (Feedback(4, (), 0.5), Feedback(4), {"rel_n": -1, "rel_sum": -0.5}),
+    ],
+)
+def test_feedback_delta(
+    previous: Feedback | None, current: Feedback, expected: dict[str, float]
+) -> None:
+    assert feedback_delta(previous, current) == pytest.approx(expected)
+
+
+async def test_requests_are_batched_per_bucket_and_flushed_once() -> None:
+    store = MemoryWindowStore()
+    recorder = WindowRecorder(store)
+    for i in range(5):
+        recorder.record(make_ix(f"r{i}", created_at=NOW + i))  # one 10 s bucket
+    recorder.record(make_ix("late", created_at=NOW + 10, variant="stable"))
+    assert recorder.pending_keys == 2
+    assert await recorder.flush()
+    assert recorder.pending_keys == 0
+    assert recorder.flushes == 1
+    canary = await store.read("tara-tutor", "all", "canary", NOW, NOW + 20)
+    assert canary.requests == 5
+    assert canary.completion_tokens == 350
+    assert (await store.read("tara-tutor", "all", "stable", NOW, NOW + 20)).requests == 1
+    assert await recorder.flush()  # nothing pending is a success
+    assert recorder.flushes == 1
+
+
+async def test_a_record_that_cannot_be_counted_is_dropped_without_raising() -> None:
+    recorder = WindowRecorder(MemoryWindowStore())
+    recorder.record(make_ix(created_at=float("nan")))
+    assert recorder.pending_keys == 0
+
+
+async def test_pending_buckets_are_bounded_dropping_the_oldest() -> None:
+    store = MemoryWindowStore()
+    recorder = WindowRecorder(store, TelemetryStatsSettings(max_pending_keys=2))
+    for i in range(3):
+        recorder.record(make_ix(f"r{i}", created_at=NOW + 10 * i))
+    assert recorder.dropped_keys == 1
+    await recorder.flush()
+    stats = await store.read("tara-tutor", "all", "canary", NOW, NOW + 30)
+    assert stats.requests == 2
+    assert (await store.read("tara-tutor", "all", "canary", NOW, NOW + 10)).requests == 0
+
+
+async def test_two_replicas_sharing_redis_merge_into_one_sum(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    replicas = [WindowRecorder(RedisWindowStore(redis_client, namespace=namespace)) for _ in "ab"]
+    for n, recorder in enumerate(replicas):
+        for i in range(3 + n):
+            recorder.record(make_ix(f"{n}-{i}", latency_s=0.1 * (n + 1)))
+        recorder.record(make_ix(f"{n}-err", variant="stable", error_class="upstream"))
+        recorder.record_user_retry(WindowKey("tara-tutor", "all", "canary", NOW))
+    await asyncio.gather(*(r.flush() for r in replicas))
+    reader = RedisWindowStore(redis_client, namespace=namespace)
+    got = await reader.read("tara-tutor", "all", "canary", NOW, NOW + 10)
+    assert got.requests == 7
+    assert got.latency_sum == pytest.approx(3 * 0.1 + 4 * 0.2)
+    assert got.user_retries == 2
+    stable = await reader.read("tara-tutor", "all", "stable", NOW, NOW + 10)
+    assert (stable.requests, stable.error_rate) == (2, 1.0)
+
+
+@pytest.fixture
+async def proxied_client(redis_proxy: Any) -> AsyncIterator[aioredis.Redis]:
+    """A client that reaches Redis through the cuttable proxy and does not retry by itself."""
+    client = aioredis.Redis.from_url(redis_proxy.url, retry=Retry(NoBackoff(), 0))
+    yield client
+    await client.aclose()
+
+
+async def test_store_outage_then_recovery_loses_and_doubles_nothing(
+    redis_proxy: Any, proxied_client: aioredis.Redis, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    recorder = WindowRecorder(RedisWindowStore(proxied_client, namespace=namespace))
+    recorder.record(make_ix("before"))
+    assert await recorder.flush()
+    recorder.record(make_ix("a"))
+    recorder.record_feedback(WindowKey("tara-tutor", "all", "canary", NOW), None, Feedback(5))
+    await redis_proxy.stop()
+    assert not await recorder.flush()
+    assert not await recorder.flush()
+    recorder.record(make_ix("b"))
+    recorder.record(make_ix("c", created_at=NOW + 20))
+    assert recorder.flush_failures == 2
+    assert recorder.pending_keys == 2
+    await redis_proxy.start()
+    assert await recorder.flush()
+    got = await RedisWindowStore(redis_client, namespace=namespace).read(
+        "tara-tutor", "all", "canary", NOW, NOW + 30
+    )
+    assert got.requests == 4
+    assert got.ratings == [0, 0, 0, 0, 1]
+
+
+class SignallingStore(MemoryWindowStore):
+    """The memory store, telling the test when a flush arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.added = asyncio.Event()
+
+    async def add(self, deltas: Deltas) -> None:
+        await super().add(deltas)
+        if deltas:
+            self.added.set()
+
+
+async def test_background_loop_flushes_and_close_flushes_the_rest() -> None:
+    store = SignallingStore()
+    recorder = WindowRecorder(store, TelemetryStatsSettings(flush_interval=0.02))
+    recorder.start()
+    recorder.start()  # idempotent
+    recorder.record(make_ix("r1"))
+    await store.added.wait()
+    recorder.record(make_ix("r2"))
+    await recorder.aclose()
+    assert (await store.read("tara-tutor", "all", "canary", NOW, NOW + 10)).requests == 2
+
+
+async def test_deltas_recorded_during_a_failing_flush_are_kept(
+    redis_proxy: Any, proxied_client: aioredis.Redis, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    recorder = WindowRecorder(RedisWindowStore(proxied_client, namespace=namespace))
+    recorder.record(make_ix("a"))
+    await redis_proxy.stop()
+    flushing = asyncio.create_task(recorder.flush())
+    await asyncio.sleep(0)
+    recorder.record(make_ix("b"))
+    recorder.record(make_ix("c", created_at=NOW + 10))
+    key = WindowKey("tara-tutor", "all", "canary", NOW)
+    recorder.record_feedback(key, Feedback(3), Feedback(3))  # no change: nothing to add
+    assert not await flushing
+    await redis_proxy.start()
+    assert await recorder.flush()
+    got = await RedisWindowStore(redis_client, namespace=namespace).read(
+        "tara-tutor", "all", "canary", NOW, NOW + 20
+    )
+    assert (got.requests, got.rating_count) == (3, 0)
+
+
+async def test_flush_loop_survives_a_failing_flush(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+
+    async def flush() -> None:
+        calls.append(1)
+        raise RuntimeError("store on fire")
+
+    loop = FlushLoop(flush, 0.01, "test-loop")
+    await loop.run(once=True)
+    await loop.stop()  # never started: just one more flush
+    assert len(calls) == 2
+    assert "test-loop: flush failed" in caplog.text
