@@ -1,0 +1,37 @@
+"""Settings of the interaction log and its background writer (``Settings.telemetry``).
+
+Where the log lives is the top-level ``database_url`` (PostgreSQL); without it
+the log is the SQLite file ``sqlite_path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tara.telemetry.interactions import Capture
+
+
+class TelemetrySettings(BaseModel):
+    """How interactions are captured, batched, stored and kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    capture: Capture = "full"
+    """``full`` keeps messages and answers, ``metadata`` drops the text, ``off`` logs nothing."""
+    sqlite_path: Path = Path("tara-data/interactions.db")
+    pg_schema: str = Field("public", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    pg_pool_min: int = Field(1, ge=0)
+    pg_pool_max: int = Field(4, ge=1)
+    queue_size: int = Field(10_000, gt=0)
+    """Records waiting to be written; beyond this they are dropped (``queue_full``)."""
+    batch_size: int = Field(500, gt=0)
+    flush_interval: float = Field(1.0, gt=0)
+    """Longest a record waits for its batch to fill before being written anyway."""
+    max_attempts: int = Field(8, ge=1)
+    """Tries per batch before its records are dropped (``store_error``)."""
+    retry_initial_backoff: float = Field(0.1, ge=0)
+    retry_max_backoff: float = Field(5.0, ge=0)
+    shutdown_timeout: float = Field(10.0, ge=0)
+    retention_days: float = Field(30.0, gt=0)

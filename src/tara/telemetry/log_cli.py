@@ -1,0 +1,53 @@
+"""``tara log ...``: maintenance of the interaction log from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import time
+
+from tara.settings import Settings
+from tara.telemetry.log import open_log
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_age(text: str) -> float:
+    """Seconds in an age like ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` (bare number: days)."""
+    match = _AGE.match(text)
+    if match is None:
+        msg = f"invalid age {text!r}: use a number with s, m, h, d or w (e.g. 30d)"
+        raise ValueError(msg)
+    number, unit = match.groups()
+    return float(number) * _UNITS[unit or "d"]
+
+
+async def _purge(settings: Settings, cutoff: float) -> int:
+    log = open_log(settings.database_url, settings.telemetry)
+    try:
+        await log.migrate()
+        return await log.purge(cutoff)
+    finally:
+        await log.aclose()
+
+
+def purge_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Delete interactions older than ``--older-than`` (default: ``telemetry.retention_days``)."""
+    spec = args.older_than or f"{settings.telemetry.retention_days:g}d"
+    try:
+        age = parse_age(spec)
+    except ValueError as exc:
+        print(f"tara log purge: {exc}", file=sys.stderr)
+        return 2
+    cutoff = time.time() - age
+    try:
+        deleted = asyncio.run(_purge(settings, cutoff))
+    except Exception as exc:
+        print(f"tara log purge: cannot purge the interaction log: {exc}", file=sys.stderr)
+        return 1
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(cutoff))
+    print(f"purged {deleted} interactions created before {stamp} (older than {spec})")
+    return 0

@@ -1,0 +1,271 @@
+"""The interaction log in an embedded SQLite file: the default for one process.
+
+All database work runs on one dedicated worker thread that owns the single
+connection, so the event loop never blocks on disk and sqlite3's
+one-thread-per-connection rule holds without locks. WAL mode lets other
+processes (``tara log purge``, the fine-tuning pipeline) read while we write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from tara.telemetry.interactions import Interaction
+from tara.telemetry.log import (
+    COLUMNS,
+    InteractionFilter,
+    latest_per_request,
+    upsert_sql,
+    where_sql,
+)
+from tara.telemetry.migrations import Migration, pending
+from tara.telemetry.migrations.sqlite import MIGRATIONS, VERSION_TABLE
+
+T = TypeVar("T")
+
+_PURGE_CHUNK = 5000
+"""Rows deleted per transaction, so a big purge never holds the write lock for long."""
+
+# Identifiers in SQL text come from constants only; values are always parameters.
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM interactions"  # noqa: S608
+_UPSERT = upsert_sql(", ".join("?" for _ in COLUMNS))
+_FEEDBACK = """
+INSERT INTO interactions (request_id, recorded, created_at, track, segment, variant, model,
+                          status, rating, tags, relevance, comment, rated_at)
+VALUES (?, 0, ?, '', '', '', '', 0, ?, ?, ?, ?, ?)
+ON CONFLICT (request_id) DO UPDATE SET
+    rating = excluded.rating, tags = excluded.tags, relevance = excluded.relevance,
+    comment = excluded.comment, rated_at = excluded.rated_at
+RETURNING recorded
+"""
+
+
+def scan_index(where: InteractionFilter) -> str:
+    """The index a filtered scan reads, in ``(created_at, request_id)`` order.
+
+    SQLite's planner, lacking statistics, may pick an index on the filter
+    columns that is not in scan order and then sort every match for each
+    page; naming the index keeps every page a short range read.
+    """
+    if where.language is not None and where.subject is not None:
+        return "interactions_language_subject"
+    if where.track is not None and where.segment is not None and where.variant is not None:
+        return "interactions_rollout"
+    return "interactions_created"
+
+
+def to_row(ix: Interaction) -> tuple[Any, ...]:
+    """SQLite parameters for one interaction, in :data:`COLUMNS` order."""
+    return (
+        ix.request_id,
+        ix.created_at,
+        ix.track,
+        ix.segment,
+        ix.variant,
+        ix.model,
+        ix.student_hash,
+        ix.subject,
+        ix.language,
+        ix.grade,
+        ix.status,
+        ix.error_class,
+        ix.latency_s,
+        ix.ttft_s,
+        ix.prompt_tokens,
+        ix.completion_tokens,
+        int(ix.user_retry),
+        int(ix.fallback),
+        int(ix.stream),
+        None if ix.messages is None else orjson.dumps(ix.messages).decode(),
+        ix.answer,
+        ix.rating,
+        orjson.dumps(ix.tags).decode(),
+        ix.relevance,
+        ix.comment,
+        ix.rated_at,
+    )
+
+
+def from_row(row: Sequence[Any]) -> Interaction:
+    """The interaction a stored row (selected in :data:`COLUMNS` order) describes."""
+    values = dict(zip(COLUMNS, row, strict=True))
+    for name in ("user_retry", "fallback", "stream"):
+        values[name] = bool(values[name])
+    if values["messages"] is not None:
+        values["messages"] = orjson.loads(values["messages"])
+    values["tags"] = orjson.loads(values["tags"])
+    return Interaction(**values)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so two writers wait on
+    # busy_timeout instead of failing half-way with SQLITE_BUSY.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class SqliteInteractionLog:
+    """:class:`~tara.telemetry.log.InteractionLog` in a SQLite file (created on first use)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = 5.0,
+        migrations: Sequence[Migration] = MIGRATIONS,
+    ) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._migrations = migrations
+        self._conn: sqlite3.Connection | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tara-sqlite")
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _db(self) -> sqlite3.Connection:
+        """The worker thread's connection, opened on first use."""
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                # NORMAL in WAL mode survives a process crash; only a power cut
+                # can lose the last commits, which telemetry can afford.
+                conn.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.Error:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    # -- worker-thread bodies ---------------------------------------------
+    def _migrate(self) -> None:
+        db = self._db()
+        db.execute(VERSION_TABLE)
+        while True:
+            with _transaction(db):
+                applied = [row[0] for row in db.execute("SELECT version FROM schema_version")]
+                todo = pending(self._migrations, applied)
+                if not todo:
+                    return
+                step = todo[0]
+                for statement in step.statements:
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                    (step.version, step.name, time.time()),
+                )
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        db = self._db()
+        with _transaction(db):
+            db.executemany(_UPSERT, rows)
+
+    def _feedback(self, params: tuple[Any, ...]) -> bool:
+        db = self._db()
+        with _transaction(db):
+            (recorded,) = db.execute(_FEEDBACK, params).fetchone()
+        return bool(recorded)
+
+    def _get(self, request_id: str) -> Interaction | None:
+        row = self._db().execute(f"{_SELECT} WHERE request_id = ? AND recorded", (request_id,))
+        found = row.fetchone()
+        return None if found is None else from_row(found)
+
+    def _page(
+        self, where: InteractionFilter, after: tuple[float, str] | None, limit: int
+    ) -> list[Interaction]:
+        clause, params = where_sql(where, after, lambda _: "?")
+        sql = (
+            f"{_SELECT} INDEXED BY {scan_index(where)}"
+            f" WHERE {clause} ORDER BY created_at, request_id LIMIT ?"
+        )
+        return [from_row(r) for r in self._db().execute(sql, [*params, limit])]
+
+    def _purge(self, older_than: float) -> int:
+        db = self._db()
+        total = 0
+        while True:
+            with _transaction(db):
+                deleted = db.execute(
+                    "DELETE FROM interactions WHERE rowid IN (SELECT rowid FROM interactions"
+                    " WHERE created_at < ? LIMIT ?)",
+                    (older_than, _PURGE_CHUNK),
+                ).rowcount
+            total += deleted
+            if deleted < _PURGE_CHUNK:
+                return total
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- the protocol ---------------------------------------------------------
+    async def migrate(self) -> None:
+        """Create or upgrade the schema (see :mod:`tara.telemetry.migrations`)."""
+        await self._run(self._migrate)
+
+    async def write_batch(self, interactions: list[Interaction]) -> None:
+        """Upsert the batch in one transaction."""
+        if interactions:
+            rows = [to_row(ix) for ix in latest_per_request(interactions)]
+            await self._run(self._write, rows)
+
+    async def apply_feedback(
+        self,
+        request_id: str,
+        rating: int,
+        tags: list[str],
+        relevance: float | None,
+        comment: str | None,
+        rated_at: float,
+    ) -> bool:
+        """Store feedback; ``False`` if the interaction is not written yet (kept for it)."""
+        params = (request_id, rated_at, rating, orjson.dumps(tags).decode())
+        return await self._run(self._feedback, (*params, relevance, comment, rated_at))
+
+    async def get(self, request_id: str) -> Interaction | None:
+        """The stored interaction, or ``None``."""
+        return await self._run(self._get, request_id)
+
+    async def iter_interactions(
+        self, where: InteractionFilter | None = None, *, batch_size: int = 1000
+    ) -> AsyncIterator[Interaction]:
+        """Stream matching interactions, ``batch_size`` rows per query."""
+        where = where or InteractionFilter()
+        after: tuple[float, str] | None = None
+        while True:
+            page = await self._run(self._page, where, after, batch_size)
+            for ix in page:
+                yield ix
+            if len(page) < batch_size:
+                return
+            after = (page[-1].created_at, page[-1].request_id)
+
+    async def purge(self, older_than: float) -> int:
+        """Delete rows created before ``older_than``, in chunks."""
+        return await self._run(self._purge, older_than)
+
+    async def aclose(self) -> None:
+        """Close the connection and stop the worker thread."""
+        await self._run(self._close)
+        self._executor.shutdown(wait=False)

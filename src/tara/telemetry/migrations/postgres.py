@@ -1,0 +1,65 @@
+"""PostgreSQL schema of the interaction log (JSON as ``jsonb``).
+
+Times stay unix seconds (``double precision``) like :class:`Interaction`, so a
+record round-trips exactly and keyset cursors compare the same on both backends.
+"""
+
+from __future__ import annotations
+
+from tara.telemetry.migrations import Migration
+
+VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at double precision NOT NULL
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "interactions",
+        (
+            """
+            CREATE TABLE interactions (
+                request_id text PRIMARY KEY,
+                recorded boolean NOT NULL DEFAULT true,
+                created_at double precision NOT NULL,
+                track text NOT NULL,
+                segment text NOT NULL,
+                variant text NOT NULL,
+                model text NOT NULL,
+                student_hash text,
+                subject text,
+                language text,
+                grade text,
+                status integer NOT NULL,
+                error_class text,
+                latency_s double precision,
+                ttft_s double precision,
+                prompt_tokens integer,
+                completion_tokens integer,
+                user_retry boolean NOT NULL DEFAULT false,
+                fallback boolean NOT NULL DEFAULT false,
+                stream boolean NOT NULL DEFAULT false,
+                messages jsonb,
+                answer text,
+                rating smallint,
+                tags jsonb NOT NULL DEFAULT '[]',
+                relevance double precision,
+                comment text,
+                rated_at double precision
+            )
+            """,
+            "CREATE INDEX interactions_created ON interactions (created_at, request_id)",
+            # Composite indexes end in the scan order (created_at, request_id), so a
+            # filtered keyset page is a range read, not a sort of every match.
+            """CREATE INDEX interactions_rollout
+               ON interactions (track, segment, variant, created_at, request_id)""",
+            "CREATE INDEX interactions_rating ON interactions (rating)",
+            """CREATE INDEX interactions_language_subject
+               ON interactions (language, subject, created_at, request_id)""",
+        ),
+    ),
+)

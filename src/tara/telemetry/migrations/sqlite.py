@@ -1,0 +1,61 @@
+"""SQLite schema of the interaction log (JSON kept as text, booleans as 0/1)."""
+
+from __future__ import annotations
+
+from tara.telemetry.migrations import Migration
+
+VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at REAL NOT NULL
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "interactions",
+        (
+            """
+            CREATE TABLE interactions (
+                request_id TEXT PRIMARY KEY,
+                recorded INTEGER NOT NULL DEFAULT 1,
+                created_at REAL NOT NULL,
+                track TEXT NOT NULL,
+                segment TEXT NOT NULL,
+                variant TEXT NOT NULL,
+                model TEXT NOT NULL,
+                student_hash TEXT,
+                subject TEXT,
+                language TEXT,
+                grade TEXT,
+                status INTEGER NOT NULL,
+                error_class TEXT,
+                latency_s REAL,
+                ttft_s REAL,
+                prompt_tokens INTEGER,
+                completion_tokens INTEGER,
+                user_retry INTEGER NOT NULL DEFAULT 0,
+                fallback INTEGER NOT NULL DEFAULT 0,
+                stream INTEGER NOT NULL DEFAULT 0,
+                messages TEXT,
+                answer TEXT,
+                rating INTEGER,
+                tags TEXT NOT NULL DEFAULT '[]',
+                relevance REAL,
+                comment TEXT,
+                rated_at REAL
+            )
+            """,
+            "CREATE INDEX interactions_created ON interactions (created_at, request_id)",
+            # Composite indexes end in the scan order (created_at, request_id), so a
+            # filtered keyset page is a range read, not a sort of every match.
+            """CREATE INDEX interactions_rollout
+               ON interactions (track, segment, variant, created_at, request_id)""",
+            "CREATE INDEX interactions_rating ON interactions (rating)",
+            """CREATE INDEX interactions_language_subject
+               ON interactions (language, subject, created_at, request_id)""",
+        ),
+    ),
+)

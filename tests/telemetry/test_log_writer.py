@@ -1,0 +1,397 @@
+"""The background writer against real stores: batching, shutdown, drops, outages, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from tara.serving import free_port
+from tara.telemetry.config import TelemetrySettings
+from tara.telemetry.interactions import Interaction
+from tara.telemetry.log import Feedback, InteractionLog, open_log
+from tara.telemetry.log_postgres import PostgresInteractionLog
+from tara.telemetry.log_sqlite import SqliteInteractionLog
+from tara.telemetry.log_writer import InteractionLogWriter, backoff, drop_reporter
+
+T0 = 1_700_000_000.0
+
+
+def make(n: int, **changes: object) -> Interaction:
+    ix = Interaction(
+        request_id=f"req-{n:06d}",
+        created_at=T0 + n,
+        track="tara-tutor",
+        segment="default",
+        variant="canary",
+        model="ft:tara",
+        student_hash="cd" * 32,
+        subject="chemistry",
+        language="ta",
+        grade="11",
+        status=200,
+        messages=[{"role": "user", "content": "அமிலம் என்றால் என்ன?"}],
+        answer="அமிலம் ஒரு புரோட்டான் வழங்கி.",
+    )
+    return dataclasses.replace(ix, **changes)  # type: ignore[arg-type]
+
+
+async def stored(log: InteractionLog) -> list[Interaction]:
+    return [ix async for ix in log.iter_interactions()]
+
+
+async def eventually(condition: Callable[[], bool], limit: float = 20.0) -> None:
+    """Wait until ``condition`` holds (the limit only stops a broken test hanging)."""
+    async with asyncio.timeout(limit):
+        # Polling is fine here: the condition is a counter of a background task.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def sqlite_log(tmp_path: Path) -> AsyncIterator[SqliteInteractionLog]:
+    log = SqliteInteractionLog(tmp_path / "ix.db", busy_timeout=0.05)
+    await log.migrate()
+    yield log
+    await log.aclose()
+
+
+class Drops:
+    """An ``on_drop`` callable that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def __call__(self, reason: str, count: int) -> None:
+        self.calls.append((reason, count))
+
+    def total(self, reason: str) -> int:
+        return sum(n for r, n in self.calls if r == reason)
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    assert [backoff(a, 0.1, 0.5) for a in range(1, 6)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+
+
+async def test_records_are_written_in_batches(sqlite_log: SqliteInteractionLog) -> None:
+    writer = InteractionLogWriter(sqlite_log, batch_size=10, flush_interval=0.05)
+    for n in range(35):
+        writer.record(make(n))
+    writer.start()
+    await writer.flush()
+    assert (writer.stats.batches, writer.stats.written) == (4, 35)
+    assert [ix.request_id for ix in await stored(sqlite_log)] == [
+        make(n).request_id for n in range(35)
+    ]
+    # A lone record waits at most flush_interval for company, then is written.
+    writer.record(make(99))
+    await writer.flush()
+    assert await sqlite_log.get("req-000099") == make(99)
+    await writer.aclose(timeout=5)
+    assert not writer.stats.dropped
+
+
+async def test_close_flushes_everything_queued(sqlite_log: SqliteInteractionLog) -> None:
+    drops = Drops()
+    writer = InteractionLogWriter(sqlite_log, batch_size=100, flush_interval=3600, on_drop=drops)
+    writer.start()
+    for n in range(1000):
+        writer.record(make(n))
+    await writer.aclose(timeout=30)
+    assert len(await stored(sqlite_log)) == 1000
+    assert drops.calls == []
+    writer.record(make(5000))  # a record after close is counted, not lost silently
+    assert drops.calls == [("closed", 1)]
+
+
+async def test_full_queue_drops_and_counts_without_raising(
+    sqlite_log: SqliteInteractionLog,
+) -> None:
+    drops = Drops()
+    writer = InteractionLogWriter(sqlite_log, queue_size=5, on_drop=drops)
+    for n in range(8):
+        writer.record(make(n))  # not started: nothing drains the queue
+    assert writer.queued == 5
+    assert drops.calls == [("queue_full", 1)] * 3
+    await writer.aclose(timeout=10)
+    assert [ix.request_id for ix in await stored(sqlite_log)] == [
+        make(n).request_id for n in range(5)
+    ]
+
+
+async def test_drops_feed_a_prometheus_counter(sqlite_log: SqliteInteractionLog) -> None:
+    registry = CollectorRegistry()
+    counter = Counter(
+        "tara_interactions_dropped", "Interactions not logged", ["reason"], registry=registry
+    )
+    writer = InteractionLogWriter(sqlite_log, queue_size=1, on_drop=counter)
+    for n in range(4):
+        writer.record(make(n))
+    sample = registry.get_sample_value
+    assert sample("tara_interactions_dropped_total", {"reason": "queue_full"}) == 3
+    await writer.aclose(timeout=10)
+
+
+def test_drop_reporter_survives_nothing_to_report_to() -> None:
+    drop_reporter(None)("queue_full", 1)
+
+
+async def test_broken_drop_counter_never_reaches_the_caller(
+    sqlite_log: SqliteInteractionLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(reason: str, count: int) -> None:
+        raise RuntimeError(reason)
+
+    writer = InteractionLogWriter(sqlite_log, queue_size=1, on_drop=broken)
+    writer.record(make(1))
+    writer.record(make(2))
+    assert writer.stats.dropped["queue_full"] == 1
+    assert "drop counter failed" in caplog.text
+    await writer.aclose(timeout=10)
+
+
+async def test_metadata_capture_strips_text(sqlite_log: SqliteInteractionLog) -> None:
+    writer = InteractionLogWriter(sqlite_log, capture="metadata", flush_interval=0.01)
+    writer.start()
+    writer.record(make(1))
+    writer.record_feedback(Feedback("req-000001", 2, ["wrong"], 0.5, "மோசமான பதில்", T0 + 9))
+    await writer.aclose(timeout=10)
+    got = await sqlite_log.get("req-000001")
+    assert got == make(
+        1, messages=None, answer=None, rating=2, tags=["wrong"], relevance=0.5, rated_at=T0 + 9
+    )
+
+
+async def test_off_capture_logs_and_drops_nothing(sqlite_log: SqliteInteractionLog) -> None:
+    drops = Drops()
+    writer = InteractionLogWriter(sqlite_log, capture="off", queue_size=1, on_drop=drops)
+    writer.start()
+    for n in range(5):
+        writer.record(make(n))
+        writer.record_feedback(Feedback(f"req-{n:06d}", 5))
+    assert writer.queued == 0
+    await writer.aclose(timeout=10)
+    assert await stored(sqlite_log) == []
+    assert drops.calls == []
+
+
+async def test_feedback_joins_whether_it_comes_after_or_before(
+    sqlite_log: SqliteInteractionLog,
+) -> None:
+    writer = InteractionLogWriter(sqlite_log, batch_size=1, flush_interval=0.01)
+    writer.start()
+    writer.record(make(1))
+    writer.record_feedback(Feedback("req-000001", 5, ["cultural"], 0.9, None, T0 + 5))
+    # Feedback that lands (e.g. on another replica) before its interaction is written.
+    writer.record_feedback(Feedback("req-000002", 1, [], None, "புரியவில்லை", T0 + 6))
+    writer.record(make(2))
+    await writer.flush()
+    one, two = await stored(sqlite_log)
+    assert (one.rating, one.tags, one.relevance) == (5, ["cultural"], 0.9)
+    assert (two.rating, two.comment) == (1, "புரியவில்லை")
+    await writer.aclose(timeout=10)
+
+
+@contextlib.contextmanager
+def sqlite_write_lock(path: Path) -> Iterator[None]:
+    """Hold SQLite's write lock from another connection, as a long ``tara log purge`` would."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+async def test_sqlite_outage_is_retried_then_writing_resumes(
+    sqlite_log: SqliteInteractionLog,
+) -> None:
+    drops = Drops()
+    writer = InteractionLogWriter(
+        sqlite_log,
+        max_attempts=1000,
+        retry_initial_backoff=0.01,
+        retry_max_backoff=0.05,
+        flush_interval=0.01,
+        on_drop=drops,
+    )
+    writer.start()
+    with sqlite_write_lock(sqlite_log.path):
+        for n in range(20):
+            writer.record(make(n))  # the request path keeps going during the outage
+        await eventually(lambda: writer.stats.failed_attempts >= 3)
+        assert await stored(sqlite_log) == []
+    await writer.flush()
+    assert len(await stored(sqlite_log)) == 20
+    assert drops.calls == []
+    await writer.aclose(timeout=10)
+
+
+async def test_sqlite_batch_that_keeps_failing_is_dropped_as_store_error(
+    sqlite_log: SqliteInteractionLog,
+) -> None:
+    drops = Drops()
+    writer = InteractionLogWriter(
+        sqlite_log, max_attempts=3, retry_initial_backoff=0.0, flush_interval=0.01, on_drop=drops
+    )
+    writer.start()
+    with sqlite_write_lock(sqlite_log.path):
+        for n in range(5):
+            writer.record(make(n))
+        await writer.flush()
+    assert drops.calls == [("store_error", 5)]
+    assert writer.stats.failed_attempts == 3
+    writer.record(make(6))  # the store is back: the next batch just works
+    await writer.flush()
+    assert [ix.request_id for ix in await stored(sqlite_log)] == ["req-000006"]
+    await writer.aclose(timeout=10)
+
+
+async def test_shutdown_timeout_counts_what_was_never_written(
+    sqlite_log: SqliteInteractionLog,
+) -> None:
+    drops = Drops()
+    writer = InteractionLogWriter(
+        sqlite_log,
+        batch_size=4,
+        max_attempts=1000,
+        retry_initial_backoff=0.01,
+        flush_interval=0.01,
+        on_drop=drops,
+    )
+    writer.start()
+    with sqlite_write_lock(sqlite_log.path):
+        for n in range(10):
+            writer.record(make(n))
+        await eventually(lambda: writer.stats.failed_attempts >= 1)
+        await writer.aclose(timeout=0.2)
+    assert drops.calls == [("shutdown_timeout", 10)]
+
+
+class PostgresProxy:
+    """A TCP relay to the real PostgreSQL that the test can cut and restore."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
+        self.target = target
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        """Refuse new connections and cut the open ones, like a database that died."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                w.transport.abort()
+            self._tasks.discard(task)
+
+
+@pytest.mark.postgres
+async def test_postgres_outage_is_retried_then_writing_resumes(
+    pg_schema: tuple[str, str],
+) -> None:
+    dsn, schema = pg_schema
+    direct = PostgresInteractionLog(dsn, schema=schema)
+    await direct.migrate()
+    proxy = PostgresProxy()
+    await proxy.start()
+    via_proxy = PostgresInteractionLog(
+        f"postgresql://postgres@127.0.0.1:{proxy.port}/test",
+        schema=schema,
+        connect_timeout=2,
+        command_timeout=2,
+    )
+    drops = Drops()
+    writer = InteractionLogWriter(
+        via_proxy,
+        max_attempts=1000,
+        retry_initial_backoff=0.02,
+        retry_max_backoff=0.1,
+        flush_interval=0.01,
+        on_drop=drops,
+    )
+    writer.start()
+    try:
+        writer.record(make(1))
+        await writer.flush()
+        await proxy.stop()  # the database goes away, pooled connection and all
+        for n in range(2, 12):
+            writer.record(make(n))
+        await eventually(lambda: writer.stats.failed_attempts >= 3)
+        await proxy.start()  # and comes back on the same address
+        await writer.flush()
+        assert [ix.request_id for ix in await stored(direct)] == [
+            make(n).request_id for n in range(1, 12)
+        ]
+        assert drops.calls == []
+    finally:
+        await writer.aclose(timeout=10)
+        await via_proxy.aclose()
+        await proxy.stop()
+        await direct.aclose()
+
+
+@pytest.mark.postgres
+async def test_postgres_unreachable_from_the_start_counts_store_errors(
+    pg_schema: tuple[str, str],
+) -> None:
+    _, schema = pg_schema
+    settings = TelemetrySettings(
+        pg_schema=schema, max_attempts=2, retry_initial_backoff=0.0, flush_interval=0.01
+    )
+    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    log = open_log(closed, settings)
+    drops = Drops()
+    writer = InteractionLogWriter.from_settings(log, settings, on_drop=drops)
+    writer.start()
+    for n in range(3):
+        writer.record(make(n))
+    await writer.flush()
+    await writer.aclose(timeout=5)
+    await log.aclose()
+    assert drops.calls == [("store_error", 3)]
+    assert writer.stats.failed_attempts == 2
+
+
+def test_open_log_picks_the_backend_from_the_url(tmp_path: Path) -> None:
+    settings = TelemetrySettings(sqlite_path=tmp_path / "default.db")
+    default = open_log(None, settings)
+    assert isinstance(default, SqliteInteractionLog)
+    assert default.path == tmp_path / "default.db"
+    explicit = open_log(f"sqlite:///{tmp_path}/other.db", settings)
+    assert isinstance(explicit, SqliteInteractionLog)
+    assert explicit.path == tmp_path / "other.db"
+    pg = open_log("postgresql://postgres@127.0.0.1/test", settings)
+    assert isinstance(pg, PostgresInteractionLog)
+    with pytest.raises(ValueError, match="mysql"):
+        open_log("mysql://x", settings)
