@@ -1,0 +1,113 @@
+"""The controller's heart: one pure step from a rollout and its stats to the next rollout.
+
+``step`` is called every analysis interval with the canary's and stable's
+stats for the rollout's segment since the current stage began. What it does:
+
+* ``ERROR`` (stats unreadable): count it; after ``max_consecutive_errors`` in
+  a row pause and alert. Never roll back on errors — a metrics outage is not
+  a bad model (the Flagger mistake).
+* ``FAIL``: roll back at once, even when paused (a paused canary still
+  serves students).
+* ``INCONCLUSIVE``: hold.
+* ``PASS``: advance once the stage's minimum time, requests and ratings are
+  reached; after the last stage the canary becomes stable, with a report.
+"""
+
+from __future__ import annotations
+
+from tara.rollout.actions import Action, Alert
+from tara.rollout.analysis import Analysis, Outcome, StatsInput, analyse
+from tara.rollout.config import RolloutSettings
+from tara.rollout.model import TERMINAL, Decision, Phase, Rollout, Transition, advance, rollback
+from tara.rollout.model import pause as pause_rollout
+from tara.rollout.model import start as start_rollout
+from tara.rollout.report import compare, success_report
+from tara.telemetry.windows import WindowStats
+
+
+def _hold(rollout: Rollout, now: float, reason: str, analysis: Analysis) -> Transition:
+    decision = Decision(now, "hold", reason, {"analysis": analysis})
+    return rollout.decided(decision, record=False, consecutive_errors=0), []
+
+
+def _on_error(rollout: Rollout, now: float, analysis: Analysis, cfg: RolloutSettings) -> Transition:
+    errors = rollout.consecutive_errors + 1
+    limit = cfg.max_consecutive_errors
+    reason = f"{analysis.reason} ({errors} in a row, pause at {limit})"
+    decision = Decision(now, "error", reason, {"consecutive_errors": errors})
+    new = rollout.decided(decision, consecutive_errors=errors)
+    if errors != limit or rollout.phase is not Phase.PROGRESSING:
+        return new, []
+    why = f"stats unreadable {errors} times in a row: {analysis.reason}"
+    paused, actions = pause_rollout(new, now, actor="controller", reason=why)
+    return paused, [*actions, Alert(rollout.id, f"rollout {rollout.id} paused: {why}")]
+
+
+def _gate(rollout: Rollout, canary: WindowStats, now: float) -> str | None:
+    """What the current stage still waits for, or ``None`` when it may pass."""
+    stage = rollout.stage
+    missing = []
+    elapsed = rollout.stage_elapsed(now)
+    if elapsed < stage.min_duration:
+        missing.append(f"time {elapsed:.0f}s of {stage.min_duration:.0f}s")
+    if canary.requests < stage.min_requests:
+        missing.append(f"canary requests {canary.requests} of {stage.min_requests}")
+    if canary.rating_count < stage.min_ratings:
+        missing.append(f"canary ratings {canary.rating_count} of {stage.min_ratings}")
+    return "waiting for " + ", ".join(missing) if missing else None
+
+
+def _stalled(
+    rollout: Rollout, now: float, reason: str, analysis: Analysis, cfg: RolloutSettings
+) -> Transition:
+    """Hold; alert once if the stage has run ``stall_factor`` times its duration."""
+    limit = rollout.stage.min_duration * cfg.stall_factor
+    if rollout.stall_alerted or rollout.stage_elapsed(now) < limit:
+        return _hold(rollout, now, reason, analysis)
+    message = (
+        f"rollout {rollout.id} stage {rollout.stage_index + 1} has not passed after "
+        f"{limit:.0f}s: {reason}"
+    )
+    decision = Decision(now, "stalled", message, {"analysis": analysis.to_dict()})
+    new = rollout.decided(decision, consecutive_errors=0, stall_alerted=True)
+    return new, [Alert(rollout.id, message)]
+
+
+def step(
+    rollout: Rollout,
+    canary: StatsInput,
+    stable: StatsInput,
+    cfg: RolloutSettings,
+    now: float,
+) -> tuple[Rollout, list[Action]]:
+    """Decide what to do with ``rollout`` now, given both variants' stats for its stage."""
+    if rollout.phase in TERMINAL:
+        return rollout, []
+    if rollout.phase is Phase.PENDING:
+        return start_rollout(rollout, now)
+    analysis = analyse(canary, stable, cfg)
+    if (
+        analysis.outcome is Outcome.ERROR
+        or not isinstance(canary, WindowStats)
+        or not isinstance(stable, WindowStats)
+    ):
+        return _on_error(rollout, now, analysis, cfg)
+    if analysis.outcome is Outcome.FAIL:
+        evidence = {"analysis": analysis.to_dict(), "comparison": compare(canary, stable)}
+        new, actions = rollback(rollout, now, "controller", analysis.reason, evidence)
+        return new, actions
+    if rollout.phase is Phase.PAUSED:
+        return _hold(rollout, now, f"paused; {analysis.reason}", analysis)
+    if analysis.outcome is Outcome.INCONCLUSIVE:
+        return _stalled(rollout, now, analysis.reason, analysis, cfg)
+    waiting = _gate(rollout, canary, now)
+    if waiting is not None:
+        return _stalled(rollout, now, waiting, analysis, cfg)
+    comparison = compare(canary, stable)
+    evidence = {"analysis": analysis.to_dict(), "comparison": comparison}
+    last = rollout.stage_index >= rollout.plan.last_index
+    if last:
+        reason = "canary passed every stage; it is now stable\n" + success_report(comparison)
+    else:
+        reason = f"stage {rollout.stage_index + 1} passed"
+    return advance(rollout, Decision(now, "succeed" if last else "advance", reason, evidence))

@@ -1,0 +1,290 @@
+"""A rollout's state, its JSON form, and the manual transitions an operator may make.
+
+A :class:`Rollout` is immutable: every transition returns a new one plus the
+actions to carry out, so the admin API and the controller share one set of
+rules. Time is epoch seconds (a virtual clock in the simulator). The time a
+stage has run is ``stage_elapsed_before`` plus the time since
+``stage_started_at`` while progressing, so a pause, a resume or a controller
+restart continues with the time the stage had left.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from tara.rollout.actions import Action, Notify, PromoteToStable, Rollback, SetWeight
+from tara.rollout.bucketing import BUCKETS
+from tara.rollout.plan import Plan, Stage
+from tara.rollout.routing import Segment
+
+HISTORY_LIMIT = 200
+"""Decisions kept per rollout (the oldest are dropped first)."""
+
+
+class Phase(enum.StrEnum):
+    """Where a rollout is in its life."""
+
+    PENDING = "pending"
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED})
+
+
+class TransitionError(Exception):
+    """An operation that the rollout's phase does not allow; the message says why."""
+
+
+def _jsonable(value: Any) -> Any:
+    to_dict = getattr(value, "to_dict", None)
+    return to_dict() if callable(to_dict) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One decision: when, what, why, and the numbers it rested on."""
+
+    at: float
+    decision: str
+    reason: str
+    evidence: Mapping[str, Any]
+    """The numbers compared; values may be objects with ``to_dict`` (serialised lazily,
+    so the many "hold" decisions of a stage cost no formatting)."""
+    actor: str = "controller"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (evidence objects with a ``to_dict`` are serialised now)."""
+        return {
+            "at": self.at,
+            "decision": self.decision,
+            "reason": self.reason,
+            "evidence": {k: _jsonable(v) for k, v in self.evidence.items()},
+            "actor": self.actor,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            at=float(data["at"]),
+            decision=str(data["decision"]),
+            reason=str(data["reason"]),
+            evidence=dict(data.get("evidence", {})),
+            actor=str(data.get("actor", "controller")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A candidate model's way from canary to stable on one track segment."""
+
+    id: str
+    track: str
+    segment: Segment
+    stable_model: str
+    candidate_model: str
+    salt: str
+    plan: Plan
+    phase: Phase = Phase.PENDING
+    stage_index: int = 0
+    stage_started_at: float | None = None
+    stage_elapsed_before: float = 0.0
+    """Seconds the current stage ran before its latest (re)start."""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    consecutive_errors: int = 0
+    stall_alerted: bool = False
+    history: tuple[Decision, ...] = ()
+    last_decision: Decision | None = None
+
+    @property
+    def stage(self) -> Stage:
+        """The current stage of the plan."""
+        return self.plan.stages[self.stage_index]
+
+    @property
+    def weight_bp(self) -> int:
+        """Canary weight the routing table should hold now."""
+        if self.phase is Phase.SUCCEEDED:
+            return BUCKETS
+        if self.phase in (Phase.PROGRESSING, Phase.PAUSED):
+            return self.stage.weight_bp
+        return 0
+
+    def stage_elapsed(self, now: float) -> float:
+        """Seconds spent in the current stage, pauses excluded."""
+        running = 0.0
+        if self.phase is Phase.PROGRESSING and self.stage_started_at is not None:
+            running = max(0.0, now - self.stage_started_at)
+        return self.stage_elapsed_before + running
+
+    def decided(self, decision: Decision, *, record: bool = True, **changes: Any) -> Rollout:
+        """A copy with ``changes`` applied and ``decision`` made the latest (and recorded)."""
+        history = (*self.history, decision)[-HISTORY_LIMIT:] if record else self.history
+        return replace(
+            self, **changes, updated_at=decision.at, history=history, last_decision=decision
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the one the state store keeps."""
+        return {
+            "id": self.id,
+            "track": self.track,
+            "segment": self.segment.label,
+            "stable_model": self.stable_model,
+            "candidate_model": self.candidate_model,
+            "salt": self.salt,
+            "plan": self.plan.to_dict(),
+            "phase": self.phase.value,
+            "stage_index": self.stage_index,
+            "stage_started_at": self.stage_started_at,
+            "stage_elapsed_before": self.stage_elapsed_before,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "consecutive_errors": self.consecutive_errors,
+            "stall_alerted": self.stall_alerted,
+            "history": [d.to_dict() for d in self.history],
+            "last_decision": self.last_decision.to_dict() if self.last_decision else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Rollout:
+        """Inverse of :meth:`to_dict`; raises ``KeyError``/``ValueError``/``TypeError``."""
+        started = data.get("stage_started_at")
+        last = data.get("last_decision")
+        return cls(
+            id=str(data["id"]),
+            track=str(data["track"]),
+            segment=Segment.parse(str(data["segment"])),
+            stable_model=str(data["stable_model"]),
+            candidate_model=str(data["candidate_model"]),
+            salt=str(data["salt"]),
+            plan=Plan.from_dict(data["plan"]),
+            phase=Phase(data["phase"]),
+            stage_index=int(data["stage_index"]),
+            stage_started_at=None if started is None else float(started),
+            stage_elapsed_before=float(data.get("stage_elapsed_before", 0.0)),
+            created_at=float(data.get("created_at", 0.0)),
+            updated_at=float(data.get("updated_at", 0.0)),
+            consecutive_errors=int(data.get("consecutive_errors", 0)),
+            stall_alerted=bool(data.get("stall_alerted", False)),
+            history=tuple(Decision.from_dict(d) for d in data.get("history", ())),
+            last_decision=None if last is None else Decision.from_dict(last),
+        )
+
+
+Transition = tuple[Rollout, list[Action]]
+
+
+def _refuse(rollout: Rollout, verb: str, allowed: frozenset[Phase]) -> None:
+    if rollout.phase not in allowed:
+        msg = f"cannot {verb}: rollout {rollout.id} is {rollout.phase.value}"
+        raise TransitionError(msg)
+
+
+_LIVE = frozenset({Phase.PROGRESSING, Phase.PAUSED})
+
+
+def start(rollout: Rollout, now: float, actor: str = "controller") -> Transition:
+    """Begin the first stage."""
+    _refuse(rollout, "start", frozenset({Phase.PENDING}))
+    weight = rollout.plan.stages[0].weight_bp
+    decision = Decision(now, "start", f"stage 1 at {weight / 100:g}%", {}, actor)
+    new = rollout.decided(
+        decision, phase=Phase.PROGRESSING, stage_index=0, stage_started_at=now,
+        stage_elapsed_before=0.0,
+    )  # fmt: skip
+    return new, [
+        SetWeight(rollout.id, rollout.track, rollout.segment, weight),
+        Notify(rollout.id, "started", decision.reason),
+    ]
+
+
+def advance(rollout: Rollout, decision: Decision) -> Transition:
+    """Move to the next stage, or make the canary stable after the last one."""
+    r = rollout
+    if r.stage_index >= r.plan.last_index:
+        new = r.decided(decision, phase=Phase.SUCCEEDED, stage_started_at=None)
+        return new, [
+            PromoteToStable(r.id, r.track, r.segment, r.candidate_model),
+            Notify(r.id, "succeeded", decision.reason, dict(decision.evidence)),
+        ]
+    nxt = r.stage_index + 1
+    new = r.decided(
+        decision, phase=Phase.PROGRESSING, stage_index=nxt, stage_started_at=decision.at,
+        stage_elapsed_before=0.0, consecutive_errors=0, stall_alerted=False,
+    )  # fmt: skip
+    weight = r.plan.stages[nxt].weight_bp
+    return new, [
+        SetWeight(r.id, r.track, r.segment, weight),
+        Notify(r.id, "advanced", decision.reason, dict(decision.evidence)),
+    ]
+
+
+def promote(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
+    """Skip the rest of the current stage: next stage now (or stable after the last)."""
+    _refuse(rollout, "promote", _LIVE)
+    what = "promoted by hand" + (f": {reason}" if reason else "")
+    return advance(rollout, Decision(now, "promote", what, {}, actor))
+
+
+def pause(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
+    """Stop advancing (the canary keeps its weight and is still watched for failure)."""
+    _refuse(rollout, "pause", frozenset({Phase.PROGRESSING}))
+    decision = Decision(now, "pause", reason or "paused", {}, actor)
+    new = rollout.decided(
+        decision, phase=Phase.PAUSED, stage_started_at=None,
+        stage_elapsed_before=rollout.stage_elapsed(now),
+    )  # fmt: skip
+    return new, [Notify(rollout.id, "paused", decision.reason)]
+
+
+def resume(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
+    """Continue a paused rollout with the stage time it had left."""
+    _refuse(rollout, "resume", frozenset({Phase.PAUSED}))
+    decision = Decision(now, "resume", reason or "resumed", {}, actor)
+    new = rollout.decided(
+        decision, phase=Phase.PROGRESSING, stage_started_at=now, consecutive_errors=0
+    )
+    return new, [Notify(rollout.id, "resumed", decision.reason)]
+
+
+def rollback(
+    rollout: Rollout,
+    now: float,
+    actor: str = "operator",
+    reason: str = "",
+    evidence: Mapping[str, Any] | None = None,
+) -> Transition:
+    """Send everyone back to stable and end the rollout as rolled back."""
+    _refuse(rollout, "roll back", _LIVE | {Phase.PENDING})
+    decision = Decision(now, "rollback", reason or "rolled back", evidence or {}, actor)
+    elapsed = rollout.stage_elapsed(now)
+    new = rollout.decided(
+        decision, phase=Phase.ROLLED_BACK, stage_started_at=None, stage_elapsed_before=elapsed
+    )
+    return new, [
+        Rollback(rollout.id, rollout.track, rollout.segment),
+        Notify(rollout.id, "rolled_back", decision.reason, dict(decision.evidence)),
+    ]
+
+
+def abort(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
+    """End the rollout without a verdict (e.g. superseded); the canary gets no traffic."""
+    _refuse(rollout, "abort", _LIVE | {Phase.PENDING})
+    decision = Decision(now, "abort", reason or "aborted", {}, actor)
+    elapsed = rollout.stage_elapsed(now)
+    new = rollout.decided(
+        decision, phase=Phase.ABORTED, stage_started_at=None, stage_elapsed_before=elapsed
+    )
+    return new, [
+        SetWeight(rollout.id, rollout.track, rollout.segment, 0),
+        Notify(rollout.id, "aborted", decision.reason),
+    ]
