@@ -1,0 +1,120 @@
+"""Settings of the fine-tuning dataset build (``Settings.finetune``).
+
+Every field has a default that follows the fine-tuning strategy; the CLI's
+flags (``tara finetune prepare --min-rating ...``) override the extraction
+ones for a single run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Script = Literal["devanagari", "tamil", "latin"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _subject_sentences() -> dict[str, str]:
+    return {
+        "math": "You explain mathematics step by step with examples from everyday Indian life.",
+        "physics": "You explain physics concepts with simple experiments and real-world examples.",
+        "chemistry": "You explain chemistry with safe, everyday examples and clear reactions.",
+    }
+
+
+def _language_sentences() -> dict[str, str]:
+    return {
+        "hi": "Respond in Hindi (Devanagari script), using simple words a school student "
+        "understands.",
+        "ta": "Respond in Tamil (Tamil script), using simple words a school student understands.",
+        "en": "Respond in clear, simple English.",
+    }
+
+
+class PromptSettings(_Section):
+    """The system prompt: a base sentence, then one for the subject and one for the language."""
+
+    base: str = "You are Tara, a caring Indian female AI tutor."
+    subjects: dict[str, str] = Field(default_factory=_subject_sentences)
+    languages: dict[str, str] = Field(default_factory=_language_sentences)
+    generic_subject: str = "You explain each idea step by step with simple, everyday examples."
+    generic_language: str = "Respond in the student's language, using simple words."
+
+
+def _scripts() -> dict[str, Script]:
+    return {"hi": "devanagari", "ta": "tamil", "en": "latin"}
+
+
+class ValidationSettings(_Section):
+    """Thresholds and choices of the validation rules (see ``tara.finetune.validate``)."""
+
+    scripts: dict[str, Script] = Field(default_factory=_scripts)
+    """Script each language's answers must be written in; other languages are not checked."""
+    min_script_ratio: float = Field(0.6, ge=0, le=1)
+    """Share of the answer's letters that must be in the language's script.
+
+    Digits, symbols and punctuation are not letters, so formulas cost little;
+    the remaining slack tolerates a few English terms and variable names.
+    """
+    romanised_hindi: Literal["accept", "reject"] = "reject"
+    """Whether a Hindi answer written in Latin letters ("yeh force hai") is kept."""
+    cultural_lexicon: Path | None = None
+    """Lexicon file replacing the shipped default (``finetune/data/cultural_lexicon.txt``)."""
+    cultural_terms: list[str] = Field(default_factory=list)
+    """Extra terms, in the lexicon file's syntax, added to the lexicon."""
+    cultural_tag: str = "cultural"
+    """Feedback tag by which students flag culturally inappropriate answers."""
+    privacy: Literal["redact", "drop"] = "redact"
+    """Replace personal data by a placeholder, or drop the example."""
+    min_answer_chars: int = Field(20, ge=1)
+    """Shorter answers (after trimming) are treated as truncated."""
+    truncation_min_words: int = Field(6, ge=1)
+    """A last line this long that ends in a letter is taken to be cut mid-sentence."""
+    max_answer_tokens: int = Field(2048, gt=0)
+    refusal_scan_chars: int = Field(240, gt=0)
+    """Refusal phrases are looked for in this many leading characters of the answer."""
+    near_duplicate_bands: int = Field(4, ge=1, le=64)
+    near_duplicate_rows: int = Field(8, ge=1)
+    """MinHash LSH shape: examples whose word bigrams have a Jaccard similarity above
+    about ``(1/bands) ** (1/rows)`` (0.84 by default) are near duplicates."""
+    near_duplicate_min_shingles: int = Field(12, ge=1)
+    """Shorter texts are checked for exact duplicates only."""
+    dedup_memory_mb: int = Field(32, ge=1, le=4096)
+    """Fixed size of the Bloom filter that remembers seen examples (memory does not grow)."""
+
+
+class SplitSettings(_Section):
+    """Fractions of the train/validation/test split and what to do with tiny combinations."""
+
+    train: float = Field(0.8, ge=0, le=1)
+    validation: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+    seed: int = Field(0, ge=0, lt=2**63)
+    small_combinations: Literal["drop", "train"] = "drop"
+    """A combination leaving some non-empty split empty is dropped, or kept whole in train;
+    either way the report lists it."""
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitSettings:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            msg = f"split fractions must add up to 1 (got {total:g})"
+            raise ValueError(msg)
+        return self
+
+
+class FinetuneSettings(_Section):
+    """How the fine-tuning dataset is extracted, validated, split and written."""
+
+    min_rating: int = Field(4, ge=1, le=5)
+    min_interactions: int = Field(100, ge=1)
+    """Language×subject combinations with fewer rated interactions are left out."""
+    output_dir: Path = Path("tara-data/finetune")
+    prompts: PromptSettings = PromptSettings()
+    validation: ValidationSettings = ValidationSettings()
+    split: SplitSettings = SplitSettings()
