@@ -55,6 +55,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _target(p, "tara.sandbox.server:sandbox_command")
 
+    p = sub.add_parser("log", help="maintain the interaction log")
+    log_sub = p.add_subparsers(dest="log_command", required=True, metavar="ACTION")
+    lp = log_sub.add_parser("purge", help="delete interactions past their retention")
+    lp.add_argument(
+        "--older-than",
+        default=None,
+        help="age such as 30d, 12h, 2w (default: telemetry.retention_days)",
+    )
+    _target(lp, "tara.telemetry.log_cli:purge_command")
+
+    p = sub.add_parser("finetune", help="build datasets, run and evaluate fine-tuning")
+    ft_sub = p.add_subparsers(dest="finetune_command", required=True, metavar="ACTION")
+    fp = ft_sub.add_parser("prepare", help="extract, validate and split a training dataset")
+    fp.add_argument("--output", type=Path, default=None, help="directory for the dataset files")
+    fp.add_argument("--min-rating", type=int, default=None, help="lowest rating kept (4)")
+    fp.add_argument(
+        "--min-interactions", type=int, default=None, help="smallest language×subject (100)"
+    )
+    fp.add_argument("--since", default=None, help="start, ISO date/time or unix seconds")
+    fp.add_argument("--until", default=None, help="end (exclusive), ISO date/time or unix seconds")
+    fp.add_argument("--track", default=None, help="only this track")
+    fp.add_argument("--segment", default=None, help="only this segment")
+    fp.add_argument("--seed", type=int, default=None, help="split seed (finetune.split.seed)")
+    fp.add_argument(
+        "--from-jsonl", type=Path, default=None, help="read an interaction export, not the log"
+    )
+    _target(fp, "tara.finetune.prepare_cli:prepare_command")
+
+    p = sub.add_parser("simulate", help="simulate rollouts to measure the canary statistics")
+    p.add_argument(
+        "--scenario",
+        default="all",
+        choices=["all", "aa", "errors", "ratings", "latency", "better"],
+        help="built-in scenario (default: all)",
+    )
+    p.add_argument("--runs", type=int, default=200, help="rollouts per scenario (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--traffic", type=float, default=None, help="segment requests per hour")
+    p.add_argument("--error-rate", type=float, default=None, help="canary error rate (0..1)")
+    p.add_argument("--rating-delta", type=float, default=None, help="canary mean rating shift")
+    p.add_argument("--latency-factor", type=float, default=None, help="canary latency multiple")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _target(p, "tara.rollout.simulate:simulate_command")
+
     return parser
 
 

@@ -23,6 +23,11 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from tara.finetune.config import FinetuneSettings
+from tara.rollout.config import RolloutSettings
+from tara.telemetry.config import TelemetrySettings
+from tara.telemetry.stats_config import TelemetryStatsSettings
+
 log = logging.getLogger(__name__)
 
 DEV_CLIENT_KEY = "sk-tara-dev"
@@ -107,10 +112,16 @@ class Settings(BaseSettings):
     tracks: dict[str, TrackSettings] = Field(default_factory=_default_tracks)
     state_backend: Literal["auto", "memory", "redis"] = "auto"
     redis_url: str | None = None
+    database_url: str | None = None
+    """PostgreSQL URL of the interaction log; without it the log is a SQLite file."""
     redis_namespace: str = "tara"
     routing_refresh_seconds: float = Field(0.5, gt=0)
     subjects: list[str] = Field(default_factory=lambda: ["math", "physics", "chemistry"])
     languages: list[str] = Field(default_factory=lambda: ["hi", "ta", "en"])
+    stats: TelemetryStatsSettings = TelemetryStatsSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
+    finetune: FinetuneSettings = FinetuneSettings()
+    rollout: RolloutSettings = RolloutSettings()
 
     @property
     def use_redis(self) -> bool:

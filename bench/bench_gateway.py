@@ -1,0 +1,197 @@
+"""Gateway overhead benchmark: direct vs a minimal pass-through proxy vs the gateway.
+
+Starts ``tara sandbox`` (zero-latency models), the pass-through proxy of
+``bench/passthrough.py`` and ``tara serve`` (Redis routing table with a 10%
+canary, metrics on) as separate processes, then measures for each target:
+requests/s at 32 concurrent, p50/p99 latency at 1 concurrent, streaming time
+to first byte, server CPU per request, and the gateway's peak RSS.
+
+Run: ``.venv/bin/python bench/bench_gateway.py`` (``--quick`` for a smoke run).
+Needs Redis on 127.0.0.1:6379 (the routing table lives there, as in production).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from loadgen import chat_body, run_load
+from procs import ROOT, TARA, child, cpu_seconds, peak_rss_mb
+from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
+from tara.rollout.store_redis import RedisRoutingStore
+from tara.serving import free_port
+
+TRACK = "tara-tutor"
+
+
+@dataclass
+class Row:
+    """One target's numbers."""
+
+    target: str
+    rps_32: float
+    p50_ms_1: float
+    p99_ms_1: float
+    ttfb_p50_ms: float
+    cpu_us_per_req: float
+    errors: int
+
+
+async def measure(name: str, url: str, model: str, pid: int, auth: str, quick: bool) -> Row:
+    """Run the three load shapes against one target."""
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {auth}"}
+
+    def hdr(i: int) -> dict[str, str]:
+        return {
+            **headers,
+            "X-Tara-User": f"student-{i % 5000}",
+            "X-Tara-Subject": "math",
+            "X-Tara-Language": "hi",
+        }
+
+    plain = chat_body(model, stream=False)
+    streamed = chat_body(model, stream=True)
+    n1, n_stream, dur = (200, 100, 2.0) if quick else (2000, 1000, 10.0)
+
+    await run_load(url, lambda _i: plain, hdr, concurrency=8, count=200)  # warm-up
+    one = await run_load(url, lambda _i: plain, hdr, concurrency=1, count=n1)
+    cpu0 = cpu_seconds(pid)
+    many = await run_load(url, lambda _i: plain, hdr, concurrency=32, duration=dur)
+    cpu = cpu_seconds(pid) - cpu0
+    st = await run_load(url, lambda _i: streamed, hdr, concurrency=1, count=n_stream, stream=True)
+    bad = sum(n for s, n in (one.statuses + many.statuses + st.statuses).items() if s != 200)
+    return Row(
+        target=name,
+        rps_32=many.rps,
+        p50_ms_1=one.median_ms(),
+        p99_ms_1=one.pct(0.99),
+        ttfb_p50_ms=st.pct(0.5, st.ttfb),
+        cpu_us_per_req=1e6 * cpu / max(1, len(many.latencies)),
+        errors=bad,
+    )
+
+
+async def seed_table(namespace: str) -> None:
+    """A 10% canary on the whole track, in Redis, where the gateway reads it."""
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    store = RedisRoutingStore(client, namespace)
+    canary = CanaryRoute("bench", Segment(), "bench-fast-canary", uuid.uuid4().hex, 1000)
+    table = RoutingTable(1, {TRACK: TrackRoute("bench-fast", (canary,))})
+    await store.save_table(table, await store.load_version())
+    await client.aclose()
+
+
+async def drop_namespace(namespace: str) -> None:
+    """Remove the benchmark's Redis keys."""
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    keys = [k async for k in client.scan_iter(match=f"{namespace}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+def render(rows: list[Row], rss_mb: float) -> str:
+    """A Markdown table with the overhead against the direct call."""
+    direct = rows[0]
+    lines = [
+        "| target | req/s @32 | p50 @1 (ms) | added p50 (ms) | p99 @1 (ms) "
+        "| stream TTFB p50 (ms) | server CPU/req (µs) | non-200 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        added = "" if r is direct else f"{r.p50_ms_1 - direct.p50_ms_1:+.2f}"
+        lines.append(
+            f"| {r.target} | {r.rps_32:,.0f} | {r.p50_ms_1:.2f} | {added} | {r.p99_ms_1:.2f} "
+            f"| {r.ttfb_p50_ms:.2f} | {r.cpu_us_per_req:,.0f} | {r.errors} |"
+        )
+    gw, pt = rows[-1], rows[1]
+    lines.append("")
+    lines.append(
+        f"gateway CPU/request = {gw.cpu_us_per_req / pt.cpu_us_per_req:.2f}x the pass-through; "
+        f"gateway peak RSS {rss_mb:.0f} MiB"
+    )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Run the benchmark and print the table (and JSON with --json)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    args = parser.parse_args()
+
+    sb_port, pt_port, gw_port = free_port(), free_port(), free_port()
+    upstream = f"http://127.0.0.1:{sb_port}/v1"
+    namespace = f"tara-bench-{uuid.uuid4().hex[:8]}"
+    gw_env = {
+        "TARA_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "TARA_REDIS_NAMESPACE": namespace,
+        "TARA_UPSTREAM__BASE_URL": upstream,
+        "TARA_TRACKS": json.dumps({TRACK: {"stable_model": "bench-fast"}}),
+        "TARA_LOG_LEVEL": "WARNING",
+    }
+    asyncio.run(seed_table(namespace))
+    models = str(ROOT / "bench" / "sandbox-models.toml")
+    sandbox = [TARA, "sandbox", "--port", str(sb_port), "--seed", "1", "--models", models]
+    proxy = [sys.executable, str(ROOT / "bench" / "passthrough.py"), "--port", str(pt_port)]
+    proxy += ["--upstream", upstream]
+    gateway = [TARA, "serve", "--port", str(gw_port)]
+    try:
+        with (
+            child(sandbox, f"{upstream}/models") as sb,
+            child(proxy, f"http://127.0.0.1:{pt_port}/") as pt,
+            child(gateway, f"http://127.0.0.1:{gw_port}/readyz", env=gw_env) as gw,
+        ):
+            chat = "/v1/chat/completions"
+            rows = [
+                asyncio.run(
+                    measure(
+                        "direct",
+                        upstream + "/chat/completions",
+                        "bench-fast",
+                        sb.pid,
+                        "sk-sandbox",
+                        args.quick,
+                    )
+                ),
+                asyncio.run(
+                    measure(
+                        "pass-through (aiohttp)",
+                        f"http://127.0.0.1:{pt_port}{chat}",
+                        "bench-fast",
+                        pt.pid,
+                        "x",
+                        args.quick,
+                    )
+                ),
+                asyncio.run(
+                    measure(
+                        "gateway (10% canary)",
+                        f"http://127.0.0.1:{gw_port}{chat}",
+                        TRACK,
+                        gw.pid,
+                        "sk-tara-dev",
+                        args.quick,
+                    )
+                ),
+            ]
+            rss = peak_rss_mb(gw.pid)
+    finally:
+        asyncio.run(drop_namespace(namespace))
+    print(render(rows, rss))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "rss_mb": rss}))
+    return 1 if any(r.errors for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
