@@ -1,0 +1,247 @@
+"""The telemetry pipeline: every sink of the gateway, built from settings, run as one unit.
+
+:class:`Telemetry` owns what the gateway records besides Prometheus: the
+user-retry detector, the window-stats recorder, the request index (for
+feedback joins) and the interaction-log writer, over the memory or Redis state
+store and the SQLite or PostgreSQL log. It is the gateway's list of sinks, a
+service to run for the gateway's lifetime (``async with telemetry: ...``), and
+the back end of ``POST /v1/feedback`` (:meth:`Telemetry.submit_feedback`).
+
+Prometheus and replaced ratings: a histogram cannot take an observation
+back, so ``tara_feedback_rating`` observes each request's *first* rating
+only, and ``tara_feedback_tags_total`` counts a tag when it is newly added to
+a request's feedback (a replacement that keeps a tag does not count it
+again; one that drops it does not un-count it). The exact, replaced-in-place
+numbers are in the window stats and the log, which the controller and the
+triggers read; Prometheus is for dashboards and alerts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal
+
+import redis.asyncio as aioredis
+
+from tara.settings import Settings
+from tara.telemetry.interactions import Interaction, InteractionSink
+from tara.telemetry.log import Feedback as LogFeedback
+from tara.telemetry.log import InteractionLog, open_log
+from tara.telemetry.log_writer import InteractionLogWriter
+from tara.telemetry.metrics import MetricsRecorder
+from tara.telemetry.request_index import (
+    Feedback,
+    IndexedRequest,
+    IndexUnavailableError,
+    MemoryRequestIndex,
+    RequestIndex,
+)
+from tara.telemetry.request_index_redis import RedisRequestIndex
+from tara.telemetry.user_retries import (
+    MemoryRetryMemory,
+    RedisRetryMemory,
+    RetryMemory,
+    UserRetryDetector,
+)
+from tara.telemetry.window_memory import MemoryWindowStore
+from tara.telemetry.window_recorder import WindowRecorder
+from tara.telemetry.window_redis import RedisWindowStore
+from tara.telemetry.window_store import WindowStore
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_TAGS: tuple[str, ...] = (
+    "cultural",
+    "irrelevant",
+    "wrong",
+    "language",
+    "too_long",
+    "too_short",
+    "unclear",
+    "incomplete",
+)
+"""Tags a rating may carry: ``cultural`` is a cultural-appropriateness complaint,
+``language`` an answer in the wrong language or register."""
+
+CANARY_ATTEMPT_SUFFIX = "-canary"
+"""Request-id suffix of the record of a failed canary attempt (the exchange's naming)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackAccepted:
+    """Feedback was stored; ``replaced`` when it replaced earlier feedback."""
+
+    request: IndexedRequest
+    replaced: bool
+
+
+FeedbackOutcome = FeedbackAccepted | Literal["unknown", "unavailable"]
+"""What :meth:`Telemetry.submit_feedback` did: stored it, or why not (unknown or
+expired request id; shared index unreachable)."""
+
+
+class _Questions:
+    """Feeds the retry detector requests, not attempts.
+
+    A failed canary attempt and the stable answer that replaced it carry the
+    same question; without this filter the answer would look like a retry.
+    """
+
+    def __init__(self, detector: UserRetryDetector) -> None:
+        self._detector = detector
+
+    def record(self, interaction: Interaction) -> None:
+        if not interaction.request_id.endswith(CANARY_ATTEMPT_SUFFIX):
+            self._detector.record(interaction)
+
+
+class Telemetry:
+    """The gateway's telemetry sinks, their lifecycle, and feedback intake."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: MetricsRecorder,
+        *,
+        redis: aioredis.Redis | None = None,
+        interaction_log: InteractionLog | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Build the parts: Redis-backed when ``redis`` is given, else in memory.
+
+        ``interaction_log`` defaults to the one ``settings.database_url`` names.
+        """
+        stats = settings.stats
+        self.metrics = metrics
+        self.clock = clock
+        store: WindowStore
+        self.index: RequestIndex
+        memory: RetryMemory
+        if redis is not None:
+            ns = settings.redis_namespace
+            store = RedisWindowStore(redis, namespace=ns, settings=stats)
+            self.index = RedisRequestIndex(redis, namespace=ns, settings=stats)
+            memory = RedisRetryMemory(redis, namespace=ns)
+        else:
+            store = MemoryWindowStore(stats)
+            self.index = MemoryRequestIndex(stats)
+            memory = MemoryRetryMemory()
+        self.store = store
+        self.log = interaction_log or open_log(settings.database_url, settings.telemetry)
+        self.writer = InteractionLogWriter.from_settings(
+            self.log, settings.telemetry, on_drop=metrics.dropped
+        )
+        self.recorder = WindowRecorder(store, stats)
+        self.detector = UserRetryDetector(memory, self.recorder, stats, on_retry=self._on_retry)
+        self._sinks = (_Questions(self.detector), self.recorder, self.index, self.writer)
+        self._bucket_seconds = store.layout.bucket_seconds
+        self._shutdown_timeout = settings.telemetry.shutdown_timeout
+
+    @property
+    def sinks(self) -> Sequence[InteractionSink]:
+        """The sinks in the order they must see a record.
+
+        The retry detector comes first: it needs the messages, which the log
+        writer strips under ``capture = metadata`` (on a copy, but first is
+        also cheapest to reason about).
+        """
+        return self._sinks
+
+    # -- lifecycle -------------------------------------------------------------
+    async def __aenter__(self) -> Telemetry:
+        """Migrate the log and start every background loop."""
+        await self.log.migrate()
+        self.writer.start()
+        self.recorder.start()
+        self.index.start()
+        self.detector.start()
+        return self
+
+    async def flush(self) -> None:
+        """Push everything recorded so far to the stores now (tests, benchmarks).
+
+        Same order as shut-down: detected retries reach the recorder and the
+        writer before those flush.
+        """
+        await self.detector.flush()
+        await self.index.flush()
+        await self.recorder.flush()
+        await self.writer.flush()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Flush and stop, upstream parts first.
+
+        The detector goes first because its last flush feeds the recorder and
+        the writer; the writer last among the sinks because everything else
+        may still hand it records; the log after its writer.
+        """
+        await self.detector.aclose()
+        await self.index.aclose()
+        await self.recorder.aclose()
+        await self.store.aclose()
+        await self.writer.aclose(self._shutdown_timeout)
+        await self.log.aclose()
+
+    # -- feedback ------------------------------------------------------------------
+    async def submit_feedback(
+        self,
+        request_id: str,
+        rating: int,
+        tags: Sequence[str] = (),
+        relevance: float | None = None,
+        comment: str | None = None,
+    ) -> FeedbackOutcome:
+        """Join a rating to the request it rates and record it everywhere.
+
+        The index swaps the stored feedback atomically and returns what it
+        replaced, so window stats get ``-old +new`` and the log row is
+        overwritten: a second rating replaces the first instead of counting twice.
+        """
+        tags = tuple(dict.fromkeys(tags))
+        new = Feedback(rating, tags, relevance)
+        try:
+            change = await self.index.set_feedback(request_id, new)
+        except IndexUnavailableError as exc:
+            log.warning("feedback for %s: request index unavailable: %s", request_id, exc)
+            return "unavailable"
+        if change is None:
+            return "unknown"
+        request, previous = change.request, change.previous
+        self.recorder.record_feedback(request.window_key(self._bucket_seconds), previous, new)
+        self.writer.record_feedback(
+            LogFeedback(request_id, rating, list(tags), relevance, comment, self.clock())
+        )
+        old_tags = set(previous.tags) if previous is not None else set()
+        first_rating = previous is None or previous.rating is None
+        self.metrics.feedback(
+            request.track,
+            request.variant,
+            request.subject,
+            request.language,
+            rating if first_rating else None,
+            [t for t in tags if t not in old_tags],
+        )
+        return FeedbackAccepted(request, replaced=previous is not None)
+
+    # -- user retries ------------------------------------------------------------------
+    def _on_retry(self, interaction: Interaction) -> None:
+        """A detected retry: count it and mark the request in the log."""
+        ix = interaction
+        self.metrics.user_retries.labels(
+            ix.track,
+            ix.variant,
+            self.metrics.subject_label(ix.subject),
+            self.metrics.language_label(ix.language),
+        ).inc()
+        # An upsert of the whole record: rewriting it is harmless and keeps feedback.
+        self.writer.record(dataclasses.replace(ix, user_retry=True))
