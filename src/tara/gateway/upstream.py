@@ -168,11 +168,17 @@ class UpstreamClient:
 
     def __init__(self, settings: UpstreamSettings) -> None:
         self.settings = settings
-        self.url = f"{settings.base_url}/chat/completions"
+        self.url = yarl.URL(f"{settings.base_url}/chat/completions")
+        # Built once: the session sends these with every request.
         self._headers = {
             "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
             "Content-Type": "application/json",
         }
+        # A whole non-streamed answer must be in within the first-byte budget; aiohttp's
+        # own per-request timer does that without an extra asyncio timeout per call.
+        self._body_timeout = aiohttp.ClientTimeout(
+            total=settings.first_byte_timeout, sock_connect=settings.connect_timeout
+        )
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -191,10 +197,13 @@ class UpstreamClient:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
+            headers=self._headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout),
             # Pass bytes through as the upstream sent them; no decompression cost.
             skip_auto_headers=("Accept-Encoding",),
             auto_decompress=False,
+            # The upstream sets no cookies worth keeping; skip the jar's per-request work.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def close(self) -> None:
@@ -207,21 +216,13 @@ class UpstreamClient:
         """One attempt, up to the first byte; raises :class:`UpstreamError`."""
         response: aiohttp.ClientResponse | None = None
         try:
-            async with asyncio.timeout(self.settings.first_byte_timeout):
-                response = await self.session.post(self.url, data=payload, headers=self._headers)
-                status = response.status
-                if status >= 300:
-                    failure = failure_for_status(status, response.headers.get("Retry-After"))
-                    body = await response.content.read(_MAX_ERROR_BODY)
-                    if failure is not None:
-                        raise failure
-                    return Opened(response, body, streaming=False)
-                if stream and response.content_type == "text/event-stream":
-                    first = await response.content.readany()
-                    if not first:
-                        raise connection_failed()
-                    return Opened(response, first, streaming=True)
-                return Opened(response, await response.read(), streaming=False)
+            if stream:
+                async with asyncio.timeout(self.settings.first_byte_timeout):
+                    response = await self.session.post(self.url, data=payload)
+                    return await self._first(response, streaming=True)
+            # aiohttp's timer runs until the body is read (the connection released).
+            response = await self.session.post(self.url, data=payload, timeout=self._body_timeout)
+            return await self._first(response, streaming=False)
         except BaseException as exc:
             if response is not None:
                 # Closing (not releasing) drops the connection, so the upstream stops work.
@@ -231,3 +232,20 @@ class UpstreamClient:
             if isinstance(exc, aiohttp.ClientError | OSError):
                 raise connection_failed() from None
             raise
+
+    @staticmethod
+    async def _first(response: aiohttp.ClientResponse, *, streaming: bool) -> Opened:
+        """The :class:`Opened` for a response whose headers are in, or the failure."""
+        status = response.status
+        if status >= 300:
+            failure = failure_for_status(status, response.headers.get("Retry-After"))
+            body = await response.content.read(_MAX_ERROR_BODY)
+            if failure is not None:
+                raise failure
+            return Opened(response, body, streaming=False)
+        if streaming and response.content_type == "text/event-stream":
+            first = await response.content.readany()
+            if not first:
+                raise connection_failed()
+            return Opened(response, first, streaming=True)
+        return Opened(response, await response.read(), streaming=False)
