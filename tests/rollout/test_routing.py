@@ -230,3 +230,61 @@ def test_with_defaults_adds_missing_tracks_and_keeps_stored_ones() -> None:
     assert merged.tracks["tara-tutor"] == TABLE.tracks["tara-tutor"]
     assert merged.tracks["tara-new"] == TrackRoute("new-stable")
     assert TABLE.with_defaults({"tara-quiz": "other"}) is TABLE
+
+
+# -- pins: a segment whose own rollout succeeded keeps its own stable model --------
+
+
+def pin(segment: Segment, model: str, rollout_id: str = "p1") -> CanaryRoute:
+    return CanaryRoute(rollout_id, segment, model, f"salt-{rollout_id}", 0, stable_model=model)
+
+
+PINNED = RoutingTable(
+    3,
+    {
+        "t": TrackRoute(
+            "stable",
+            (
+                pin(Segment("math"), "ft-math"),
+                canary(Segment(None, "hi"), BUCKETS, "r-hi"),
+                pin(Segment(None, "ta"), "ft-ta", "p2"),
+                pin(Segment(), "never", "p3"),  # a later pin that an earlier one shadows
+            ),
+        )
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("student", "subject", "language", "expected"),
+    [
+        # pinned segment, no running canary: its own stable, no rollout
+        ("s1", "math", "en", Route("stable", "ft-math", "math:*", None)),
+        ("s1", "physics", "ta", Route("stable", "ft-ta", "*:ta", None)),
+        # a running canary over a pinned segment: canary students see the canary ...
+        ("s1", "math", "hi", Route("canary", "ft-r-hi", "*:hi", "r-hi")),
+        # ... everyone else the pinned stable, under the canary's segment for comparable stats
+        (None, "math", "hi", Route("stable", "ft-math", "*:hi", "r-hi")),
+        (None, "physics", "hi", Route("stable", "never", "*:hi", "r-hi")),
+        ("s1", None, None, Route("stable", "never", "all", None)),
+    ],
+)
+def test_route_with_pins(
+    student: str | None, subject: str | None, language: str | None, expected: Route
+) -> None:
+    assert route(PINNED, "t", student, subject, language) == expected
+
+
+def test_pin_must_have_weight_zero() -> None:
+    with pytest.raises(ValueError, match="weight 0"):
+        CanaryRoute("p", Segment("math"), "m", "s", 10, stable_model="m")
+    assert pin(Segment("math"), "m").pinned
+    assert not canary(Segment("math"), 10).pinned
+
+
+def test_pins_round_trip_and_plain_routes_keep_their_old_form() -> None:
+    data = PINNED.to_dict()
+    routes = data["tracks"]["t"]["canaries"]
+    assert routes[0]["stable_model"] == "ft-math"
+    assert "stable_model" not in routes[1]
+    assert RoutingTable.from_dict(data) == PINNED

@@ -49,6 +49,12 @@ class Segment:
         )
         return subject_ok and language_ok
 
+    def contains(self, other: Segment) -> bool:
+        """Whether every request of ``other`` also belongs to this segment."""
+        return (self.subject is None or self.subject == other.subject) and (
+            self.language is None or self.language == other.language
+        )
+
     @property
     def label(self) -> str:
         """Stable text form used in metrics and stats keys: ``all``, ``math:hi``, ``*:ta``."""
@@ -70,18 +76,59 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class CanaryRoute:
-    """One canary on a track: who sees it and how many."""
+    """One canary on a track: who sees it and how many.
+
+    With ``stable_model`` set the route is a *pin* instead: a segment-scoped
+    rollout succeeded, so ``stable_model`` is that segment's stable model
+    for good; a pin sends nobody to a canary (its weight is 0).
+    """
 
     rollout_id: str
     segment: Segment
     model: str
     salt: str
     weight_bp: int
+    stable_model: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight_bp <= BUCKETS:
             msg = f"weight_bp must be within 0..{BUCKETS}, got {self.weight_bp}"
             raise ValueError(msg)
+        if self.stable_model is not None and self.weight_bp != 0:
+            msg = f"a pinned segment route has weight 0, got {self.weight_bp}"
+            raise ValueError(msg)
+
+    @property
+    def pinned(self) -> bool:
+        """Whether this route fixes its segment's stable model rather than running a canary."""
+        return self.stable_model is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form; ``stable_model`` only for pins, so older readers see no change."""
+        data: dict[str, Any] = {
+            "rollout_id": self.rollout_id,
+            "subject": self.segment.subject,
+            "language": self.segment.language,
+            "model": self.model,
+            "salt": self.salt,
+            "weight_bp": self.weight_bp,
+        }
+        if self.stable_model is not None:
+            data["stable_model"] = self.stable_model
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CanaryRoute:
+        """Inverse of :meth:`to_dict`."""
+        stable = data.get("stable_model")
+        return cls(
+            rollout_id=str(data["rollout_id"]),
+            segment=Segment(data.get("subject"), data.get("language")),
+            model=str(data["model"]),
+            salt=str(data["salt"]),
+            weight_bp=int(data["weight_bp"]),
+            stable_model=None if stable is None else str(stable),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,17 +153,7 @@ class RoutingTable:
             "tracks": {
                 name: {
                     "stable_model": tr.stable_model,
-                    "canaries": [
-                        {
-                            "rollout_id": c.rollout_id,
-                            "subject": c.segment.subject,
-                            "language": c.segment.language,
-                            "model": c.model,
-                            "salt": c.salt,
-                            "weight_bp": c.weight_bp,
-                        }
-                        for c in tr.canaries
-                    ],
+                    "canaries": [c.to_dict() for c in tr.canaries],
                 }
                 for name, tr in self.tracks.items()
             },
@@ -128,16 +165,7 @@ class RoutingTable:
         tracks = {
             str(name): TrackRoute(
                 stable_model=str(tr["stable_model"]),
-                canaries=tuple(
-                    CanaryRoute(
-                        rollout_id=str(c["rollout_id"]),
-                        segment=Segment(c.get("subject"), c.get("language")),
-                        model=str(c["model"]),
-                        salt=str(c["salt"]),
-                        weight_bp=int(c["weight_bp"]),
-                    )
-                    for c in tr.get("canaries", ())
-                ),
+                canaries=tuple(CanaryRoute.from_dict(c) for c in tr.get("canaries", ())),
             )
             for name, tr in data["tracks"].items()
         }
@@ -170,17 +198,32 @@ def route(
 ) -> Route | None:
     """Route a request; ``None`` means the track is unknown.
 
-    The first canary whose segment matches decides the segment; the student
-    goes to the canary iff their sticky bucket is under its weight. Requests
+    The first running canary whose segment matches decides the segment; the
+    student goes to the canary iff their sticky bucket is under its weight.
+    Everyone else gets the stable model: that of the first matching pin
+    (a segment whose own rollout succeeded), else the track's. Requests
     without a student id always go to stable (but keep the segment, so
     stable stats for the segment stay comparable).
     """
     tr = table.tracks.get(track)
     if tr is None:
         return None
-    for canary in tr.canaries:
-        if canary.segment.matches(subject, language):
-            if student_id and in_canary(canary.salt, student_id, canary.weight_bp):
-                return Route("canary", canary.model, canary.segment.label, canary.rollout_id)
-            return Route("stable", tr.stable_model, canary.segment.label, canary.rollout_id)
-    return Route("stable", tr.stable_model, ALL, None)
+    canary: CanaryRoute | None = None
+    pin: CanaryRoute | None = None
+    for c in tr.canaries:
+        if not c.segment.matches(subject, language):
+            continue
+        if c.stable_model is None:
+            canary = canary or c
+        else:
+            pin = pin or c
+        if canary is not None and pin is not None:
+            break
+    stable = tr.stable_model if pin is None or pin.stable_model is None else pin.stable_model
+    if canary is not None:
+        if student_id and in_canary(canary.salt, student_id, canary.weight_bp):
+            return Route("canary", canary.model, canary.segment.label, canary.rollout_id)
+        return Route("stable", stable, canary.segment.label, canary.rollout_id)
+    if pin is not None:
+        return Route("stable", stable, pin.segment.label, None)
+    return Route("stable", stable, ALL, None)

@@ -1,0 +1,238 @@
+"""The admin HTTP API for rollouts: list, status, start, promote, pause, resume, rollback, abort.
+
+:func:`admin_routes` returns Starlette routes the gateway mounts under
+``/admin/`` (where its auth already demands the admin key). Errors are data:
+each refusal of the service becomes an OpenAI-shaped error body with the
+status an operator's script can act on — 404 unknown rollout, 409 invalid
+transition or overlapping rollout, 422 bad input, 503 state store down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from tara.rollout.model import Phase, Rollout, TransitionError
+from tara.rollout.rollout_store import MemoryRolloutStore, RolloutStore, RolloutStoreError
+from tara.rollout.rollout_store_redis import RedisRolloutStore
+from tara.rollout.service import RolloutConflict, RolloutNotFound, RolloutService, UnknownTrack
+from tara.rollout.stats_source import MetricSource, WindowMetricSource, stage_window_start
+from tara.rollout.status import detail, live_numbers, summary
+from tara.rollout.store import RoutingStore, RoutingStoreError
+from tara.settings import Settings
+from tara.telemetry.window_store import WindowStore
+from tara.telemetry.windows import WindowStats
+
+log = logging.getLogger(__name__)
+
+StatsReader = Callable[[Rollout], Awaitable[tuple[WindowStats, WindowStats]]]
+"""``(canary, stable)`` stats of a rollout's current stage, for live status numbers."""
+
+ACTIONS = ("promote", "pause", "resume", "rollback", "abort")
+MAX_BODY_BYTES = 64 * 1024
+_JSON = "application/json"
+
+
+class ApiError(Exception):
+    """A refusal, with what the error body says."""
+
+    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+    def response(self) -> Response:
+        """The OpenAI-shaped error response."""
+        kind = "server_error" if self.status >= 500 else "invalid_request_error"
+        error = {"message": self.message, "type": kind, "code": self.code, "param": self.param}
+        return Response(orjson.dumps({"error": error}), self.status, media_type=_JSON)
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status, media_type=_JSON)
+
+
+def _refusal(exc: Exception) -> ApiError:
+    """Map the service's exceptions to statuses."""
+    if isinstance(exc, RolloutNotFound):
+        return ApiError(404, str(exc), "rollout_not_found")
+    if isinstance(exc, TransitionError):
+        return ApiError(409, str(exc), "invalid_transition")
+    if isinstance(exc, RolloutConflict):
+        return ApiError(409, str(exc), "rollout_conflict")
+    if isinstance(exc, UnknownTrack):
+        return ApiError(422, str(exc), "unknown_track", "track")
+    if isinstance(exc, ValueError):
+        return ApiError(422, str(exc), "invalid_value")
+    return ApiError(503, f"rollout state unavailable: {exc}", "state_store_unavailable")
+
+
+_REFUSED = (
+    RolloutNotFound,
+    TransitionError,
+    RolloutConflict,
+    UnknownTrack,
+    ValueError,
+    RolloutStoreError,
+    RoutingStoreError,
+)
+
+
+async def _body(request: Request) -> Mapping[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, f"body over {MAX_BODY_BYTES} bytes", "body_too_large")
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}", "invalid_json") from exc
+    if not isinstance(data, dict):
+        raise ApiError(422, "body must be a JSON object", "invalid_body")
+    return data
+
+
+def _text(body: Mapping[str, Any], name: str) -> str | None:
+    """An optional string field (absent or null: ``None``)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ApiError(422, f"'{name}' must be a non-empty string", "invalid_value", name)
+    return value.strip()
+
+
+def _required(body: Mapping[str, Any], name: str) -> str:
+    value = _text(body, name)
+    if value is None:
+        raise ApiError(422, f"'{name}' is required", "missing_field", name)
+    return value
+
+
+class AdminApi:
+    """Request handlers over a :class:`RolloutService`."""
+
+    def __init__(self, service: RolloutService, stats_reader: StatsReader | None = None) -> None:
+        self.service = service
+        self.stats_reader = stats_reader
+        self._verbs = {
+            "promote": service.promote,
+            "pause": service.pause,
+            "resume": service.resume,
+            "rollback": service.rollback,
+            "abort": service.abort,
+        }
+
+    async def _live(self, rollout: Rollout) -> dict[str, Any] | None:
+        if self.stats_reader is None or rollout.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+            return None
+        try:
+            canary, stable = await self.stats_reader(rollout)
+        except Exception as exc:  # status must still answer when stats are down
+            log.warning("live stats of rollout %s unreadable: %s", rollout.id, exc)
+            return {"error": f"stats unreadable: {type(exc).__name__}: {exc}"}
+        return live_numbers(canary, stable, self.service.settings)
+
+    async def list(self, request: Request) -> Response:
+        """``GET /admin/rollouts[?track=T&active=true]``."""
+        track = request.query_params.get("track") or None
+        active = request.query_params.get("active", "").lower() in ("1", "true", "yes")
+        rollouts = await self.service.list(track, active_only=active)
+        now = self.service.now()
+        return _json({"object": "list", "data": [summary(r, now) for r in rollouts]})
+
+    async def status(self, request: Request) -> Response:
+        """``GET /admin/rollouts/{id}``: stage, weight, time left and live numbers."""
+        rollout = await self.service.get(request.path_params["rollout_id"])
+        return _json(detail(rollout, self.service.now(), await self._live(rollout)))
+
+    async def start(self, request: Request) -> Response:
+        """``POST /admin/rollouts`` with ``{"track", "candidate", "subject"?, "language"?}``."""
+        body = await _body(request)
+        rollout = await self.service.start(
+            _required(body, "track"),
+            _required(body, "candidate"),
+            subject=_text(body, "subject"),
+            language=_text(body, "language"),
+            actor=_text(body, "actor") or "admin-api",
+        )
+        return _json(detail(rollout, self.service.now()), 201)
+
+    async def act(self, request: Request) -> Response:
+        """``POST /admin/rollouts/{id}/{action}`` with ``{"reason"?, "actor"?}``."""
+        action = request.path_params["action"]
+        if action not in self._verbs:
+            msg = f"unknown action {action!r}; one of: {', '.join(ACTIONS)}"
+            raise ApiError(404, msg, "unknown_action")
+        body = await _body(request)
+        reason = _text(body, "reason") or ""
+        actor = _text(body, "actor") or "admin-api"
+        rollout = await self._verbs[action](
+            request.path_params["rollout_id"], actor=actor, reason=reason
+        )
+        return _json(detail(rollout, self.service.now()))
+
+
+def _guarded(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return exc.response()
+        except _REFUSED as exc:
+            return _refusal(exc).response()
+
+    return endpoint
+
+
+def admin_routes(
+    service: RolloutService, stats_reader: StatsReader | None = None
+) -> list[BaseRoute]:
+    """The rollout routes for ``build_gateway(routes=...)``."""
+    api = AdminApi(service, stats_reader)
+    return [
+        Route("/admin/rollouts", _guarded(api.list), methods=["GET"]),
+        Route("/admin/rollouts", _guarded(api.start), methods=["POST"]),
+        Route("/admin/rollouts/{rollout_id}", _guarded(api.status), methods=["GET"]),
+        Route("/admin/rollouts/{rollout_id}/{action}", _guarded(api.act), methods=["POST"]),
+    ]
+
+
+def stage_stats_reader(source: MetricSource, clock: Callable[[], float] = time.time) -> StatsReader:
+    """A :data:`StatsReader` over ``source``: both variants since the current stage began."""
+
+    async def read(rollout: Rollout) -> tuple[WindowStats, WindowStats]:
+        return await source.read(rollout, stage_window_start(rollout), clock())
+
+    return read
+
+
+def routes_from_settings(
+    settings: Settings,
+    routing: RoutingStore,
+    redis: aioredis.Redis | None = None,
+    windows: WindowStore | None = None,
+) -> list[BaseRoute]:
+    """The admin routes of ``tara serve``: rollouts in Redis when ``redis`` is given.
+
+    ``windows`` (the gateway's window stats) adds live numbers to statuses.
+    """
+    rollouts: RolloutStore
+    if redis is not None:
+        rollouts = RedisRolloutStore(redis, settings.redis_namespace)
+    else:
+        rollouts = MemoryRolloutStore()
+    stable = {name: track.stable_model for name, track in settings.tracks.items()}
+    service = RolloutService(rollouts, routing, settings.rollout, stable)
+    reader = None if windows is None else stage_stats_reader(WindowMetricSource(windows))
+    return admin_routes(service, reader)

@@ -1,0 +1,208 @@
+"""``tara rollout``: steer rollouts through the gateway's admin API.
+
+An HTTP client of ``/admin/rollouts`` (so every replica and the controller
+see the same records), authenticated with ``auth.admin_key``. Output is a
+rich table, or the API's JSON with ``--json``. Exit codes: 0 done, 1 refused
+(the API answered 4xx; its message is printed), 2 the gateway could not be
+reached or its state store is down (5xx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tara.settings import Settings
+
+OK, REFUSED, UNREACHABLE = 0, 1, 2
+TRANSITIONS = ("promote", "pause", "resume", "rollback", "abort")
+
+
+class AdminApiError(Exception):
+    """The call did not succeed; ``exit_code`` says how."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def base_url(args: argparse.Namespace, settings: Settings) -> str:
+    """``--url``, else the gateway's own listen address from the settings."""
+    url: str | None = getattr(args, "url", None)
+    if url:
+        return url.rstrip("/")
+    host = settings.server.host
+    if host in ("0.0.0.0", "::"):  # noqa: S104 - a listen address, reached via loopback
+        host = "127.0.0.1"
+    return f"http://{host}:{settings.server.port}"
+
+
+def call(
+    url: str,
+    admin_key: str,
+    method: str,
+    path: str,
+    body: Mapping[str, Any] | None = None,
+    timeout: float = 10.0,
+) -> Any:
+    """One admin API call; returns the decoded JSON or raises :class:`AdminApiError`."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own gateway
+        url + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            message = _error_message(exc.read()) or exc.reason
+        code = REFUSED if exc.code < 500 else UNREACHABLE
+        raise AdminApiError(code, f"{exc.code}: {message}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise AdminApiError(UNREACHABLE, f"cannot reach the gateway at {url}: {reason}") from exc
+
+
+def _error_message(raw: bytes) -> str | None:
+    try:
+        message = json.loads(raw)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return str(message)
+
+
+def duration(seconds: float | None) -> str:
+    """``2d 4h``, ``3h 5m``, ``4m 10s``, ``12s``; ``-`` for none."""
+    if seconds is None:
+        return "-"
+    s = round(seconds)
+    days, s = divmod(s, 86_400)
+    hours, s = divmod(s, 3_600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {s}s"
+    return f"{s}s"
+
+
+def _weight(r: Mapping[str, Any]) -> str:
+    weight = f"{r['weight_percent']:g}%"
+    nxt = r.get("next_weight_percent")
+    return weight if nxt is None else f"{weight} → {nxt:g}%"
+
+
+def rollouts_table(rollouts: Sequence[Mapping[str, Any]]) -> Table:
+    """One row per rollout."""
+    table = Table(title="Rollouts")
+    for column in ("id", "track", "segment", "phase", "stage", "weight", "time left", "models"):
+        table.add_column(column)
+    for r in rollouts:
+        table.add_row(
+            r["id"],
+            r["track"],
+            r["segment"],
+            r["phase"],
+            f"{r['stage']}/{r['stages']}",
+            _weight(r),
+            duration(r["time_left_seconds"]),
+            f"{r['candidate_model']} (stable {r['stable_model']})",
+        )
+    return table
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def live_table(live: Mapping[str, Any]) -> Table:
+    """The analysis checks: outcome, the numbers compared and their confidence bounds."""
+    analysis = live["analysis"]
+    title = (
+        f"Canary vs stable: {analysis['outcome']} "
+        f"(fail at {live['fail_confidence']:.0%}, pass at {live['pass_confidence']:.0%})"
+    )
+    table = Table(title=title)
+    for column in ("check", "outcome", "evidence"):
+        table.add_column(column)
+    for m in analysis["measurements"]:
+        evidence = ", ".join(f"{k}={_number(v)}" for k, v in m["evidence"].items())
+        table.add_row(m["check"], m["outcome"], evidence)
+    comparison = live["comparison"]
+    for key in ("rating_improvement", "p95_latency_improvement", "retry_rate_reduction"):
+        table.add_row(key, "", _number(comparison.get(key)))
+    return table
+
+
+def show_rollout(console: Console, r: Mapping[str, Any]) -> None:
+    """A rollout's status: where it is, the live comparison, its latest decisions."""
+    console.print(rollouts_table([r]))
+    live = r.get("live")
+    if live is not None and "error" in live:
+        console.print(f"live numbers: {live['error']}")
+    elif live is not None:
+        console.print(live_table(live))
+    history = r.get("history") or []
+    if history:
+        table = Table(title="Decisions")
+        for column in ("at", "decision", "actor", "reason"):
+            table.add_column(column)
+        for d in history[-10:]:
+            table.add_row(f"{d['at']:.0f}", d["decision"], d["actor"], d["reason"])
+        console.print(table)
+
+
+def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
+    """Method, path and body of the API call for this command."""
+    action = args.rollout_command
+    if action == "status":
+        if args.id:
+            return "GET", f"/admin/rollouts/{urllib.parse.quote(args.id, safe='')}", None
+        query = "?active=true" if args.active else ""
+        return "GET", f"/admin/rollouts{query}", None
+    if action == "start":
+        body = {"track": args.track, "candidate": args.candidate}
+        body.update({k: v for k in ("subject", "language") if (v := getattr(args, k))})
+        return "POST", "/admin/rollouts", body
+    rid = urllib.parse.quote(args.id, safe="")
+    return "POST", f"/admin/rollouts/{rid}/{action}", {"reason": args.reason or None}
+
+
+def rollout_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Entry point of ``tara rollout ...``."""
+    console = Console()
+    method, path, body = _request(args)
+    url = base_url(args, settings)
+    try:
+        result = call(url, settings.auth.admin_key.get_secret_value(), method, path, body)
+    except AdminApiError as exc:
+        print(f"tara rollout {args.rollout_command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif isinstance(result, dict) and result.get("object") == "list":
+        if result["data"]:
+            console.print(rollouts_table(result["data"]))
+        else:
+            console.print("no rollouts")
+    else:
+        show_rollout(console, result)
+    return OK

@@ -1,0 +1,126 @@
+"""Rollout records in Redis, shared by the controller and every gateway's admin API.
+
+Two hashes (names from :mod:`tara.keys`): ``{ns}:rollouts`` maps rollout id
+to the record's JSON and ``{ns}:rollouts:revision`` maps it to the record's
+revision. A save is one Lua script that checks the fencing token in
+``{ns}:leader:token``, compares the revision and writes both fields, so the
+check and the write are atomic and a lost race is a ``0`` reply. Reads of a
+record and its revision go in one ``MULTI`` so they always match.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tara import keys
+from tara.rollout.model import Rollout
+from tara.rollout.rollout_store import (
+    RolloutStoreError,
+    StaleLeaderError,
+    Stored,
+    check_revision,
+    decode_rollout,
+    encode_rollout,
+    oldest_first,
+    stale_message,
+)
+
+LEADER_TOKEN = "token"  # noqa: S105 - a key name, not a secret
+"""Suffix of the fencing-token key below :data:`tara.keys.LEADER`."""
+
+# KEYS: records, revisions, leader token. ARGV: id, expected revision, JSON, fence ("" = none).
+# Replies: 1 saved, 0 lost the check-and-set, -N refused: token N is newer than the fence.
+_SAVE = """
+if ARGV[4] ~= '' then
+    local newest = tonumber(redis.call('GET', KEYS[3]) or '0')
+    if newest > tonumber(ARGV[4]) then
+        return -newest
+    end
+end
+local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if stored ~= tonumber(ARGV[2]) then
+    return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[1], stored + 1)
+return 1
+"""
+
+_UNREACHABLE = (RedisError, OSError)
+
+
+def leader_token_key(namespace: str) -> str:
+    """``{ns}:leader:token``: the newest fencing token, an integer bumped on each acquisition."""
+    return keys.key(namespace, keys.LEADER, LEADER_TOKEN)
+
+
+class RedisRolloutStore:
+    """A :class:`~tara.rollout.rollout_store.RolloutStore` in Redis under ``namespace``."""
+
+    def __init__(self, client: aioredis.Redis, namespace: str) -> None:
+        self._redis = client
+        self.records_key = keys.key(namespace, keys.ROLLOUTS)
+        self.revisions_key = keys.key(namespace, keys.ROLLOUTS, "revision")
+        self.token_key = leader_token_key(namespace)
+        self._save = client.register_script(_SAVE)
+
+    async def get(self, rollout_id: str) -> Rollout | None:
+        """The rollout, or ``None``."""
+        stored = await self.load(rollout_id)
+        return None if stored is None else stored.rollout
+
+    async def load(self, rollout_id: str) -> Stored | None:
+        """The rollout and its revision, read in one transaction."""
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hget(self.records_key, rollout_id)
+                pipe.hget(self.revisions_key, rollout_id)
+                raw, revision = await pipe.execute()
+        except _UNREACHABLE as exc:
+            raise _unreachable(f"read rollout {rollout_id}", exc) from exc
+        if raw is None:
+            return None
+        return Stored(decode_rollout(raw), _revision(revision))
+
+    async def list(self) -> list[Rollout]:
+        """Every rollout, oldest first."""
+        try:
+            raw = await self._redis.hvals(self.records_key)
+        except _UNREACHABLE as exc:
+            raise _unreachable("list rollouts", exc) from exc
+        return oldest_first([decode_rollout(r) for r in raw])
+
+    async def save(
+        self, rollout: Rollout, expected_revision: int, fence: int | None = None
+    ) -> bool:
+        """Store ``rollout`` iff the stored revision is ``expected_revision`` (atomic)."""
+        check_revision(expected_revision)
+        try:
+            reply = await self._save(
+                keys=[self.records_key, self.revisions_key, self.token_key],
+                args=[
+                    rollout.id,
+                    expected_revision,
+                    encode_rollout(rollout),
+                    "" if fence is None else fence,
+                ],
+            )
+        except _UNREACHABLE as exc:
+            raise _unreachable(f"save rollout {rollout.id}", exc) from exc
+        reply = int(reply)
+        if reply < 0 and fence is not None:
+            raise StaleLeaderError(stale_message(fence, -reply))
+        return reply == 1
+
+
+def _revision(raw: bytes | str | None) -> int:
+    try:
+        return int(raw or 0)
+    except ValueError as exc:
+        msg = f"stored rollout revision is not an integer: {raw!r}"
+        raise RolloutStoreError(msg) from exc
+
+
+def _unreachable(doing: str, exc: BaseException) -> RolloutStoreError:
+    return RolloutStoreError(f"cannot {doing} in Redis: {type(exc).__name__}: {exc}")
