@@ -86,6 +86,25 @@ class RolloutSettings(BaseModel):
     rate_prior_strength: float = Field(20.0, gt=0)
     """Pseudo-observations of the beta prior of the rate tests (mean at the limit)."""
 
+    # -- the controller process (tara controller) ---------------------------
+    tick_interval: timedelta = timedelta(seconds=5)
+    """How often the controller wakes; each rollout is analysed at its stage's interval."""
+    leader_ttl: timedelta = timedelta(seconds=15)
+    """Leader lease lifetime; a dead leader is replaced after at most this long."""
+    controller_host: str = "127.0.0.1"
+    controller_port: int = Field(8090, ge=0, le=65535)
+    """Where ``tara controller`` serves /metrics, /healthz and /readyz."""
+    shutdown_timeout: float = Field(10.0, ge=0)
+    """How long a stopping controller waits for a running tick and pending webhooks."""
+    webhooks: list[str] = Field(default_factory=list)
+    """URLs that get a JSON POST on start, promote, pause, rollback and success."""
+    webhook_timeout: float = Field(5.0, gt=0)
+    """Seconds one webhook POST may take."""
+    webhook_attempts: int = Field(5, ge=1)
+    """Tries per webhook delivery before it is dropped (and logged)."""
+    webhook_backoff: float = Field(1.0, ge=0)
+    """First retry delay in seconds; doubles per attempt, with jitter, up to 60 s."""
+
     @field_validator("stages")
     @classmethod
     def _increasing(cls, stages: list[StageSettings]) -> list[StageSettings]:
