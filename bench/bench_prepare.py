@@ -288,16 +288,29 @@ async def synthetic_interactions(n: int) -> AsyncIterator[Interaction]:
         )
 
 
-async def run(n: int, out: Path) -> None:
-    """Build the dataset and print time, rate, peak RSS and counts."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    result = await prepare(synthetic_interactions(n), FinetuneSettings(), out)
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run(n: int, out: Path, workers: int) -> None:
+    """Build the dataset and print time, rate, CPU, peak RSS and counts."""
+    t0, c0, w0 = time.perf_counter(), time.process_time(), _children_cpu()
+    result = await prepare(synthetic_interactions(n), FinetuneSettings(workers=workers), out)
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    worker_cpu = _children_cpu() - w0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     m = result.manifest
-    print(f"interactions: {n}  time: {elapsed:.1f} s  rate: {n / elapsed:,.0f}/s")
-    print(f"CPU time: {cpu:.1f} s ({cpu / n * 1e6:.1f} µs per interaction; the machine is shared)")
-    print(f"peak RSS: {rss_mb:.0f} MB")
+    total = cpu + worker_cpu
+    print(
+        f"interactions: {n}  workers: {workers}  time: {elapsed:.1f} s  rate: {n / elapsed:,.0f}/s"
+    )
+    print(
+        f"CPU time: main {cpu:.1f} s + workers {worker_cpu:.1f} s = {total:.1f} s "
+        f"({total / n * 1e6:.1f} µs per interaction; the machine is shared)"
+    )
+    print(f"peak RSS: main {rss_mb:.0f} MB, worker {child_mb:.0f} MB")
     print(f"extraction: {m['extraction']}")
     print(f"rules: {m['rules']}  redactions: {m['redactions']}")
     print(f"written: {m['totals']['written']}")
@@ -316,14 +329,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=1_000_000, help="interactions to generate")
     parser.add_argument("--out", type=Path, default=None, help="output directory (temp if unset)")
+    parser.add_argument("--workers", type=int, default=1, help="screening worker processes")
     args = parser.parse_args()
     gen_s = asyncio.run(generator_only(min(args.n, 100_000)))
     print(f"generator alone: {gen_s / min(args.n, 100_000) * 1e6:.1f} µs/record")
     if args.out is not None:
-        asyncio.run(run(args.n, args.out))
+        asyncio.run(run(args.n, args.out, args.workers))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(run(args.n, Path(tmp)))
+        asyncio.run(run(args.n, Path(tmp), args.workers))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from tara.finetune.eval_config import EvaluationSettings
 
 Script = Literal["devanagari", "tamil", "latin"]
 
@@ -109,7 +111,7 @@ class SplitSettings(_Section):
 
 
 class FinetuneSettings(_Section):
-    """How the fine-tuning dataset is extracted, validated, split and written."""
+    """How the fine-tuning dataset is extracted, validated, split and written, and trained on."""
 
     min_rating: int = Field(4, ge=1, le=5)
     min_interactions: int = Field(100, ge=1)
@@ -118,3 +120,31 @@ class FinetuneSettings(_Section):
     prompts: PromptSettings = PromptSettings()
     validation: ValidationSettings = ValidationSettings()
     split: SplitSettings = SplitSettings()
+
+    # The TRAIN phase (``tara finetune start | status | cancel``).
+    backend: str = "openai"
+    """Training backend: a registered name (``openai``) or ``package.module:factory``."""
+    base_model: str = "gpt-4-0613"
+    n_epochs: int = Field(3, ge=1)
+    batch_size: int = Field(16, ge=1)
+    learning_rate_multiplier: float = Field(0.1, gt=0)
+    suffix: str | None = Field("tara", max_length=64)
+    """Added to the fine-tuned model's name (``ft:<base>:<suffix>:<id>``)."""
+    base_url: str | None = None
+    """Fine-tuning API (any provider serving OpenAI's); None: ``upstream.base_url``."""
+    api_key: SecretStr | None = None
+    """Key for ``base_url``; None: ``upstream.api_key``."""
+    state_dir: Path | None = None
+    """Where ``runs.json`` (the local run registry) lives; None: next to each dataset."""
+    poll_interval: float = Field(10.0, gt=0)
+    """Seconds between two looks at a job that ``status --follow`` is watching."""
+    request_timeout: float = Field(60.0, gt=0)
+    retry_attempts: int = Field(6, ge=1)
+    """Tries per API call on transient errors (connection, 408, 409, 429, 5xx)."""
+    retry_initial_backoff: float = Field(0.5, ge=0)
+    retry_max_backoff: float = Field(20.0, ge=0)
+    job_scan_limit: int = Field(1000, ge=1)
+    """Jobs looked through (newest first) when searching the backend for a run's job."""
+    workers: int = Field(1, ge=0, le=16)
+    """Processes running the stateless rules of a large build; 0 keeps them in-process."""
+    evaluation: EvaluationSettings = EvaluationSettings()

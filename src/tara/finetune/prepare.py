@@ -16,17 +16,17 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tara.finetune.config import FinetuneSettings
-from tara.finetune.dataset import Spool, WrittenFile, example_line, finalize
-from tara.finetune.extract import ExtractFilter, extract
-from tara.finetune.prompts import PromptTable
+from tara.finetune.dataset import Spool, WrittenFile, finalize
+from tara.finetune.extract import Candidate, ExtractFilter, extract
 from tara.finetune.report import build_manifest, render_report, write_outputs
 from tara.finetune.rules_cultural import Lexicon
+from tara.finetune.screening import BATCH, Result, ScreeningPool, as_row
 from tara.finetune.split import SPLITS, Splitter
 from tara.finetune.stats import (
     BELOW_MIN_INTERACTIONS,
@@ -74,6 +74,60 @@ def _decide(
     return {s: s for s in SPLITS}
 
 
+class _Intake:
+    """Candidates in log order → screening pool → duplicate memory, counts and spool."""
+
+    def __init__(self, pool: ScreeningPool, validator: Validator, spool: Spool) -> None:
+        self.pool, self._dedup, self._spool = pool, validator.dedup, spool
+        self.combos: dict[tuple[str, str], CombinationStats] = {}
+        self._batch: list[Candidate] = []
+        self._submitted: deque[list[Candidate]] = deque()
+
+    async def add(self, candidate: Candidate) -> None:
+        """Queue one candidate; screen a full batch, taking results when enough are out."""
+        self._batch.append(candidate)
+        if len(self._batch) >= BATCH:
+            await self._flush()
+
+    async def drain(self) -> None:
+        """Screen what is queued and apply every outstanding result."""
+        if self._batch:
+            await self._flush()
+        while self.pool.pending:
+            self._apply(self._submitted.popleft(), await self.pool.next_result())
+
+    async def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        self._submitted.append(batch)
+        self.pool.submit([as_row(c) for c in batch])
+        while self.pool.full:
+            self._apply(self._submitted.popleft(), await self.pool.next_result())
+
+    def _apply(self, candidates: list[Candidate], results: list[Result]) -> None:
+        # In log order whatever process screened the batch: the duplicate memory
+        # and the combination indexes depend on that order.
+        combos, dedup, spool = self.combos, self._dedup, self._spool
+        for c, (rule, redactions, exact, bands, split, line) in zip(
+            candidates, results, strict=True
+        ):
+            stats = combos.get(c.combination)
+            if stats is None:
+                stats = combos[c.combination] = CombinationStats(
+                    c.language, c.subject, b"%d\t" % len(combos)
+                )
+            stats.extracted += 1
+            if rule is None:
+                rule = dedup.check_keys(exact, bands)
+            if rule is not None:
+                stats.dropped[rule] += 1
+                continue
+            if redactions:
+                stats.redacted_examples += 1
+                stats.redactions.update(redactions)
+            stats.kept[split] += 1
+            spool.write(split, stats.tag, line)
+
+
 async def prepare(
     source: AsyncIterable[Interaction],
     settings: FinetuneSettings,
@@ -94,12 +148,12 @@ async def prepare(
     await asyncio.to_thread(output_dir.mkdir, parents=True, exist_ok=True)
     validator = Validator(settings.validation, lexicon)
     splitter = Splitter(settings.split)
-    prompts = PromptTable(settings.prompts)
-    combos: dict[tuple[str, str], CombinationStats] = {}
     extraction: Counter[str] = Counter()
     read = 0
     with tempfile.TemporaryDirectory(prefix=".spool-", dir=output_dir) as scratch:
         spool = Spool(Path(scratch))
+        intake = _Intake(ScreeningPool(settings, lexicon, settings.workers), validator, spool)
+        combos = intake.combos
         try:
             async for ix in source:
                 read += 1
@@ -109,27 +163,11 @@ async def prepare(
                 if isinstance(candidate, str):
                     extraction[candidate] += 1
                     continue
-                stats = combos.get(candidate.combination)
-                if stats is None:
-                    stats = combos[candidate.combination] = CombinationStats(
-                        candidate.language, candidate.subject, b"%d\t" % len(combos)
-                    )
-                stats.extracted += 1
-                verdict = validator.check(candidate)
-                if verdict.rule is not None:
-                    stats.dropped[verdict.rule] += 1
-                    continue
-                if verdict.redactions:
-                    stats.redacted_examples += 1
-                    stats.redactions.update(verdict.redactions)
-                split = splitter.assign(candidate.request_id)
-                stats.kept[split] += 1
-                system = prompts.get(candidate.subject, candidate.language)
-                spool.write(
-                    split, stats.tag, example_line(system, verdict.question, verdict.answer)
-                )
+                await intake.add(candidate)
+            await intake.drain()
         finally:
             spool.close()
+            await asyncio.to_thread(intake.pool.close)
         ordered = sorted(combos.values(), key=lambda s: (s.language, s.subject))
         destinations = {
             s.tag[:-1]: _decide(

@@ -29,6 +29,7 @@ import hashlib
 import math
 import zlib
 from bisect import bisect_left
+from collections.abc import Sequence
 
 EXACT_DUPLICATE = "duplicate"
 NEAR_DUPLICATE = "near_duplicate"
@@ -70,6 +71,22 @@ class BloomFilter:
         bits = self._bits
         i1, b1, i2, b2, i3, b3 = self._probes(key)
         return bool(bits[i1] & b1 and bits[i2] & b2 and bits[i3] & b3)
+
+    def contains_any(self, keys: Sequence[int]) -> bool:
+        """Whether any of ``keys`` is (probably) present; one call for a text's band keys."""
+        bits, mask = self._bits, self._mask
+        for key in keys:
+            step = (key >> 32) | 1
+            p = key & mask
+            if not bits[p >> 3] & (1 << (p & 7)):
+                continue
+            p = (key + step) & mask
+            if not bits[p >> 3] & (1 << (p & 7)):
+                continue
+            p = (key + 2 * step) & mask
+            if bits[p >> 3] & (1 << (p & 7)):
+                return True
+        return False
 
     def false_positive_rate(self) -> float:
         """Estimated chance that an unseen key is taken as seen, at the current fill."""
@@ -124,13 +141,17 @@ class Deduplicator:
 
     def check(self, combination: bytes, words: list[bytes]) -> str | None:
         """``None`` for a new example (now remembered), else the duplicate rule's name."""
-        if self.seen.add(exact_key(combination, words)):
-            return EXACT_DUPLICATE
-        keys = self._sketch.band_keys(combination, words)
+        return self.check_keys(
+            exact_key(combination, words), self._sketch.band_keys(combination, words)
+        )
+
+    def check_keys(self, exact: int, bands: Sequence[int]) -> str | None:
+        """:meth:`check` for keys computed beforehand (perhaps in another process)."""
         seen = self.seen
-        for k in keys:
-            if k in seen:
-                return NEAR_DUPLICATE
-        for k in keys:
+        if seen.add(exact):
+            return EXACT_DUPLICATE
+        if seen.contains_any(bands):
+            return NEAR_DUPLICATE
+        for k in bands:
             seen.add(k)
         return None

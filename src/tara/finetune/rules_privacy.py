@@ -27,6 +27,8 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za
 _LONG_NUMBER = re.compile(r"[0-9][0-9 -]{8,}[0-9]")
 """Ten or more digits and separators: the least a phone or Aadhaar number needs."""
 _PAN_HINT = re.compile(r"[0-9]{4}[A-Z]")
+_ANY_HINT = re.compile(r"@|[0-9](?:[0-9 -]{8,}[0-9]|[0-9]{3}[A-Z])")
+"""Any of the three pre-checks: one scan decides that most texts need none of the patterns."""
 _AADHAAR = re.compile(r"(?<![0-9])[2-9][0-9]{3}([ -]?)[0-9]{4}\1[0-9]{4}(?![0-9])")
 _PHONE = re.compile(
     r"(?<![0-9+])(?:(?:\+|00)91[ -]?|0)?"
@@ -98,6 +100,8 @@ def _always(_: str) -> bool:
 
 def scrub(text: str) -> tuple[str, tuple[str, ...]]:
     """The text with personal data replaced by placeholders, and the kinds found."""
+    if _ANY_HINT.search(text) is None:
+        return text, ()
     found: list[str] = []
     if "@" in text:
         text = _sub(_EMAIL, "email", text, found, _always)

@@ -26,6 +26,7 @@ from tara.finetune.rules_duplicates import (
     NEAR_DUPLICATE,
     Deduplicator,
     NearDuplicateSketch,
+    exact_key,
 )
 from tara.finetune.rules_language import LANGUAGE, ROMANISED_HINDI, check_language
 from tara.finetune.rules_privacy import PRIVACY, scrub
@@ -60,17 +61,72 @@ class Verdict:
     """Kinds of personal data replaced by placeholders."""
 
 
+Screening = tuple[str | None, str, str, tuple[str, ...], int, tuple[int, ...]]
+"""``(rule, question, answer, redactions, exact key, band keys)``: every rule but the
+duplicate ones, and the keys those need. A plain tuple because it is made for every
+example, often in a worker process: screening needs no memory of other examples, so it
+runs anywhere while only :meth:`Deduplicator.check_keys` runs in log order."""
+
+
 def combination_id(language: str, subject: str) -> bytes:
     """Short stable id of a language×subject combination, for fingerprint keys."""
     return hashlib.blake2b(f"{language}\x1f{subject}".encode(), digest_size=8).digest()
+
+
+class Screener:
+    """The stateless rules (all but duplicates) for one settings and lexicon."""
+
+    def __init__(self, settings: ValidationSettings, lexicon: Lexicon | None = None) -> None:
+        self._settings = settings
+        self._lexicon = lexicon or load_lexicon(settings.cultural_lexicon, settings.cultural_terms)
+        self._sketch = NearDuplicateSketch(
+            settings.near_duplicate_bands,
+            settings.near_duplicate_rows,
+            settings.near_duplicate_min_shingles,
+        )
+        self._ids: dict[tuple[str, str], bytes] = {}
+
+    def screen(
+        self,
+        language: str,
+        subject: str,
+        question: str,
+        answer: str,
+        answer_tokens: int | None,
+        tags: tuple[str, ...],
+    ) -> Screening:
+        """Apply the stateless rules to a candidate's fields; for a survivor, its keys too."""
+        settings = self._settings
+        if flagged_cultural(tags, settings.cultural_tag):
+            return (CULTURAL_TAG, question, answer, (), 0, ())
+        folded_answer = answer.casefold()
+        rule = check_quality(answer, folded_answer, answer_tokens, settings) or check_language(
+            answer, language, settings
+        )
+        if rule is not None:
+            return (rule, question, answer, (), 0, ())
+        # One string serves the lexicon (a single scan) and the duplicate fingerprints.
+        folded = f"{question.casefold()}\n\x1e\n{folded_answer}"
+        if self._lexicon.find(folded) is not None:
+            return (CULTURAL_LEXICON, question, answer, (), 0, ())
+        question, found_q = scrub(question)
+        answer, found_a = scrub(answer)
+        redactions = found_q + found_a
+        if redactions and settings.privacy == "drop":
+            return (PRIVACY, question, answer, redactions, 0, ())
+        combo = self._ids.get((language, subject))
+        if combo is None:
+            combo = self._ids[(language, subject)] = combination_id(language, subject)
+        words = folded.encode("utf-8", "surrogatepass").split()
+        bands = tuple(self._sketch.band_keys(combo, words))
+        return (None, question, answer, redactions, exact_key(combo, words), bands)
 
 
 class Validator:
     """Applies every rule; holds the only state, the duplicate memory, in fixed space."""
 
     def __init__(self, settings: ValidationSettings, lexicon: Lexicon | None = None) -> None:
-        self._settings = settings
-        self._lexicon = lexicon or load_lexicon(settings.cultural_lexicon, settings.cultural_terms)
+        self.screener = Screener(settings, lexicon)
         self.dedup = Deduplicator(
             settings.dedup_memory_mb * 1024 * 1024,
             NearDuplicateSketch(
@@ -79,31 +135,12 @@ class Validator:
                 settings.near_duplicate_min_shingles,
             ),
         )
-        self._ids: dict[tuple[str, str], bytes] = {}
 
     def check(self, c: Candidate) -> Verdict:
         """Run the rules over one candidate, remembering it if it is kept."""
-        settings = self._settings
-        question, answer = c.question, c.answer
-        if flagged_cultural(c.tags, settings.cultural_tag):
-            return Verdict(CULTURAL_TAG, question, answer)
-        folded_answer = answer.casefold()
-        rule = check_quality(answer, folded_answer, c.answer_tokens, settings) or check_language(
-            answer, c.language, settings
+        rule, question, answer, redactions, exact, bands = self.screener.screen(
+            c.language, c.subject, c.question, c.answer, c.answer_tokens, c.tags
         )
-        if rule is not None:
-            return Verdict(rule, question, answer)
-        # One string serves the lexicon (a single scan) and the duplicate fingerprints.
-        folded = f"{question.casefold()}\n\x1e\n{folded_answer}"
-        if self._lexicon.find(folded) is not None:
-            return Verdict(CULTURAL_LEXICON, question, answer)
-        question, found_q = scrub(question)
-        answer, found_a = scrub(answer)
-        redactions = found_q + found_a
-        if redactions and settings.privacy == "drop":
-            return Verdict(PRIVACY, question, answer)
-        combo = self._ids.get(c.combination)
-        if combo is None:
-            combo = self._ids[c.combination] = combination_id(c.language, c.subject)
-        words = folded.encode("utf-8", "surrogatepass").split()
-        return Verdict(self.dedup.check(combo, words), question, answer, redactions)
+        if rule is None:
+            rule = self.dedup.check_keys(exact, bands)
+        return Verdict(rule, question, answer, redactions)

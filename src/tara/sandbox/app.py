@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tara.sandbox import chat, control
+from tara.sandbox import chat, control, fine_tuning
 from tara.sandbox.config import SandboxConfig, default_config
 from tara.sandbox.state import STATE, SandboxState
 
@@ -27,7 +27,8 @@ def build_sandbox_app(config: SandboxConfig | None = None, seed: int = 0) -> web
     so hanging requests end as soon as their client leaves.
     """
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[STATE] = SandboxState.from_config(config or default_config(), seed)
+    config = config or default_config()
+    app[STATE] = SandboxState.from_config(config, seed)
     app.on_shutdown.append(_release_hangs)
     router = app.router
     router.add_post("/v1/chat/completions", chat.chat_completions)
@@ -38,6 +39,7 @@ def build_sandbox_app(config: SandboxConfig | None = None, seed: int = 0) -> web
     router.add_delete("/sandbox/models/{name}", control.delete_model)
     router.add_get("/sandbox/stats", control.show_stats)
     router.add_post("/sandbox/reset", control.reset)
+    fine_tuning.install(app, config.fine_tuning)
     # Last, so it only catches what nothing else matched (wrong path or method).
     router.add_route("*", "/{tail:.*}", control.unknown_route)
     return app

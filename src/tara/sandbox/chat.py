@@ -21,6 +21,7 @@ import time
 
 from aiohttp import web
 
+from tara.sandbox import judge
 from tara.sandbox.chat_request import ChatRequest, parse_chat_request
 from tara.sandbox.config import ModelBehaviour
 from tara.sandbox.encoding import DONE, ChunkEncoder, completion
@@ -174,11 +175,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         state.stats.rejected["bad_request"] += 1
         return chat.response()
     behaviour = state.registry.get(chat.model)
+    if behaviour is None and chat.model == judge.JUDGE_MODEL:
+        return judge.respond(state, chat)
     if behaviour is None:
         state.stats.rejected["model_not_found"] += 1
         return model_not_found(chat.model).response()
     digest = request_digest(state.seed, chat.model, chat.messages)
     plan = plan_request(behaviour, chat, request_rng(digest, state.occurrences.next(digest)))
+    judge.remember(state, behaviour.quality, plan)
     stats = state.stats.model(chat.model)
     stats.requests += 1
     stats.outcomes[plan.outcome] += 1

@@ -102,6 +102,23 @@ class ModelBehaviour(_Model):
         return self
 
 
+class FineTuningConfig(_Model):
+    """How the sandbox's fine-tuning jobs "train" (see :mod:`tara.sandbox.fine_tuning`)."""
+
+    training_seconds: float = Field(5.0, ge=0)
+    """Wall-clock time from job creation to success; 0 finishes at once (tests)."""
+    template_model: str = "tara-stable"
+    """Served model whose behaviour (latency, errors) a fine-tuned model copies; its
+    quality is the base quality when the job's base model is not served."""
+    base_quality: float = Field(0.75, ge=0, le=1)
+    """Quality before tuning when neither the base model nor the template is served."""
+    max_quality_gain: float = Field(0.15, ge=0, le=1)
+    """Bound on what tuning adds to the base quality."""
+    half_gain_examples: int = Field(500, ge=1)
+    """Training examples that earn half of ``max_quality_gain``."""
+    min_training_examples: int = Field(10, ge=1)
+
+
 class SandboxConfig(_Model):
     """The whole sandbox: accepted keys and the models it serves."""
 
@@ -109,6 +126,7 @@ class SandboxConfig(_Model):
     """Accepted bearer keys; empty accepts any non-empty ``Authorization: Bearer`` key."""
     models: dict[str, ModelBehaviour] = Field(default_factory=dict)
     shutdown_timeout: float = Field(5.0, ge=0)
+    fine_tuning: FineTuningConfig = FineTuningConfig()
 
 
 _ZERO = Latency(ttft_median_ms=0, ttft_sigma=0, token_delay_ms=0)
