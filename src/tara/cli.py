@@ -82,6 +82,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-jsonl", type=Path, default=None, help="read an interaction export, not the log"
     )
     _target(fp, "tara.finetune.prepare_cli:prepare_command")
+    for name, help_text in (
+        ("start", "upload a prepared dataset and start its fine-tuning job (never twice)"),
+        ("status", "show the fine-tuning job of a dataset (--follow: until it ends)"),
+        ("cancel", "cancel the fine-tuning job of a dataset"),
+    ):
+        ft = ft_sub.add_parser(name, help=help_text)
+        ft.add_argument(
+            "dataset", nargs="?", type=Path, default=None, help="dataset dir (finetune.output_dir)"
+        )
+        ft.add_argument("--json", action="store_true", help="print JSON for scripts")
+        if name == "start":
+            ft.add_argument("--force", action="store_true", help="retry a failed/cancelled run")
+        else:
+            ft.add_argument("--job", default=None, help="a job id instead of the dataset's run")
+        if name == "status":
+            ft.add_argument("--follow", action="store_true", help="watch until the job ends")
+        _target(ft, f"tara.finetune.train_cli:{name}_command")
+    fe = ft_sub.add_parser("evaluate", help="gate a fine-tuned candidate against stable offline")
+    fe.add_argument("--dataset", type=Path, required=True, help="dataset dir (with test.jsonl)")
+    fe.add_argument("--candidate", required=True, help="candidate model id")
+    fe.add_argument("--stable", default=None, help="stable model (default: the track's)")
+    fe.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
+    fe.add_argument("--json", action="store_true", help="print the report as JSON")
+    _target(fe, "tara.finetune.eval_cli:evaluate_command")
+
+    p = sub.add_parser("controller", help="run the rollout controller (leader-elected loop)")
+    p.add_argument("--once", action="store_true", help="one tick, print what it did, exit")
+    _target(p, "tara.rollout.controller_server:controller_command")
 
     p = sub.add_parser("simulate", help="simulate rollouts to measure the canary statistics")
     p.add_argument(
@@ -98,6 +126,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-factor", type=float, default=None, help="canary latency multiple")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _target(p, "tara.rollout.simulate:simulate_command")
+
+    p = sub.add_parser("rollout", help="start and steer staged rollouts (admin API)")
+    ro_sub = p.add_subparsers(dest="rollout_command", required=True, metavar="ACTION")
+    ro_actions = [
+        ("status", "list rollouts, or show one with live canary-vs-stable numbers"),
+        ("start", "start a rollout of a candidate model on a track"),
+        ("promote", "move to the next stage now (after the last: make it stable)"),
+        ("pause", "stop advancing (the canary keeps its share)"),
+        ("resume", "continue a paused rollout"),
+        ("rollback", "send everyone back to stable and end the rollout"),
+        ("abort", "end the rollout without a verdict"),
+    ]
+    for name, help_text in ro_actions:
+        rp = ro_sub.add_parser(name, help=help_text)
+        rp.add_argument("--url", default=None, help="gateway URL (default: server.host:port)")
+        rp.add_argument("--json", action="store_true", help="print the API's JSON")
+        if name == "status":
+            rp.add_argument("id", nargs="?", default=None, help="rollout id (default: list)")
+            rp.add_argument("--active", action="store_true", help="only unfinished rollouts")
+        elif name == "start":
+            rp.add_argument("track", help="the track (what clients name in 'model')")
+            rp.add_argument("--candidate", required=True, help="the fine-tuned model")
+            rp.add_argument("--subject", default=None, help="only this subject")
+            rp.add_argument("--language", default=None, help="only this language")
+        else:
+            rp.add_argument("id", help="rollout id")
+            rp.add_argument("--reason", default="", help="why (kept in the rollout's history)")
+        _target(rp, "tara.rollout.rollout_cli:rollout_command")
 
     return parser
 

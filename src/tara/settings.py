@@ -36,24 +36,31 @@ DEV_STUDENT_HASH_KEY = "tara-dev-student-hash-key"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ServerSettings(_Section):
     """Where the gateway listens and what it accepts."""
 
     host: str = "127.0.0.1"
+    """Address the gateway listens on (``tara serve --host`` overrides it)."""
     port: int = Field(8080, ge=0, le=65535)
+    """Port the gateway listens on (``tara serve --port`` overrides it)."""
     max_body_bytes: int = Field(2 * 1024 * 1024, gt=0)
+    """Largest request body accepted; larger ones get 413 without being read."""
     shutdown_timeout: float = Field(10.0, ge=0)
+    """Seconds to drain in-flight requests after SIGTERM before cancelling them."""
 
 
 class AuthSettings(_Section):
     """Client and admin keys; compared in constant time."""
 
     enabled: bool = True
+    """Require keys; turning it off logs a warning at start-up."""
     client_keys: list[SecretStr] = Field(default_factory=lambda: [SecretStr(DEV_CLIENT_KEY)])
+    """Bearer keys the app may use on ``/v1/*`` (JSON list in the variable)."""
     admin_key: SecretStr = SecretStr(DEV_ADMIN_KEY)
+    """Bearer key for ``/admin/*`` and the ``tara rollout`` CLI."""
     student_hash_key: SecretStr = SecretStr(DEV_STUDENT_HASH_KEY)
     """HMAC key for student ids: they are stored and sent upstream only as this hash."""
 
@@ -62,18 +69,31 @@ class UpstreamSettings(_Section):
     """The OpenAI-compatible server the gateway forwards to, and how hard it tries."""
 
     base_url: str = "http://127.0.0.1:8081/v1"
+    """OpenAI-compatible base URL (``https://api.openai.com/v1`` in production)."""
     api_key: SecretStr = SecretStr("sk-sandbox")
+    """Key sent upstream; never shown to clients, logs or metrics."""
     max_connections: int = Field(512, gt=0)
+    """Size of the one shared upstream connection pool."""
     connect_timeout: float = Field(3.0, gt=0)
+    """Seconds to open an upstream connection."""
     first_byte_timeout: float = Field(60.0, gt=0)
+    """Seconds until the upstream's response headers arrive."""
     idle_timeout: float = Field(30.0, gt=0)
+    """Longest silence between two chunks of a streamed answer."""
     total_timeout: float = Field(300.0, gt=0)
+    """Longest a whole upstream exchange may take."""
     retry_attempts: int = Field(3, ge=1)
+    """Upstream attempts per variant (1 = no retries)."""
     retry_deadline: float = Field(15.0, gt=0)
+    """Retries stop once this many seconds have passed since the first attempt."""
     retry_initial_backoff: float = Field(0.05, ge=0)
+    """First backoff before a retry (jittered, doubling)."""
     retry_max_backoff: float = Field(2.0, ge=0)
+    """Longest backoff between two attempts."""
     retry_after_cap: float = Field(5.0, ge=0)
+    """Longest ``Retry-After`` of a 429 that is honoured."""
     fallback_to_stable: bool = True
+    """A canary request that still fails after retries is answered by stable."""
 
     @field_validator("base_url")
     @classmethod
@@ -88,7 +108,9 @@ class TrackSettings(_Section):
     """A track is what clients name in ``model``; it maps to a stable upstream model."""
 
     stable_model: str
+    """Upstream model that serves the track when no canary applies."""
     description: str = ""
+    """Shown nowhere but in the config; for humans."""
 
 
 def _default_tracks() -> dict[str, TrackSettings]:
@@ -103,21 +125,31 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        use_attribute_docstrings=True,
     )
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Logging level of every ``tara`` command."""
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     tracks: dict[str, TrackSettings] = Field(default_factory=_default_tracks)
+    """Tracks clients name in ``model``, each with its stable model (``[tracks.NAME]`` tables;
+    JSON in the variable)."""
     state_backend: Literal["auto", "memory", "redis"] = "auto"
+    """Where shared state lives: ``auto`` is Redis when ``redis_url`` is set, else memory."""
     redis_url: str | None = None
+    """Redis for the routing table, window stats, feedback index and leader lease."""
     database_url: str | None = None
     """PostgreSQL URL of the interaction log; without it the log is a SQLite file."""
     redis_namespace: str = "tara"
+    """Prefix of every Redis key, so deployments can share one Redis."""
     routing_refresh_seconds: float = Field(0.5, gt=0)
+    """How often each gateway polls the routing table's version."""
     subjects: list[str] = Field(default_factory=lambda: ["math", "physics", "chemistry"])
+    """Known subjects; others are labelled ``other`` in metrics."""
     languages: list[str] = Field(default_factory=lambda: ["hi", "ta", "en"])
+    """Known languages; others are labelled ``other`` in metrics."""
     stats: TelemetryStatsSettings = TelemetryStatsSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     finetune: FinetuneSettings = FinetuneSettings()

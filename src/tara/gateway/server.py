@@ -1,10 +1,13 @@
 """``tara serve``: build the gateway from settings and run it under uvicorn until signalled.
 
 Shared state lives in Redis when ``settings.use_redis`` (routing table via
-:class:`~tara.rollout.store_redis.RedisRoutingStore`), else in process memory.
-Shut-down is graceful: uvicorn stops accepting, drains in-flight requests for
-up to ``server.shutdown_timeout`` seconds, then the lifespan closes the
-routing cache, the upstream pool and the Redis client.
+:class:`~tara.rollout.store_redis.RedisRoutingStore`, window stats, request
+index and retry memory via :class:`~tara.telemetry.pipeline.Telemetry`), else
+in process memory. Shut-down is graceful: uvicorn stops accepting, drains
+in-flight requests for up to ``server.shutdown_timeout`` seconds, then the
+lifespan flushes the telemetry (interaction log within
+``telemetry.shutdown_timeout``) and closes the routing cache, the upstream
+pool and the Redis client.
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ import prometheus_client
 import redis.asyncio as aioredis
 
 from tara.gateway.app import Gateway, build_gateway
+from tara.gateway.feedback import feedback_route
 from tara.gateway.upstream import redact_url
+from tara.rollout.admin_api import routes_from_settings
 from tara.rollout.store import RoutingStore
 from tara.rollout.store_memory import MemoryRoutingStore
 from tara.rollout.store_redis import RedisRoutingStore
 from tara.serving import serve_forever
 from tara.settings import Settings
+from tara.telemetry.metrics import MetricsRecorder
+from tara.telemetry.pipeline import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +45,20 @@ async def _closing(client: aioredis.Redis) -> AsyncIterator[None]:
         await client.aclose()
 
 
-def gateway_from_settings(settings: Settings) -> Gateway:
-    """The production gateway: state backend from settings, metrics on the default registry."""
+def gateway_from_settings(
+    settings: Settings, registry: prometheus_client.CollectorRegistry | None = None
+) -> Gateway:
+    """The production gateway: state backend and interaction log from settings.
+
+    Metrics live on ``registry`` (default: the process-wide one). Services are
+    entered in order and exited in reverse, so the telemetry flushes while
+    the Redis client is still open.
+    """
+    registry = registry if registry is not None else prometheus_client.REGISTRY
+    metrics = MetricsRecorder.on(registry, settings.subjects, settings.languages)
     services: list[AbstractAsyncContextManager[Any]] = []
     store: RoutingStore
+    client: aioredis.Redis | None = None
     if settings.use_redis:
         if settings.redis_url is None:
             msg = "state_backend is 'redis' but redis_url is not set (TARA_REDIS_URL)"
@@ -51,10 +68,17 @@ def gateway_from_settings(settings: Settings) -> Gateway:
         services.append(_closing(client))
     else:
         store = MemoryRoutingStore()
+    telemetry = Telemetry(settings, metrics, redis=client)
+    services.append(telemetry)
     return build_gateway(
         settings,
         routing_store=store,
-        registry=prometheus_client.REGISTRY,
+        sinks=telemetry.sinks,
+        registry=registry,
+        routes=[
+            feedback_route(telemetry, metrics.rejection),
+            *routes_from_settings(settings, store, client, telemetry.store),
+        ],
         services=services,
     )
 
