@@ -18,7 +18,7 @@ Script = Literal["devanagari", "tamil", "latin"]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def _subject_sentences() -> dict[str, str]:
@@ -42,10 +42,15 @@ class PromptSettings(_Section):
     """The system prompt: a base sentence, then one for the subject and one for the language."""
 
     base: str = "You are Tara, a caring Indian female AI tutor."
+    """First sentence of every system prompt."""
     subjects: dict[str, str] = Field(default_factory=_subject_sentences)
+    """Subject sentence per subject (math, physics, chemistry; add more here)."""
     languages: dict[str, str] = Field(default_factory=_language_sentences)
+    """Language sentence per language code (hi, ta, en; add more here)."""
     generic_subject: str = "You explain each idea step by step with simple, everyday examples."
+    """Subject sentence for a subject not listed above."""
     generic_language: str = "Respond in the student's language, using simple words."
+    """Language sentence for a language not listed above."""
 
 
 def _scripts() -> dict[str, Script]:
@@ -78,9 +83,11 @@ class ValidationSettings(_Section):
     truncation_min_words: int = Field(6, ge=1)
     """A last line this long that ends in a letter is taken to be cut mid-sentence."""
     max_answer_tokens: int = Field(2048, gt=0)
+    """Answers longer than this (tokens) are dropped from the dataset."""
     refusal_scan_chars: int = Field(240, gt=0)
     """Refusal phrases are looked for in this many leading characters of the answer."""
     near_duplicate_bands: int = Field(4, ge=1, le=64)
+    """MinHash LSH bands (see ``near_duplicate_rows``)."""
     near_duplicate_rows: int = Field(8, ge=1)
     """MinHash LSH shape: examples whose word bigrams have a Jaccard similarity above
     about ``(1/bands) ** (1/rows)`` (0.84 by default) are near duplicates."""
@@ -94,9 +101,13 @@ class SplitSettings(_Section):
     """Fractions of the train/validation/test split and what to do with tiny combinations."""
 
     train: float = Field(0.8, ge=0, le=1)
+    """Share of each language×subject combination in the training split."""
     validation: float = Field(0.1, ge=0, le=1)
+    """Share in the validation split."""
     test: float = Field(0.1, ge=0, le=1)
+    """Share in the held-out test split (used by ``evaluate``)."""
     seed: int = Field(0, ge=0, lt=2**63)
+    """Seed of the split; the same seed puts each example in the same split."""
     small_combinations: Literal["drop", "train"] = "drop"
     """A combination leaving some non-empty split empty is dropped, or kept whole in train;
     either way the report lists it."""
@@ -114,9 +125,11 @@ class FinetuneSettings(_Section):
     """How the fine-tuning dataset is extracted, validated, split and written, and trained on."""
 
     min_rating: int = Field(4, ge=1, le=5)
+    """Lowest rating of an interaction used for training."""
     min_interactions: int = Field(100, ge=1)
     """Language×subject combinations with fewer rated interactions are left out."""
     output_dir: Path = Path("tara-data/finetune")
+    """Where ``tara finetune prepare`` writes datasets."""
     prompts: PromptSettings = PromptSettings()
     validation: ValidationSettings = ValidationSettings()
     split: SplitSettings = SplitSettings()
@@ -125,9 +138,13 @@ class FinetuneSettings(_Section):
     backend: str = "openai"
     """Training backend: a registered name (``openai``) or ``package.module:factory``."""
     base_model: str = "gpt-4-0613"
+    """Model the fine-tuning job starts from."""
     n_epochs: int = Field(3, ge=1)
+    """Training epochs."""
     batch_size: int = Field(16, ge=1)
+    """Training batch size."""
     learning_rate_multiplier: float = Field(0.1, gt=0)
+    """Learning-rate multiplier of the job."""
     suffix: str | None = Field("tara", max_length=64)
     """Added to the fine-tuned model's name (``ft:<base>:<suffix>:<id>``)."""
     base_url: str | None = None
@@ -139,10 +156,13 @@ class FinetuneSettings(_Section):
     poll_interval: float = Field(10.0, gt=0)
     """Seconds between two looks at a job that ``status --follow`` is watching."""
     request_timeout: float = Field(60.0, gt=0)
+    """Seconds per fine-tuning API call."""
     retry_attempts: int = Field(6, ge=1)
     """Tries per API call on transient errors (connection, 408, 409, 429, 5xx)."""
     retry_initial_backoff: float = Field(0.5, ge=0)
+    """First wait before retrying an API call (doubling, jittered)."""
     retry_max_backoff: float = Field(20.0, ge=0)
+    """Longest wait between two tries of an API call."""
     job_scan_limit: int = Field(1000, ge=1)
     """Jobs looked through (newest first) when searching the backend for a run's job."""
     workers: int = Field(1, ge=0, le=16)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class GateSettings(_Section):
@@ -47,12 +47,15 @@ class EvaluationSettings(_Section):
     concurrency: int = Field(8, ge=1, le=256)
     """Requests in flight at once (answers and judgements together)."""
     requests_per_second: float = Field(20.0, gt=0)
+    """Sustained request rate of the evaluation against the upstream."""
     burst: int = Field(8, ge=1)
     """Token bucket: sustained request rate and how many may start back to back."""
     max_retries: int = Field(3, ge=0, le=10)
     """Retries of a failed request (the ``openai`` SDK's backoff, honouring Retry-After)."""
     request_timeout: float = Field(60.0, gt=0)
+    """Seconds per evaluation request."""
     max_answer_tokens: int = Field(1024, gt=0)
+    """Token limit for each evaluated answer."""
     limit: int | None = Field(None, ge=1)
     """Evaluate only the first N test examples (the CLI's ``--limit``)."""
     state_dir: Path = Path("tara-data")

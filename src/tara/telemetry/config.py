@@ -16,22 +16,31 @@ from tara.telemetry.interactions import Capture
 class TelemetrySettings(BaseModel):
     """How interactions are captured, batched, stored and kept."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     capture: Capture = "full"
     """``full`` keeps messages and answers, ``metadata`` drops the text, ``off`` logs nothing."""
     sqlite_path: Path = Path("tara-data/interactions.db")
+    """SQLite file of the interaction log when no ``database_url`` is set."""
     pg_schema: str = Field("public", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """PostgreSQL schema holding the interaction log."""
     pg_pool_min: int = Field(1, ge=0)
+    """Fewest PostgreSQL connections kept open."""
     pg_pool_max: int = Field(4, ge=1)
+    """Most PostgreSQL connections."""
     queue_size: int = Field(10_000, gt=0)
     """Records waiting to be written; beyond this they are dropped (``queue_full``)."""
     batch_size: int = Field(500, gt=0)
+    """Most records written in one batch."""
     flush_interval: float = Field(1.0, gt=0)
     """Longest a record waits for its batch to fill before being written anyway."""
     max_attempts: int = Field(8, ge=1)
     """Tries per batch before its records are dropped (``store_error``)."""
     retry_initial_backoff: float = Field(0.1, ge=0)
+    """First wait before retrying a failed batch (doubling)."""
     retry_max_backoff: float = Field(5.0, ge=0)
+    """Longest wait between two tries of a batch."""
     shutdown_timeout: float = Field(10.0, ge=0)
+    """Seconds at shut-down to write what is queued; the rest is counted as dropped."""
     retention_days: float = Field(30.0, gt=0)
+    """Default age for ``tara log purge``."""

@@ -24,7 +24,7 @@ DAY = 86_400.0
 class TelemetryStatsSettings(BaseModel):
     """How window stats, the request index and retry detection are kept."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     bucket_seconds: int = Field(10, gt=0)
     """Width of a fine window bucket; the resolution of every window read."""
