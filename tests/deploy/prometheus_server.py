@@ -122,9 +122,12 @@ def write_rules(directory: Path) -> list[Path]:
     return written
 
 
-def write_config(path: Path, targets: Sequence[str], self_address: str) -> None:
-    """Write a config scraping ``targets`` (job tara-gateway) and itself every second."""
-    config = {
+def write_config(
+    path: Path, targets: Sequence[str], self_address: str, controllers: Sequence[str] = ()
+) -> None:
+    """Write a config scraping ``targets`` (job tara-gateway), ``controllers`` (job
+    tara-controller, if any) and itself every second."""
+    config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in write_rules(path.parent)],
         "scrape_configs": [
@@ -132,6 +135,9 @@ def write_config(path: Path, targets: Sequence[str], self_address: str) -> None:
             {"job_name": "tara-gateway", "static_configs": [{"targets": list(targets)}]},
         ],
     }
+    if controllers:
+        job = {"job_name": "tara-controller", "static_configs": [{"targets": list(controllers)}]}
+        config["scrape_configs"].append(job)
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
 
@@ -150,14 +156,17 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_prometheus(targets: Sequence[str] = ()) -> Iterator[PrometheusServer]:
-    """Run Prometheus scraping ``targets`` (``host:port``) until the block ends."""
+def running_prometheus(
+    targets: Sequence[str] = (), controllers: Sequence[str] = ()
+) -> Iterator[PrometheusServer]:
+    """Run Prometheus scraping gateway ``targets`` and ``controllers`` (``host:port``)
+    until the block ends."""
     port = free_port()
     address = f"127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="tara-prometheus-") as tmp:
         root = Path(tmp)
         config, log = root / "prometheus.yml", root / "prometheus.log"
-        write_config(config, targets, address)
+        write_config(config, targets, address, controllers)
         with log.open("wb") as log_file:
             proc = subprocess.Popen(
                 [
