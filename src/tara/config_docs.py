@@ -7,10 +7,12 @@ the README holds every variable, so a new setting cannot ship undocumented.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, TypeAdapter
 from pydantic.fields import FieldInfo
 
 from tara.settings import Settings
@@ -29,6 +31,10 @@ def _render(value: Any) -> str:
         return "(dev value)"
     if isinstance(value, BaseModel):
         return "(section)"
+    if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+        return json.dumps([v.model_dump(mode="json") for v in value], separators=(",", ":"))
+    if isinstance(value, timedelta):
+        return str(TypeAdapter(timedelta).dump_python(value, mode="json"))
     if isinstance(value, dict):
         return ", ".join(sorted(value)) or "{}"
     if value is None:
@@ -60,5 +66,23 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
+START = "<!-- config-table:start -->"
+END = "<!-- config-table:end -->"
+
+
+def with_table(readme: str) -> str:
+    """``readme`` with the text between the config-table markers regenerated."""
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{markdown_table()}\n{END}{tail}"
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+    from pathlib import Path
+
+    if sys.argv[1:] == ["--write"]:
+        path = Path("README.md")
+        path.write_text(with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(markdown_table())

@@ -9,6 +9,7 @@ monitoring, 25% for 4 days, 50% for a week, then the canary becomes stable.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -16,9 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class StageSettings(BaseModel):
     """One stage: canary share, how long at least, and how much evidence at least."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     percent: float = Field(gt=0, lt=100)
+    """Canary share of the segment's students in this stage."""
     duration: timedelta
     """Minimum time in the stage before it may pass (paused time does not count)."""
     min_requests: int = Field(1000, ge=0)
@@ -46,7 +48,7 @@ def _default_stages() -> list[StageSettings]:
 class RolloutSettings(BaseModel):
     """Stages, fallback thresholds and the statistics' knobs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     stages: list[StageSettings] = Field(default_factory=_default_stages, min_length=1)
     """Partial stages in order; passing the last one makes the canary stable (100%)."""
@@ -65,6 +67,7 @@ class RolloutSettings(BaseModel):
     latency_ratio_limit: float = Field(2.0, gt=1)
     """Roll back when the canary's latency quantile exceeds this multiple of stable's."""
     latency_quantile: float = Field(0.95, gt=0.5, lt=1)
+    """The latency quantile compared (p95)."""
 
     fail_confidence: float = Field(0.95, gt=0.5, lt=1)
     """Confidence needed to roll back (anytime-valid, however often the controller looks)."""
@@ -92,6 +95,7 @@ class RolloutSettings(BaseModel):
     leader_ttl: timedelta = timedelta(seconds=15)
     """Leader lease lifetime; a dead leader is replaced after at most this long."""
     controller_host: str = "127.0.0.1"
+    """Address ``tara controller`` serves its probes and metrics on."""
     controller_port: int = Field(8090, ge=0, le=65535)
     """Where ``tara controller`` serves /metrics, /healthz and /readyz."""
     shutdown_timeout: float = Field(10.0, ge=0)
@@ -104,6 +108,13 @@ class RolloutSettings(BaseModel):
     """Tries per webhook delivery before it is dropped (and logged)."""
     webhook_backoff: float = Field(1.0, ge=0)
     """First retry delay in seconds; doubles per attempt, with jitter, up to 60 s."""
+    metric_source: Literal["window", "prometheus"] = "window"
+    """Where the controller reads canary and stable numbers: the gateway's window stats,
+    or Prometheus at ``prometheus_url`` (PromQL over HTTP)."""
+    prometheus_url: str = "http://127.0.0.1:9090"
+    """Base URL of the Prometheus that scrapes every gateway replica."""
+    prometheus_timeout: float = Field(10.0, gt=0)
+    """Seconds one PromQL query may take; a slower answer is an ``ERROR`` look, never a rollback."""
 
     @field_validator("stages")
     @classmethod

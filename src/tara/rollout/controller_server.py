@@ -39,7 +39,8 @@ from tara.rollout.lease import MemoryLease, MemoryLeaseBoard, RedisLease
 from tara.rollout.rollout_store import MemoryRolloutStore, RolloutStore
 from tara.rollout.rollout_store_redis import RedisRolloutStore
 from tara.rollout.service import RolloutService
-from tara.rollout.stats_source import WindowMetricSource
+from tara.rollout.stats_prometheus import PrometheusMetricSource
+from tara.rollout.stats_source import MetricSource, WindowMetricSource
 from tara.rollout.store import RoutingStore
 from tara.rollout.store_memory import MemoryRoutingStore
 from tara.rollout.store_redis import RedisRoutingStore
@@ -66,6 +67,8 @@ class ControllerParts:
     windows: WindowStore
     registry: CollectorRegistry
     redis: aioredis.Redis | None = None
+    source: MetricSource | None = None
+    """Where the controller reads its numbers (``rollout.metric_source``)."""
 
 
 @contextlib.asynccontextmanager
@@ -99,9 +102,14 @@ async def controller_parts(
         windows = MemoryWindowStore(settings.stats)
         lease = MemoryLease(ttl, board=board)
     service = RolloutService(rollouts, routing, cfg, stables)
+    source: MetricSource = (
+        PrometheusMetricSource(cfg.prometheus_url, cfg.prometheus_timeout)
+        if cfg.metric_source == "prometheus"
+        else WindowMetricSource(windows)
+    )
     controller = Controller(
         service,
-        WindowMetricSource(windows),
+        source,
         lease,
         cfg,
         metrics,
@@ -109,8 +117,9 @@ async def controller_parts(
         tracks=stables,
     )
     try:
-        yield ControllerParts(controller, service, windows, registry, client)
+        yield ControllerParts(controller, service, windows, registry, client, source)
     finally:
+        await source.aclose()
         if client is not None:
             await client.aclose()
 
