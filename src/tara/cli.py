@@ -127,6 +127,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _target(p, "tara.rollout.simulate:simulate_command")
 
+    p = sub.add_parser(
+        "demo", help="watch a bad canary rolled back and a good one promoted (no setup needed)"
+    )
+    p.add_argument(
+        "--scenario",
+        default="all",
+        choices=["bad-canary", "good-canary", "all"],
+        help="what to roll out (default: all = bad-canary, then good-canary)",
+    )
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.add_argument("--json", action="store_true", help="print only the summary as JSON")
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="HTML report path (default: tara-demo-report.html here, else in the temp dir)",
+    )
+    p.add_argument("--no-live", action="store_true", help="print decisions, not the live view")
+    p.add_argument(
+        "--pace",
+        default="real",
+        choices=["real", "quick"],
+        help="real: 10/25/50%% stages, ~1 min (default); quick: compressed for CI, ~20 s",
+    )
+    _target(p, "tara.demo.command:demo_command")
+
     p = sub.add_parser("rollout", help="start and steer staged rollouts (admin API)")
     ro_sub = p.add_subparsers(dest="rollout_command", required=True, metavar="ACTION")
     ro_actions = [
