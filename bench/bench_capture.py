@@ -9,6 +9,10 @@ machine hits both alike. Then it measures ``POST /v1/feedback`` req/s on the
 full gateway (every rating is one Lua call on Redis plus a queued log write;
 ids are rated repeatedly, so most ratings replace an earlier one).
 
+The load is 5,000 students asking 997 different questions, so no student
+asks the same question twice in a run and nothing counts as a user retry
+(a retry would make the log write its row twice).
+
 Run: ``.venv/bin/python bench/bench_capture.py`` (``--quick`` for a smoke run).
 Needs Redis on 127.0.0.1:6379; uses a throw-away namespace.
 """
@@ -30,7 +34,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gateway import drop_namespace
-from loadgen import chat_body, run_load
+from loadgen import QUESTIONS, chat_body, question_bodies, run_load
 from procs import ROOT, TARA, child, cpu_seconds
 from tara.serving import free_port
 
@@ -62,10 +66,14 @@ def chat_headers(i: int) -> dict[str, str]:
 
 async def chat_load(base: str, pid: int, duration: float) -> Sample:
     """Non-streamed chat at 32 concurrent for ``duration`` seconds."""
-    body = chat_body(TRACK, stream=False)
+    bodies = question_bodies(TRACK, stream=False)
     cpu0 = cpu_seconds(pid)
     res = await run_load(
-        f"{base}{CHAT}", lambda _i: body, chat_headers, concurrency=32, duration=duration
+        f"{base}{CHAT}",
+        lambda i: bodies[i % QUESTIONS],
+        chat_headers,
+        concurrency=32,
+        duration=duration,
     )
     cpu = cpu_seconds(pid) - cpu0
     bad = {s: n for s, n in res.statuses.items() if s != 200}

@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import chat_body, run_load
+from loadgen import QUESTIONS, question_bodies, run_load
 from procs import ROOT, TARA, child, cpu_seconds, peak_rss_mb
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
 from tara.rollout.store_redis import RedisRoutingStore
@@ -68,16 +68,23 @@ async def measure(name: str, url: str, model: str, pid: int, auth: str, quick: b
             "X-Tara-Language": "hi",
         }
 
-    plain = chat_body(model, stream=False)
-    streamed = chat_body(model, stream=True)
+    plain_bodies = question_bodies(model, stream=False)
+    streamed_bodies = question_bodies(model, stream=True)
+
+    def plain(i: int) -> bytes:
+        return plain_bodies[i % QUESTIONS]
+
+    def streamed(i: int) -> bytes:
+        return streamed_bodies[i % QUESTIONS]
+
     n1, n_stream, dur = (200, 100, 2.0) if quick else (3000, 1000, 15.0)
 
-    await run_load(url, lambda _i: plain, hdr, concurrency=8, count=200)  # warm-up
-    one = await run_load(url, lambda _i: plain, hdr, concurrency=1, count=n1)
+    await run_load(url, plain, hdr, concurrency=8, count=200)  # warm-up
+    one = await run_load(url, plain, hdr, concurrency=1, count=n1)
     cpu0 = cpu_seconds(pid)
-    many = await run_load(url, lambda _i: plain, hdr, concurrency=32, duration=dur)
+    many = await run_load(url, plain, hdr, concurrency=32, duration=dur)
     cpu = cpu_seconds(pid) - cpu0
-    st = await run_load(url, lambda _i: streamed, hdr, concurrency=1, count=n_stream, stream=True)
+    st = await run_load(url, streamed, hdr, concurrency=1, count=n_stream, stream=True)
     bad = sum(n for s, n in (one.statuses + many.statuses + st.statuses).items() if s != 200)
     return Row(
         target=name,

@@ -44,6 +44,16 @@ class LoadResult:
         return 1000 * statistics.median(self.latencies) if self.latencies else float("nan")
 
 
+QUESTIONS = 997
+"""Distinct questions in the benchmarks' traffic (prime, so with 5,000 students
+no student asks the same question twice within a run: no false user retries)."""
+
+
+def question_bodies(model: str, stream: bool) -> list[bytes]:
+    """``QUESTIONS`` distinct request bodies; request ``i`` uses ``bodies[i % QUESTIONS]``."""
+    return [chat_body(model, stream, f"What is {n} times 8?") for n in range(QUESTIONS)]
+
+
 def chat_body(model: str, stream: bool, text: str = "What is 7 times 8?") -> bytes:
     """A small chat request body."""
     return orjson.dumps(

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from redis_proxy import REDIS_URL, RedisProxy
+from tcp_relay import REDIS_URL, RedisProxy
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 

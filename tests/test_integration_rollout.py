@@ -27,7 +27,6 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from redis_proxy import REDIS_URL
 from tara.gateway.server import gateway_from_settings
 from tara.rollout.config import RolloutSettings, StageSettings
 from tara.rollout.controller_server import ControllerParts, controller_parts
@@ -37,6 +36,7 @@ from tara.sandbox.server import running_sandbox, serving
 from tara.serving import running_server
 from tara.settings import DEV_CLIENT_KEY, Settings
 from tara.telemetry.stats_config import TelemetryStatsSettings
+from tcp_relay import REDIS_URL
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 

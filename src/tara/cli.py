@@ -111,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="one tick, print what it did, exit")
     _target(p, "tara.rollout.controller_server:controller_command")
 
+    p = sub.add_parser("triggers", help="check the rules that decide when to fine-tune")
+    tr_sub = p.add_subparsers(dest="triggers_command", required=True, metavar="ACTION")
+    tp = tr_sub.add_parser("check", help="every trigger: value vs threshold, and what would run")
+    tp.add_argument("--json", action="store_true", help="print JSON for scripts")
+    tp.add_argument(
+        "--since",
+        default=None,
+        help="count high-quality data from here, not each scope's last run (ISO or unix)",
+    )
+    tp.add_argument("--at", default=None, help="evaluate as of this time (default: now)")
+    _target(tp, "tara.triggers.cli:check_command")
+
     p = sub.add_parser("simulate", help="simulate rollouts to measure the canary statistics")
     p.add_argument(
         "--scenario",

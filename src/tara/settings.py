@@ -27,6 +27,7 @@ from tara.finetune.config import FinetuneSettings
 from tara.rollout.config import RolloutSettings
 from tara.telemetry.config import TelemetrySettings
 from tara.telemetry.stats_config import TelemetryStatsSettings
+from tara.triggers.config import TriggerSettings
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     finetune: FinetuneSettings = FinetuneSettings()
     rollout: RolloutSettings = RolloutSettings()
+    triggers: TriggerSettings = TriggerSettings()
 
     @property
     def use_redis(self) -> bool:

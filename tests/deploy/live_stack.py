@@ -29,13 +29,13 @@ import redis.asyncio as aioredis
 from live_traffic import Classroom, classroom
 from prometheus_client import CollectorRegistry
 
-from redis_proxy import REDIS_URL
 from tara.gateway.server import gateway_from_settings
 from tara.rollout.controller_server import ControllerParts, controller_app, controller_parts
 from tara.rollout.routing import Segment
 from tara.sandbox import Errors, SandboxConfig, default_config, running_sandbox, zero_latency
 from tara.serving import running_server
 from tara.settings import Settings
+from tcp_relay import REDIS_URL
 
 T = TypeVar("T")
 

@@ -33,6 +33,7 @@ from tara.settings import DEV_STUDENT_HASH_KEY, Settings
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import open_log
 from tara.telemetry.pipeline import Telemetry
+from tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.integration
 
@@ -361,46 +362,6 @@ async def test_capture_modes(tmp_path: Path, capture: str) -> None:
     else:
         assert (row.messages, row.answer, row.comment) == (None, None, None)
         assert (row.latency_s is not None, row.student_hash is not None) == (True, True)
-
-
-class TcpRelay:
-    """A loopback relay to a TCP service that a test can cut and restore."""
-
-    def __init__(self, target_port: int) -> None:
-        from tara.serving import free_port
-
-        self.target_port = target_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for writer in list(self._writers):
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-        self._writers.clear()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        self._writers |= {writer, up_writer}
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-        self._writers -= {writer, up_writer}
 
 
 @pytest.mark.postgres

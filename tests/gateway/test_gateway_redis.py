@@ -68,7 +68,7 @@ async def test_two_replicas_follow_a_weight_change(
 async def test_replica_keeps_serving_when_redis_goes_away(
     redis_client: aioredis.Redis, namespace: str, redis_proxy: object
 ) -> None:
-    from redis_proxy import RedisProxy
+    from tcp_relay import RedisProxy
 
     assert isinstance(redis_proxy, RedisProxy)
     writer = RedisRoutingStore(redis_client, namespace)

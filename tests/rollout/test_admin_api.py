@@ -12,7 +12,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from redis_proxy import RedisProxy
 from tara.gateway.app import Gateway, build_gateway
 from tara.rollout.admin_api import admin_routes, routes_from_settings
 from tara.rollout.config import RolloutSettings, StageSettings
@@ -26,6 +25,7 @@ from tara.rollout.store_redis import RedisRoutingStore
 from tara.serving import free_port
 from tara.settings import Settings
 from tara.telemetry.windows import WindowStats, latency_bucket
+from tcp_relay import RedisProxy
 
 ADMIN_KEY = "sk-admin-test"
 CLIENT_KEY = "sk-client-test"

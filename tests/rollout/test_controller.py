@@ -15,7 +15,6 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from redis_proxy import RedisProxy
 from tara.rollout.config import RolloutSettings, StageSettings
 from tara.rollout.controller import Controller, analysis_due
 from tara.rollout.lease import MemoryLease, MemoryLeaseBoard, RedisLease
@@ -32,6 +31,7 @@ from tara.telemetry.window_memory import MemoryWindowStore
 from tara.telemetry.window_redis import RedisWindowStore
 from tara.telemetry.window_store import WindowKey, WindowStore
 from tara.telemetry.windows import latency_bucket
+from tcp_relay import RedisProxy
 
 TRACK = "tara-tutor"
 STABLES = {TRACK: "tara-stable"}

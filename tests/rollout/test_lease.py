@@ -9,7 +9,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from redis_proxy import RedisProxy
 from tara.rollout.config import RolloutSettings
 from tara.rollout.lease import MemoryLease, MemoryLeaseBoard, RedisLease
 from tara.rollout.model import Rollout
@@ -17,6 +16,7 @@ from tara.rollout.plan import plan_from_settings
 from tara.rollout.rollout_store import MemoryRolloutStore, StaleLeaderError
 from tara.rollout.rollout_store_redis import RedisRolloutStore, leader_token_key
 from tara.rollout.routing import Segment
+from tcp_relay import RedisProxy
 
 pytestmark = pytest.mark.redis
 

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from redis_proxy import REDIS_URL
 from tara.cli import main
 from tara.gateway.server import gateway_from_settings
 from tara.rollout.rollout_cli import base_url, duration, show_rollout
@@ -27,6 +26,7 @@ from tara.rollout.routing import RoutingTable
 from tara.rollout.store_redis import RedisRoutingStore
 from tara.serving import free_port, running_server
 from tara.settings import Settings, load_settings
+from tcp_relay import REDIS_URL
 
 ADMIN_KEY = "sk-admin-cli-test"
 

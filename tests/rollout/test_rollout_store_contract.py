@@ -11,7 +11,6 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from redis_proxy import RedisProxy
 from tara import keys
 from tara.rollout.config import RolloutSettings
 from tara.rollout.model import Phase, Rollout
@@ -24,6 +23,7 @@ from tara.rollout.rollout_store import (
 )
 from tara.rollout.rollout_store_redis import RedisRolloutStore, leader_token_key
 from tara.rollout.routing import Segment
+from tcp_relay import RedisProxy
 
 PLAN = plan_from_settings(RolloutSettings())
 

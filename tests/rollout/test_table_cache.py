@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from redis_proxy import REDIS_URL, RedisProxy
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
 from tara.rollout.store_memory import MemoryRoutingStore
 from tara.rollout.store_redis import RedisRoutingStore
 from tara.rollout.table_cache import RoutingCache
 from tara.serving import free_port
+from tcp_relay import REDIS_URL, RedisProxy
 
 CONFIGURED = {"tara-tutor": "tara-stable", "tara-quiz": "quiz-stable"}
 LOGGER = "tara.rollout.table_cache"

@@ -19,6 +19,7 @@ from tara.telemetry.log import Feedback, InteractionLog, open_log
 from tara.telemetry.log_postgres import PostgresInteractionLog
 from tara.telemetry.log_sqlite import SqliteInteractionLog
 from tara.telemetry.log_writer import InteractionLogWriter, backoff, drop_reporter
+from tcp_relay import TcpRelay
 
 T0 = 1_700_000_000.0
 
@@ -275,47 +276,6 @@ async def test_shutdown_timeout_counts_what_was_never_written(
     assert drops.calls == [("shutdown_timeout", 10)]
 
 
-class PostgresProxy:
-    """A TCP relay to the real PostgreSQL that the test can cut and restore."""
-
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432)) -> None:
-        self.target = target
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        """Refuse new connections and cut the open ones, like a database that died."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-
-        try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        finally:
-            for w in (writer, up_writer):
-                w.transport.abort()
-            self._tasks.discard(task)
-
-
 @pytest.mark.postgres
 async def test_postgres_outage_is_retried_then_writing_resumes(
     pg_schema: tuple[str, str],
@@ -323,7 +283,7 @@ async def test_postgres_outage_is_retried_then_writing_resumes(
     dsn, schema = pg_schema
     direct = PostgresInteractionLog(dsn, schema=schema)
     await direct.migrate()
-    proxy = PostgresProxy()
+    proxy = TcpRelay(5432)
     await proxy.start()
     via_proxy = PostgresInteractionLog(
         f"postgresql://postgres@127.0.0.1:{proxy.port}/test",

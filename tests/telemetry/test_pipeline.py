@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,12 +12,12 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from redis_proxy import RedisProxy
 from tara.settings import Settings
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import open_log
 from tara.telemetry.metrics import MetricsRecorder
-from tara.telemetry.pipeline import FeedbackAccepted, Telemetry
+from tara.telemetry.pipeline import FeedbackAccepted, Telemetry, marked_user_retry
+from tcp_relay import RedisProxy
 
 TRACK = "tara-tutor"
 QUESTION = [{"role": "user", "content": "What is 7 x 8?"}]
@@ -220,3 +221,14 @@ async def test_feedback_while_redis_is_down_is_unavailable(
             assert isinstance(await h.telemetry.submit_feedback("u-1", 3), FeedbackAccepted)
     finally:
         await client.aclose()
+
+
+def test_a_retry_mark_is_a_full_copy() -> None:
+    original = Interaction(
+        "r1", 12.5, "tara-tutor", "all", "canary", "ft-1", "s1", "math", "hi", "9", 200,
+        latency_s=0.3, messages=[{"role": "user", "content": "q"}], answer="a", tags=["wrong"],
+    )  # fmt: skip
+    marked = marked_user_retry(original)
+    assert marked.user_retry
+    assert not original.user_retry
+    assert marked == dataclasses.replace(original, user_retry=True)

@@ -258,3 +258,82 @@ async def test_background_publishing(redis_client: aioredis.Redis, namespace: st
     a.record(make_ix("r2"))
     await a.aclose()
     assert await b.lookup("r2") is not None
+
+
+async def test_published_hash_layout_and_expiry(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """The stored form other replicas (and older gateway versions) read."""
+    index = RedisRequestIndex(redis_client, namespace=namespace, settings=FAST)
+    created = NOW + 3.123456789
+    index.record(make_ix("r1", created_at=created, segment='a"b\\c', model="ಮಾದರಿ"))
+    index.record(make_ix("r2", subject=None, language=None, student_hash=None))
+    await index.flush()
+    r1 = await redis_client.hgetall(f"{namespace}:ix:r1")
+    assert {k.decode(): v.decode() for k, v in r1.items()} == {
+        "c": repr(created),
+        "t": "tara-tutor",
+        "s": 'a"b\\c',
+        "v": "canary",
+        "m": "ಮಾದರಿ",
+        "sub": "math",
+        "lang": "ta",
+        "sh": "s1",
+    }
+    retention = FAST.index_retention_seconds
+    assert await redis_client.expiretime(f"{namespace}:ix:r1") == int(created + retention) + 1
+    r2 = await redis_client.hgetall(f"{namespace}:ix:r2")
+    assert sorted(k.decode() for k in r2) == ["c", "m", "s", "t", "v"]
+
+
+async def test_unpublished_and_published_entries_are_local(
+    replicas: list[RedisRequestIndex],
+) -> None:
+    a, b = replicas
+    a.record(make_ix("r1"))
+    queued = await a.lookup("r1")  # found before any flush, without Redis
+    assert queued is not None
+    assert queued.variant == "canary"
+    await a.set_feedback("r1", Feedback(3))
+    a.record(make_ix("r1"))  # a re-record before publishing keeps the local feedback
+    await a.flush()
+    held = await a.lookup("r1")
+    assert held is not None
+    assert held.feedback == Feedback(3)
+    from_b = await b.lookup("r1")
+    assert from_b is not None
+    assert from_b.feedback == Feedback(3)
+
+
+async def test_a_failed_flush_keeps_the_newest_within_the_bound(
+    redis_proxy: Any, proxied_client: aioredis.Redis, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    settings = TelemetryStatsSettings(index_cache_size=3, index_lookup_wait=0)
+    index = RedisRequestIndex(proxied_client, namespace=namespace, settings=settings)
+    for rid in ("a", "b"):
+        index.record(make_ix(rid))
+    await redis_proxy.stop()
+    await index.flush()
+    assert (index.flush_failures, index.dropped) == (1, 0)
+    for rid in ("c", "d"):
+        index.record(make_ix(rid))
+    assert index.dropped == 1  # "a", the oldest, made room for "d"
+    await redis_proxy.start()
+    await index.flush()
+    other = RedisRequestIndex(redis_client, namespace=namespace, settings=settings)
+    assert await other.lookup("a") is None
+    for rid in ("b", "c", "d"):
+        assert await other.lookup(rid) is not None
+
+
+async def test_the_local_cache_keeps_the_most_recent_ids(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    settings = TelemetryStatsSettings(index_cache_size=2, index_lookup_wait=0)
+    index = RedisRequestIndex(redis_client, namespace=namespace, settings=settings)
+    for rid in ("a", "b", "c"):
+        index.record(make_ix(rid))
+        await index.flush()
+    assert list(index._recent) == ["b", "c"]
+    assert await index.lookup("a") is not None  # read back from Redis, now the newest
+    assert list(index._recent) == ["c", "a"]

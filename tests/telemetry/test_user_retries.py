@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from tara.telemetry import user_retries
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.user_retries import (
@@ -243,3 +245,58 @@ async def test_queue_is_bounded_and_memory_sweeps_expired_keys(
     clock.now = NOW + 2
     assert await memory.check_and_mark([("k1", NOW + 600)]) == [False]
     assert await RedisRetryMemory(redis_client, namespace=namespace).check_and_mark([]) == []
+
+
+def _reference_normalise(text: str) -> str:
+    """The rule spelled out character by character, as the docs state it."""
+    out = []
+    for ch in unicodedata.normalize("NFKC", text).casefold():
+        cat = unicodedata.category(ch)
+        if ch.isspace() or cat[0] in "PZ" or cat in {"Sm", "Sc", "Sk", "So"}:
+            out.append(" ")
+        elif cat[0] == "C":
+            continue
+        else:
+            out.append(ch)
+    return " ".join("".join(out).split())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hello,\x00World\t!\x7f  ",  # ASCII fast path: controls drop, punctuation spaces
+        "A\u00a0b\u2003c\u200bd\ufeffe",  # no-break and em spaces, zero-width characters
+        "ＡＢＣ？ Straße ǅ",  # full-width forms, casefolding beyond lower()
+        "प्रश्न\u200d।क्या है?",  # Devanagari: joiner dropped, danda is punctuation
+        "x\u0301 ² ½ ﬁ",  # combining mark kept; NFKC compatibility forms
+        "".join(chr(c) for c in range(0x20, 0x250)),
+    ],
+)
+def test_normalisation_follows_the_per_character_rule(text: str) -> None:
+    assert normalise_question(text) == _reference_normalise(text)
+    # The cached character table gives the same answer the second time.
+    assert normalise_question(text) == _reference_normalise(text)
+
+
+async def test_redis_memory_marks_in_order_and_sets_each_expiry(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    memory = RedisRetryMemory(redis_client, namespace=namespace)
+    now = time.time()
+    items = [("k1", now + 100.5), ("k2", now + 300.25), ("k1", now + 400.0)]
+    assert await memory.check_and_mark(items) == [False, False, True]
+    assert await memory.check_and_mark([("k2", now + 50), ("k3", now + 50)]) == [True, False]
+    assert await memory.check_and_mark([]) == []
+    # EXAT is the expiry rounded up to the next whole second.
+    assert await redis_client.expiretime(f"{namespace}:uretry:k1") == int(now + 400.0) + 1
+    assert await redis_client.expiretime(f"{namespace}:uretry:k3") == int(now + 50) + 1
+
+
+def test_the_character_table_stops_growing_at_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(user_retries, "_CLASSES_BOUND", 0)
+    rare = "\ua8f2\U0001fa90"  # unchanged by NFKC, seen by no other test
+    assert normalise_question(f"A {rare}!") == _reference_normalise(f"A {rare}!")
+    assert all(ord(ch) not in user_retries._CLASSES for ch in rare)
+    monkeypatch.undo()
+    normalise_question(rare)
+    assert all(ord(ch) in user_retries._CLASSES for ch in rare)

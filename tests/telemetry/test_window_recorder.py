@@ -108,6 +108,18 @@ async def test_a_record_that_cannot_be_counted_is_dropped_without_raising() -> N
     assert recorder.pending_keys == 0
 
 
+async def test_a_malformed_record_in_a_counted_bucket_leaves_it_untouched() -> None:
+    store = MemoryWindowStore()
+    recorder = WindowRecorder(store)
+    recorder.record(make_ix("r1"))
+    recorder.record(make_ix("r2", latency_s="slow"))  # no count at all, not half of one
+    recorder.record(make_ix("r3", ttft_s="soon"))
+    await recorder.flush()
+    canary = await store.read("tara-tutor", "all", "canary", NOW, NOW + 20)
+    assert canary.requests == 1
+    assert canary.completion_tokens == 70
+
+
 async def test_pending_buckets_are_bounded_dropping_the_oldest() -> None:
     store = MemoryWindowStore()
     recorder = WindowRecorder(store, TelemetryStatsSettings(max_pending_keys=2))

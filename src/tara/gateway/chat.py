@@ -43,8 +43,13 @@ runs at most this much longer than it would with a watcher from the start."""
 
 
 def new_request_id() -> str:
-    """A fresh request id: 32 random hex digits, unique across replicas and unguessable."""
-    return os.urandom(16).hex()
+    """A fresh request id: 32 hex digits, unique across replicas and unguessable.
+
+    The first 12 are the time in milliseconds, so ids sort by arrival and the
+    interaction log's primary-key index grows at its end instead of taking
+    writes all over; the other 20 (80 bits) are random.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 class DisconnectWatch:

@@ -39,14 +39,16 @@ OnDrop = Callable[[str, int], None]
 """Told ``(reason, count)`` for records that will never be written."""
 
 
-class _Incrementable(Protocol):
+class Incrementable(Protocol):
+    """A counter child: something with ``inc``."""
+
     def inc(self, amount: float = ...) -> None: ...
 
 
 class LabelledCounter(Protocol):
     """A Prometheus-style counter, e.g. ``tara_interactions_dropped_total{reason}``."""
 
-    def labels(self, **labels: str) -> _Incrementable:
+    def labels(self, **labels: str) -> Incrementable:
         """The child counter for these label values."""
         ...
 

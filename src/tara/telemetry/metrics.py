@@ -201,7 +201,9 @@ class MetricsRecorder:
         )
         self._status_text: dict[int, str] = {}
         self._req_children: dict[tuple[str, str, str, str, str], Counter] = {}
-        self._variant_children: dict[tuple[str, str], tuple[Histogram, Histogram]] = {}
+        self._variant_children: dict[
+            tuple[str, str], tuple[Histogram, Histogram, Counter, Counter]
+        ] = {}
 
     @classmethod
     def on(
@@ -251,25 +253,28 @@ class MetricsRecorder:
         if child is None:
             child = self._req_children[key] = self.requests.labels(*key)
         child.inc()
-        hists = self._variant_children.get((i.track, i.variant))
-        if hists is None:
-            hists = (
+        per_variant = self._variant_children.get((i.track, i.variant))
+        if per_variant is None:
+            per_variant = (
                 self.request_duration.labels(i.track, i.variant),
                 self.ttft.labels(i.track, i.variant),
+                self.tokens.labels(i.track, i.variant, "prompt"),
+                self.tokens.labels(i.track, i.variant, "completion"),
             )
-            self._variant_children[(i.track, i.variant)] = hists
+            self._variant_children[(i.track, i.variant)] = per_variant
+        duration, ttft, prompt_tokens, completion_tokens = per_variant
         if i.latency_s is not None:
-            hists[0].observe(i.latency_s)
+            duration.observe(i.latency_s)
         if i.ttft_s is not None:
-            hists[1].observe(i.ttft_s)
+            ttft.observe(i.ttft_s)
         if i.error_class is not None:
             self.request_errors.labels(i.track, i.variant, i.error_class).inc()
         if i.user_retry:
             self.user_retries.labels(i.track, i.variant, subject, language).inc()
         if i.prompt_tokens:
-            self.tokens.labels(i.track, i.variant, "prompt").inc(i.prompt_tokens)
+            prompt_tokens.inc(i.prompt_tokens)
         if i.completion_tokens:
-            self.tokens.labels(i.track, i.variant, "completion").inc(i.completion_tokens)
+            completion_tokens.inc(i.completion_tokens)
 
     # -- other events -------------------------------------------------------
     def upstream_retry(self, track: str, variant: str, reason: str) -> None:

@@ -1,0 +1,129 @@
+"""``tara triggers check``: every trigger, its value against its threshold, and what fires.
+
+Prints a rich table (or JSON with ``--json``) and the ``tara finetune
+prepare`` commands the firing triggers would run; it starts nothing and
+writes no state. Window stats come from Redis when the settings use it;
+otherwise (a separate process has no in-memory window store) per-track
+latency is summed from the interaction log. Exit codes: 0 checked (whether
+or not anything fired), 1 telemetry or state could not be read, 2 bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import shlex
+import sys
+
+from redis.exceptions import RedisError
+from rich.console import Console
+from rich.table import Table
+
+from tara.finetune.prepare_cli import parse_time
+from tara.settings import Settings
+from tara.triggers.check import CheckReport, Verdict, iso, run_check
+from tara.triggers.state import StateError
+
+_STYLE = {"fired": "bold red", "ok": "green", "insufficient": "dim"}
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if math.isinf(value):
+        return "+∞"
+    if value == int(value) and abs(value) >= 10:
+        return f"{int(value):,}"
+    return f"{value:.3g}"
+
+
+def _outcome(verdict: Verdict) -> str:
+    outcome = verdict.result.outcome
+    text = {"fired": "FIRES", "ok": "no", "insufficient": "not enough data"}[outcome]
+    if verdict.cooling_down:
+        text = "fired, cooling down"
+    return f"[{_STYLE[outcome]}]{text}[/]"
+
+
+def _evidence(verdict: Verdict) -> str:
+    parts = []
+    for name, value in verdict.result.evidence.items():
+        if name == "since" and isinstance(value, int | float):
+            value = iso(value)
+        parts.append(f"{name}={value}")
+    return ", ".join(parts)
+
+
+def render(report: CheckReport, console: Console) -> None:
+    """The report as a rich table plus the runs that would start."""
+    table = Table(title=f"Fine-tuning triggers as of {iso(report.at)}")
+    for column in ("trigger", "scope", "value", "threshold", "fires?", "evidence"):
+        table.add_column(column, overflow="fold")
+    for v in report.verdicts:
+        r = v.result
+        table.add_row(
+            r.name,
+            r.scope.key,
+            _number(r.value),
+            f"{r.op} {_number(r.threshold)}",
+            _outcome(v),
+            _evidence(v),
+        )
+    console.print(table)
+    runs = report.runs()
+    if not runs:
+        console.print(f"{len(report.fired)} fired; no fine-tuning run would start.")
+        return
+    console.print(f"{len(report.fired)} fired; would run (not started):")
+    for args in runs:
+        console.print(f"  {shlex.join(args)}", markup=False)
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+async def _check(settings: Settings, now: float | None, since: float | None) -> CheckReport:
+    if not settings.use_redis or settings.redis_url is None:
+        return await run_check(settings, now=now, volume_since=since)
+    import redis.asyncio as aioredis
+
+    from tara.telemetry.window_redis import RedisWindowStore
+
+    client = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        windows = RedisWindowStore(
+            client, namespace=settings.redis_namespace, settings=settings.stats
+        )
+        return await run_check(settings, now=now, volume_since=since, windows=windows)
+    finally:
+        await client.aclose()
+
+
+def check_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``tara triggers check [--json] [--since T] [--at T]``."""
+    try:
+        since = parse_time(args.since) if args.since else None
+        now = parse_time(args.at) if args.at else None
+    except ValueError as exc:
+        print(f"tara triggers check: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(_check(settings, now, since))
+    except (StateError, OSError, ValueError, RedisError) as exc:
+        print(f"tara triggers check: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(_json_safe(report.as_json()), indent=2))
+    else:
+        render(report, Console(file=sys.stdout, highlight=False))
+    return 0
