@@ -209,6 +209,8 @@ async def _prepare_start_status_evaluate(
     [entry] = read_registry(state)
     assert (entry["model"], entry["stable"]) == (candidate, "tara-stable")
     assert entry["dataset_sha256"] == report["dataset"]["sha256"]
+    # The registered candidate joins its fine-tuning run by the same dataset hash.
+    assert entry["dataset_sha256"] == status["run"]["dataset_hash"]
     json_path, md_path = report_paths(dataset, candidate)
     assert json.loads(json_path.read_text()) == report
     assert candidate in md_path.read_text()

@@ -39,6 +39,7 @@ from tara.finetune.scoring import (
     predicted_satisfaction,
     token_f1,
 )
+from tara.finetune.train import training_hash
 
 JUDGE_MAX_TOKENS = 300
 
@@ -119,12 +120,10 @@ def load_test_set(
 
 
 def dataset_hash(dataset_dir: Path) -> str:
-    """SHA-256 over the manifest's file hashes (or of ``test.jsonl`` without a manifest)."""
+    """The training hash of ``finetune start`` (or SHA-256 of ``test.jsonl`` without a manifest)."""
     try:
         manifest = orjson.loads((dataset_dir / "manifest.json").read_bytes())
-        files = manifest["files"]
-        joined = "\n".join(f"{name}:{files[name]['sha256']}" for name in sorted(files))
-        return hashlib.sha256(joined.encode()).hexdigest()
+        return training_hash(manifest["files"])
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
         return hashlib.sha256((dataset_dir / "test.jsonl").read_bytes()).hexdigest()
 

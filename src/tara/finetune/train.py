@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +49,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def training_hash(files: Mapping[str, Any]) -> str:
+    """The dataset's identity for training: SHA-256 over the trained files' manifest hashes.
+
+    Runs (``runs.json``, job metadata) and evaluated candidates
+    (``candidates.json``) both carry it, so a candidate joins its run.
+    """
+    key = "".join(f"{name}:{files[name]['sha256']}\n" for name in UPLOADED)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def load_dataset(directory: Path) -> Dataset:
     """Read ``manifest.json`` and check the files; ValueError saying what is wrong."""
     try:
@@ -68,11 +78,10 @@ def load_dataset(directory: Path) -> Dataset:
     if recorded["train.jsonl"].get("examples", 0) == 0:
         msg = f"{directory}/train.jsonl holds no examples"
         raise ValueError(msg)
-    key = "".join(f"{name}:{recorded[name]['sha256']}\n" for name in UPLOADED)
     has_validation = recorded["validation.jsonl"].get("examples", 0) > 0
     return Dataset(
         directory=directory,
-        hash=hashlib.sha256(key.encode()).hexdigest(),
+        hash=training_hash(recorded),
         train=directory / "train.jsonl",
         validation=directory / "validation.jsonl" if has_validation else None,
     )
