@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +36,7 @@ from tara.sandbox.config import (
 from tara.sandbox.plan import request_digest, request_rng
 from tara.serving import running_server
 from tara.telemetry.interactions import Interaction
+from waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -103,21 +103,6 @@ async def stack(
         gateway = build_gateway(settings, routing_store=store, sinks=[sink])
         async with running_server(gateway) as base:
             yield Stack(gateway, f"{base}/v1", up, sink)
-
-
-async def eventually(check: Callable[[], Any], what: str, bound: float = 5.0) -> None:
-    """Poll an async or sync check until it is true (fails after ``bound`` seconds)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + bound
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def post(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import open_log
 from tara.telemetry.pipeline import Telemetry
 from tcp_relay import TcpRelay
+from waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +126,17 @@ def settings_with(upstream: str, database_url: str, **overrides: Any) -> Setting
     )
 
 
+def shared_settings(upstream: str, dsn: str, schema: str, namespace: str) -> Settings:
+    """Replicas sharing the real Redis (``namespace``) and PostgreSQL (``schema``)."""
+    return settings_with(
+        upstream,
+        dsn,
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_namespace=namespace,
+        telemetry={"pg_schema": schema},
+    )
+
+
 async def ask(
     client: httpx.AsyncClient,
     student: str | None = "student-42",
@@ -159,14 +171,6 @@ def streamed_text(response: httpx.Response) -> str:
     return "".join(parts)
 
 
-async def eventually(check: Callable[[], Any], bound: float = 10.0) -> None:
-    """Poll ``check`` until it returns truthy (fails after ``bound`` seconds)."""
-    deadline = time.monotonic() + bound
-    while not await check():
-        assert time.monotonic() < deadline, "condition never became true"
-        await asyncio.sleep(0.02)
-
-
 async def save_canary(client: aioredis.Redis, namespace: str) -> None:
     store = RedisRoutingStore(client, namespace)
     assert await store.save_table(canary_table(CANARY, 10_000), 0)
@@ -181,13 +185,7 @@ async def test_rating_joins_the_answer_and_replaces_itself_everywhere(
     dsn, schema = pg_schema
     await save_canary(redis_client, namespace)
     async with sandbox() as upstream:
-        settings = settings_with(
-            upstream,
-            dsn,
-            redis_url="redis://127.0.0.1:6379/0",
-            redis_namespace=namespace,
-            telemetry={"pg_schema": schema},
-        )
+        settings = shared_settings(upstream, dsn, schema, namespace)
         async with replica(settings) as (gateway, client):
             answer = await ask(client, stream=True)
             rid = answer.headers["x-tara-request-id"]
@@ -234,13 +232,7 @@ async def test_rating_sent_to_another_replica_lands_on_the_right_variant(
     dsn, schema = pg_schema
     await save_canary(redis_client, namespace)
     async with sandbox() as upstream:
-        settings = settings_with(
-            upstream,
-            dsn,
-            redis_url="redis://127.0.0.1:6379/0",
-            redis_namespace=namespace,
-            telemetry={"pg_schema": schema},
-        )
+        settings = shared_settings(upstream, dsn, schema, namespace)
         async with replica(settings) as (gw_a, a), replica(settings) as (gw_b, b):
             served = await ask(a)
             stable_served = await ask(a, student=None)  # no student id: stable

@@ -19,6 +19,7 @@ from tara.sandbox import running_sandbox
 from tara.sandbox.config import Errors, Latency, ModelBehaviour, default_config, zero_latency
 from tara.serving import running_server
 from tara.telemetry.metrics import MetricsRecorder
+from waiting import eventually
 
 ZERO = Latency(ttft_median_ms=0, ttft_sigma=0, token_delay_ms=0)
 HANG = ModelBehaviour(latency=ZERO, errors=Errors(rate=1.0, kinds={"hang": 1.0}))
@@ -40,14 +41,6 @@ async def hanging_gateway(
         gateway = build_gateway(settings, sinks=[sink], registry=registry)
         async with running_server(gateway) as url:
             yield url, sink, registry
-
-
-async def until(check: Any, what: str) -> None:
-    for _ in range(250):
-        if check():
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_request_ids_are_32_hex_digits_and_distinct() -> None:
@@ -113,13 +106,13 @@ async def test_in_flight_counts_a_hanging_request_and_a_disconnect_cancels_it() 
                     headers=AUTH,
                 )
             )
-            await until(
+            await eventually(
                 lambda: registry.get_sample_value("tara_requests_in_flight") == 1, "in flight"
             )
             request.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await request
-        await until(lambda: sink.records, "the record")
+        await eventually(lambda: sink.records, "the record")
         assert registry.get_sample_value("tara_requests_in_flight") == 0
     [record] = sink.records
     assert record.status == 499

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,6 +17,7 @@ from tara.rollout.store_redis import RedisRoutingStore
 from tara.rollout.table_cache import RoutingCache
 from tara.serving import free_port
 from tcp_relay import REDIS_URL, RedisProxy
+from waiting import eventually
 
 CONFIGURED = {"tara-tutor": "tara-stable", "tara-quiz": "quiz-stable"}
 LOGGER = "tara.rollout.table_cache"
@@ -30,21 +31,6 @@ def table(version: int, weight_bp: int = 1000) -> RoutingTable:
 def expected(version: int, weight_bp: int = 1000) -> RoutingTable:
     """What a cache serves for ``table(version)``: the configured quiz track merged in."""
     return table(version, weight_bp).with_defaults(CONFIGURED)
-
-
-async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float = 5.0) -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds (a bound, not a measurement)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            pytest.fail(f"condition not met within {within} s")
-        await asyncio.sleep(0.02)
 
 
 def records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from tara.telemetry.log_postgres import PostgresInteractionLog
 from tara.telemetry.log_sqlite import SqliteInteractionLog
 from tara.telemetry.log_writer import InteractionLogWriter, backoff, drop_reporter
 from tcp_relay import TcpRelay
+from waiting import eventually
 
 T0 = 1_700_000_000.0
 
@@ -45,14 +45,6 @@ def make(n: int, **changes: object) -> Interaction:
 
 async def stored(log: InteractionLog) -> list[Interaction]:
     return [ix async for ix in log.iter_interactions()]
-
-
-async def eventually(condition: Callable[[], bool], limit: float = 20.0) -> None:
-    """Wait until ``condition`` holds (the limit only stops a broken test hanging)."""
-    async with asyncio.timeout(limit):
-        # Polling is fine here: the condition is a counter of a background task.
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -227,7 +219,7 @@ async def test_sqlite_outage_is_retried_then_writing_resumes(
     with sqlite_write_lock(sqlite_log.path):
         for n in range(20):
             writer.record(make(n))  # the request path keeps going during the outage
-        await eventually(lambda: writer.stats.failed_attempts >= 3)
+        await eventually(lambda: writer.stats.failed_attempts >= 3, "failed attempts", within=20)
         assert await stored(sqlite_log) == []
     await writer.flush()
     assert len(await stored(sqlite_log)) == 20
@@ -271,7 +263,7 @@ async def test_shutdown_timeout_counts_what_was_never_written(
     with sqlite_write_lock(sqlite_log.path):
         for n in range(10):
             writer.record(make(n))
-        await eventually(lambda: writer.stats.failed_attempts >= 1)
+        await eventually(lambda: writer.stats.failed_attempts >= 1, "a failed attempt", within=20)
         await writer.aclose(timeout=0.2)
     assert drops.calls == [("shutdown_timeout", 10)]
 
@@ -307,7 +299,7 @@ async def test_postgres_outage_is_retried_then_writing_resumes(
         await proxy.stop()  # the database goes away, pooled connection and all
         for n in range(2, 12):
             writer.record(make(n))
-        await eventually(lambda: writer.stats.failed_attempts >= 3)
+        await eventually(lambda: writer.stats.failed_attempts >= 3, "failed attempts", within=20)
         await proxy.start()  # and comes back on the same address
         await writer.flush()
         assert [ix.request_id for ix in await stored(direct)] == [

@@ -114,7 +114,7 @@ class MetricsRecorder:
         )
         self.user_retries = Counter(
             "tara_user_retries_total",
-            "Requests the app marked as a student retrying a question.",
+            "Students asking again: X-Tara-Retry, or the same question repeated.",
             ["track", "variant", "subject", "language"],
             registry=r,
         )
@@ -270,13 +270,20 @@ class MetricsRecorder:
         if i.error_class is not None:
             self.request_errors.labels(i.track, i.variant, i.error_class).inc()
         if i.user_retry:
-            self.user_retries.labels(i.track, i.variant, subject, language).inc()
+            self.user_retry(i)
         if i.prompt_tokens:
             prompt_tokens.inc(i.prompt_tokens)
         if i.completion_tokens:
             completion_tokens.inc(i.completion_tokens)
 
     # -- other events -------------------------------------------------------
+    def user_retry(self, interaction: Interaction) -> None:
+        """The student asked again (a regenerate tap, or the same question detected later)."""
+        i = interaction
+        self.user_retries.labels(
+            i.track, i.variant, self.subject_label(i.subject), self.language_label(i.language)
+        ).inc()
+
     def upstream_retry(self, track: str, variant: str, reason: str) -> None:
         """One upstream attempt failed before the first byte and will be retried."""
         self.upstream_retries.labels(track, variant, reason).inc()
