@@ -51,6 +51,9 @@ class ServerSettings(_Section):
     """Largest request body accepted; larger ones get 413 without being read."""
     shutdown_timeout: float = Field(10.0, ge=0)
     """Seconds to drain in-flight requests after SIGTERM before cancelling them."""
+    disconnect_watch_after: float = Field(0.02, gt=0)
+    """Seconds into a request before the gateway watches for the client leaving; an
+    abandoned upstream call runs at most this much longer (a timer is cheaper than a task)."""
 
 
 class AuthSettings(_Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,9 +45,26 @@ async def hanging_gateway(
 
 
 def test_request_ids_are_32_hex_digits_and_distinct() -> None:
-    ids = {new_request_id() for _ in range(1000)}
-    assert len(ids) == 1000
+    # Several read-ahead batches (1,024 ids each), so refills are covered.
+    ids = {new_request_id() for _ in range(5000)}
+    assert len(ids) == 5000
     assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+
+
+def test_a_forked_child_draws_its_own_random_ids() -> None:
+    new_request_id()  # the parent has bytes read ahead now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.write(write, new_request_id()[12:].encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    parent = new_request_id()[12:]
+    assert len(child) == len(parent) == 20
+    assert child != parent
 
 
 def test_in_flight_gauge_reads_the_plain_count() -> None:
@@ -74,7 +92,7 @@ async def test_watch_stopped_early_never_reads_receive() -> None:
         return {"type": "http.disconnect"}
 
     exchange: Any = _Finished()
-    watch = DisconnectWatch(receive, exchange, delay=0.05)
+    watch = DisconnectWatch(receive, exchange, asyncio.get_running_loop(), delay=0.05)
     watch.stop()
     await asyncio.sleep(0.1)
     assert calls == 0
@@ -86,7 +104,7 @@ async def test_watch_cancels_the_request_once_it_starts() -> None:
         return {"type": "http.disconnect"}
 
     exchange: Any = _Finished()
-    watch = DisconnectWatch(receive, exchange, delay=0.01)
+    watch = DisconnectWatch(receive, exchange, asyncio.get_running_loop(), delay=0.01)
     with pytest.raises(asyncio.CancelledError):
         await asyncio.sleep(5)
     assert watch.disconnected

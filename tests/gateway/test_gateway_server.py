@@ -100,3 +100,15 @@ async def test_serve_process_drains_a_stream_on_sigterm() -> None:
     assert "gateway stopping" in stderr
     assert "using the built-in development admin key" in stderr
     assert UPSTREAM_KEY not in stderr
+
+
+def test_servers_freeze_the_start_up_heap_and_collect_young_objects_less_often() -> None:
+    # In a fresh interpreter: the settings are process-wide.
+    code = (
+        "import gc; from tara.serving import GC_YOUNG_THRESHOLD, tune_gc"
+        "; default = gc.get_threshold(); tune_gc(); young, middle, old = gc.get_threshold()"
+        "; assert young == GC_YOUNG_THRESHOLD > default[0], young"
+        "; assert (middle, old) == default[1:]"
+        "; assert gc.get_freeze_count() > 1000, gc.get_freeze_count()"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

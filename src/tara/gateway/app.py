@@ -109,6 +109,7 @@ class Gateway:
         """
         for warning in warn_about_defaults(self.settings):
             log.warning("%s", warning)
+        self.chat.loop = asyncio.get_running_loop()
         async with contextlib.AsyncExitStack() as stack:
             await self.upstream.start()
             stack.push_async_callback(self.upstream.close)
