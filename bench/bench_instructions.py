@@ -1,0 +1,223 @@
+"""CPU cost per request that a shared machine cannot blur: instructions and system calls.
+
+``bench_gateway.py`` measures CPU seconds, which on a shared 2-core VM move by
+±20% from one run to the next, more than most changes being judged. This
+script counts instead, for the pass-through proxy and the gateway:
+
+- **instructions per request** (valgrind's callgrind, every thread of the
+  server, counted only while the measured requests run and one telemetry
+  flush completes): the same code on the same input gives the same count
+  within ~1%, whatever else the machine does;
+- with ``--syscalls``, **system calls per request** (``strace -f -c``, two
+  runs of different length, so start-up cancels out): what instruction
+  counts miss, such as threads trading the GIL (futex) or a system call
+  per request for randomness or the running loop.
+
+Targets and traffic are those of ``bench_gateway.py`` (Redis routing table
+with a 10% canary, the whole telemetry pipeline) at 32 concurrent requests.
+Under valgrind a request takes tens of milliseconds, so the gateway's
+disconnect watcher (a timer for the first 20 ms) is set to start after 5 s
+here; at full speed almost no request lives long enough to start it.
+
+Run: ``.venv/bin/python bench/bench_instructions.py [--syscalls]`` (needs
+valgrind, strace for ``--syscalls``, Redis, and PostgreSQL for the
+``pg log`` row when ``--pg`` names it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_gateway import TRACK, drop_namespace, seed_table
+from loadgen import QUESTIONS, question_bodies, run_load
+from procs import ROOT, TARA, child, wait_http
+from tara.serving import free_port
+
+WARM_UP = 300
+"""Requests before counting starts (connections, caches, lazily built state)."""
+
+
+@dataclass
+class Target:
+    """A server to measure: its command and environment for a given port."""
+
+    name: str
+    command: Callable[[int, str], list[str]]
+    env: dict[str, str]
+    model: str
+    key: str
+    ready_path: str
+
+
+def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[Target]:
+    """The pass-through and the gateway variants."""
+    gateway_env = {
+        "TARA_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "TARA_REDIS_NAMESPACE": namespace,
+        "TARA_UPSTREAM__BASE_URL": upstream,
+        "TARA_TRACKS": json.dumps({TRACK: {"stable_model": "bench-fast"}}),
+        "TARA_LOG_LEVEL": "WARNING",
+        "TARA_SERVER__DISCONNECT_WATCH_AFTER": "5",
+        "TARA_TELEMETRY__SQLITE_PATH": str(data / "interactions.db"),
+    }
+
+    def gateway(port: int, _upstream: str) -> list[str]:
+        return [TARA, "serve", "--port", str(port)]
+
+    def passthrough(port: int, upstream: str) -> list[str]:
+        script = str(ROOT / "bench" / "passthrough.py")
+        return [sys.executable, script, "--port", str(port), "--upstream", upstream]
+
+    found = [
+        Target("pass-through (aiohttp)", passthrough, {}, "bench-fast", "x", "/"),
+        Target("gateway, SQLite log", gateway, gateway_env, TRACK, "sk-tara-dev", "/readyz"),
+    ]
+    if pg:
+        pg_env = {**gateway_env, "TARA_DATABASE_URL": pg}
+        found.append(
+            Target("gateway, PostgreSQL log", gateway, pg_env, TRACK, "sk-tara-dev", "/readyz")
+        )
+    log_off = {**gateway_env, "TARA_TELEMETRY__CAPTURE": "off"}
+    found.append(Target("gateway, log off", gateway, log_off, TRACK, "sk-tara-dev", "/readyz"))
+    return found
+
+
+async def drive(url: str, model: str, key: str, count: int) -> int:
+    """``count`` requests at 32 concurrent; returns how many were not 200."""
+    bodies = question_bodies(model, stream=False)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+
+    def hdr(i: int) -> dict[str, str]:
+        student = {"X-Tara-User": f"student-{i % 5000}"}
+        return {**headers, **student, "X-Tara-Subject": "math", "X-Tara-Language": "hi"}
+
+    result = await run_load(url, lambda i: bodies[i % QUESTIONS], hdr, concurrency=32, count=count)
+    return sum(n for status, n in result.statuses.items() if status != 200)
+
+
+def run_under(
+    wrapper: list[str], target: Target, upstream: str, count: int, counting: tuple[str, str] | None
+) -> None:
+    """Run ``target`` under ``wrapper``, warm it up, drive ``count`` requests, stop it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*wrapper, *target.command(port, upstream)],
+        env={**os.environ, **target.env},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    try:
+        wait_http(f"http://127.0.0.1:{port}{target.ready_path}", timeout=300)
+        asyncio.run(drive(url, target.model, target.key, WARM_UP))
+        time.sleep(1.5)  # the warm-up's telemetry is flushed before counting starts
+        if counting:
+            subprocess.run(["callgrind_control", counting[0], str(proc.pid)], check=True)
+        bad = asyncio.run(drive(url, target.model, target.key, count))
+        time.sleep(1.5)  # one telemetry flush of what was measured
+        if counting:
+            subprocess.run(["callgrind_control", counting[1], str(proc.pid)], check=True)
+            subprocess.run(["callgrind_control", "--dump", str(proc.pid)], check=True)
+        if bad:
+            msg = f"{target.name}: {bad} requests failed"
+            raise RuntimeError(msg)
+    finally:
+        # valgrind runs the server in its own process; strace would detach and
+        # leave it running, so the server itself (strace's child) is told to stop.
+        if wrapper[0] == "strace":
+            subprocess.run(["pkill", "-TERM", "-P", str(proc.pid)], check=False)
+        else:
+            proc.terminate()
+        proc.wait(timeout=120)
+
+
+def instructions(target: Target, upstream: str, count: int, work: Path) -> float:
+    """Instructions per request, counted by callgrind."""
+    out = work / f"callgrind.{uuid.uuid4().hex[:6]}"
+    wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    run_under(wrapper, target, upstream, count, ("--instr=on", "--instr=off"))
+    total = 0
+    for dump in work.glob(f"{out.name}*"):
+        for line in dump.read_text(errors="replace").splitlines():
+            if line.startswith(("summary:", "totals:")):
+                total = max(total, int(line.split()[1]))
+    return total / count
+
+
+def syscalls(
+    target: Target, upstream: str, counts: tuple[int, int], work: Path
+) -> dict[str, float]:
+    """System calls per request by name: the difference of two runs of different length."""
+    tallies = []
+    for count in counts:
+        out = work / f"strace.{uuid.uuid4().hex[:6]}"
+        run_under(["strace", "-f", "-c", "-o", str(out)], target, upstream, count, None)
+        tally: dict[str, int] = {}
+        for line in out.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 5 and re.fullmatch(r"[\d.]+", fields[0]) and fields[-1] != "total":
+                tally[fields[-1]] = int(fields[3])
+        tallies.append(tally)
+    short, long = tallies
+    n = counts[1] - counts[0]
+    per = {name: (long.get(name, 0) - short.get(name, 0)) / n for name in long}
+    return {name: v for name, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.05}
+
+
+def main() -> int:
+    """Count and print a Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=2000, help="measured requests (2,000)")
+    parser.add_argument("--syscalls", action="store_true", help="also count system calls")
+    parser.add_argument("--pg", default=None, help="PostgreSQL URL for a 'PostgreSQL log' row")
+    args = parser.parse_args()
+
+    sb_port = free_port()
+    upstream = f"http://127.0.0.1:{sb_port}/v1"
+    namespace = f"tara-bench-{uuid.uuid4().hex[:8]}"
+    models = str(ROOT / "bench" / "sandbox-models.toml")
+    sandbox = [TARA, "sandbox", "--port", str(sb_port), "--seed", "1", "--models", models]
+    asyncio.run(seed_table(namespace))
+    lines = ["| target | instructions/request | vs pass-through |", "|---|---|---|"]
+    calls: list[str] = []
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="tara-instr-") as tmp,
+            child(sandbox, f"{upstream}/models"),
+        ):
+            work = Path(tmp)
+            base = 0.0
+            for target in targets(upstream, work, args.pg, namespace):
+                per_request = instructions(target, upstream, args.requests, work)
+                base = base or per_request
+                lines.append(f"| {target.name} | {per_request:,.0f} | {per_request / base:.2f}x |")
+                print(lines[-1], flush=True)
+                if args.syscalls:
+                    per = syscalls(target, upstream, (1000, 1000 + args.requests), work)
+                    shown = ", ".join(f"{name} {v:.2f}" for name, v in per.items())
+                    calls.append(f"- {target.name}: {shown}")
+    finally:
+        asyncio.run(drop_namespace(namespace))
+    print("\n".join(lines))
+    if calls:
+        print("\nSystem calls per request:\n" + "\n".join(calls))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
