@@ -20,7 +20,12 @@ from tara.telemetry.request_index import (
     MemoryRequestIndex,
     RequestIndex,
 )
-from tara.telemetry.request_index_redis import PUBLISH_CHUNK, RedisRequestIndex
+from tara.telemetry.request_index_redis import (
+    PUBLISH_CHUNK,
+    RedisRequestIndex,
+    held_entry,
+    held_form,
+)
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_recorder import WindowRecorder
 from tara.telemetry.window_redis import RedisWindowStore
@@ -337,3 +342,16 @@ async def test_the_local_cache_keeps_the_most_recent_ids(
     assert list(index._recent) == ["b", "c"]
     assert await index.lookup("a") is not None  # read back from Redis, now the newest
     assert list(index._recent) == ["c", "a"]
+
+
+def test_the_local_copy_is_compact_and_shares_repeated_strings() -> None:
+    # Equal strings from separate requests (as parsed bodies give them) become one object.
+    first = make_ix("r1", track="".join(["tara-", "tutor"]), subject="".join(["ma", "th"]))
+    second = make_ix("r2", track="".join(["tara-", "tut", "or"]), subject="".join(["m", "ath"]))
+    assert first.track is not second.track
+    held_1, held_2 = held_form(first), held_form(second)
+    assert held_1[1] is held_2[1]  # track
+    assert held_1[5] is held_2[5]  # subject
+    assert held_entry("r1", held_1) == IndexedRequest.from_interaction(first)
+    no_context = make_ix("r3", subject=None, language=None, student_hash=None)
+    assert held_entry("r3", held_form(no_context)) == IndexedRequest.from_interaction(no_context)
