@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import sqlite3
@@ -88,6 +89,24 @@ async def test_records_are_written_in_batches(sqlite_log: SqliteInteractionLog) 
     assert await sqlite_log.get("req-000099") == make(99)
     await writer.aclose(timeout=5)
     assert not writer.stats.dropped
+
+
+async def test_a_full_batch_wakes_the_writer_and_a_partial_one_waits_for_the_interval(
+    sqlite_log: SqliteInteractionLog,
+) -> None:
+    writer = InteractionLogWriter(sqlite_log, batch_size=10, flush_interval=3600)
+    writer.start()
+    for n in range(10):
+        writer.record(make(n))
+    await eventually(lambda: writer.stats.written == 10, "a full batch written at once")
+    writer.record(make(10))
+    await asyncio.sleep(0.2)
+    assert (writer.stats.written, writer.queued) == (10, 1)  # waiting for company
+    await writer.flush()  # a flush does not wait for the interval
+    assert writer.stats.written == 11
+    await writer.flush()  # nothing queued: returns at once
+    await writer.aclose(timeout=5)
+    assert len(await stored(sqlite_log)) == 11
 
 
 async def test_close_flushes_everything_queued(sqlite_log: SqliteInteractionLog) -> None:
