@@ -27,6 +27,7 @@ import json
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,13 +61,20 @@ async def measure(name: str, url: str, model: str, pid: int, auth: str, quick: b
     """Run the three load shapes against one target."""
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {auth}"}
 
-    def hdr(i: int) -> dict[str, str]:
-        return {
-            **headers,
-            "X-Tara-User": f"student-{i % 5000}",
-            "X-Tara-Subject": "math",
-            "X-Tara-Language": "hi",
-        }
+    def students(phase: str) -> Callable[[int], dict[str, str]]:
+        # Students new to each phase and round: nobody repeats a question of an
+        # earlier run, which the gateway would rightly count as a user retry.
+        prefix = f"{phase}-{uuid.uuid4().hex[:8]}"
+
+        def hdr(i: int) -> dict[str, str]:
+            return {
+                **headers,
+                "X-Tara-User": f"student-{prefix}-{i % 5000}",
+                "X-Tara-Subject": "math",
+                "X-Tara-Language": "hi",
+            }
+
+        return hdr
 
     plain_bodies = question_bodies(model, stream=False)
     streamed_bodies = question_bodies(model, stream=True)
@@ -79,12 +87,14 @@ async def measure(name: str, url: str, model: str, pid: int, auth: str, quick: b
 
     n1, n_stream, dur = (200, 100, 2.0) if quick else (3000, 1000, 15.0)
 
-    await run_load(url, plain, hdr, concurrency=8, count=200)  # warm-up
-    one = await run_load(url, plain, hdr, concurrency=1, count=n1)
+    await run_load(url, plain, students("warm"), concurrency=8, count=200)
+    one = await run_load(url, plain, students("one"), concurrency=1, count=n1)
     cpu0 = cpu_seconds(pid)
-    many = await run_load(url, plain, hdr, concurrency=32, duration=dur)
+    many = await run_load(url, plain, students("many"), concurrency=32, duration=dur)
     cpu = cpu_seconds(pid) - cpu0
-    st = await run_load(url, streamed, hdr, concurrency=1, count=n_stream, stream=True)
+    st = await run_load(
+        url, streamed, students("stream"), concurrency=1, count=n_stream, stream=True
+    )
     bad = sum(n for s, n in (one.statuses + many.statuses + st.statuses).items() if s != 200)
     return Row(
         target=name,

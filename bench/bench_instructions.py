@@ -7,7 +7,7 @@ script counts instead, for the pass-through proxy and the gateway:
 - **instructions per request** (valgrind's callgrind, every thread of the
   server, counted only while the measured requests run and one telemetry
   flush completes): the same code on the same input gives the same count
-  within ~1%, whatever else the machine does;
+  within ~2% (batch sizes follow timing), whatever else the machine does;
 - with ``--syscalls``, **system calls per request** (``strace -f -c``, two
   runs of different length, so start-up cancels out): what instruction
   counts miss, such as threads trading the GIL (futex) or a system call
@@ -70,7 +70,7 @@ def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[T
         "TARA_REDIS_NAMESPACE": namespace,
         "TARA_UPSTREAM__BASE_URL": upstream,
         "TARA_TRACKS": json.dumps({TRACK: {"stable_model": "bench-fast"}}),
-        "TARA_LOG_LEVEL": "WARNING",
+        "TARA_LOG_LEVEL": "INFO",
         "TARA_SERVER__DISCONNECT_WATCH_AFTER": "5",
         "TARA_TELEMETRY__SQLITE_PATH": str(data / "interactions.db"),
     }
@@ -100,9 +100,12 @@ async def drive(url: str, model: str, key: str, count: int) -> int:
     """``count`` requests at 32 concurrent; returns how many were not 200."""
     bodies = question_bodies(model, stream=False)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    # New students on every call: a question repeated from an earlier run would
+    # rightly count as a user retry, which costs the gateway more than a new one.
+    prefix = uuid.uuid4().hex[:8]
 
     def hdr(i: int) -> dict[str, str]:
-        student = {"X-Tara-User": f"student-{i % 5000}"}
+        student = {"X-Tara-User": f"student-{prefix}-{i % 5000}"}
         return {**headers, **student, "X-Tara-Subject": "math", "X-Tara-Language": "hi"}
 
     result = await run_load(url, lambda i: bodies[i % QUESTIONS], hdr, concurrency=32, count=count)
@@ -110,17 +113,26 @@ async def drive(url: str, model: str, key: str, count: int) -> int:
 
 
 def run_under(
-    wrapper: list[str], target: Target, upstream: str, count: int, counting: tuple[str, str] | None
+    wrapper: list[str],
+    target: Target,
+    upstream: str,
+    count: int,
+    counting: tuple[str, str] | None,
+    log: Path,
 ) -> None:
-    """Run ``target`` under ``wrapper``, warm it up, drive ``count`` requests, stop it."""
+    """Run ``target`` under ``wrapper``, warm it up, drive ``count`` requests, stop it.
+
+    The server's output goes to ``log``; its tail is shown if it fails to stop.
+    """
     port = free_port()
-    proc = subprocess.Popen(
-        [*wrapper, *target.command(port, upstream)],
-        env={**os.environ, **target.env},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [*wrapper, *target.command(port, upstream)],
+            env={**os.environ, **target.env},
+            cwd=ROOT,
+            stdout=out,
+            stderr=out,
+        )
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     try:
         wait_http(f"http://127.0.0.1:{port}{target.ready_path}", timeout=300)
@@ -143,14 +155,22 @@ def run_under(
             subprocess.run(["pkill", "-TERM", "-P", str(proc.pid)], check=False)
         else:
             proc.terminate()
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)
+            proc.kill()
+            tail = log.read_text(errors="replace").splitlines()[-20:]
+            msg = f"{target.name} did not stop within 120 s of SIGTERM; its log ends:\n"
+            raise RuntimeError(msg + "\n".join(tail)) from None
 
 
 def instructions(target: Target, upstream: str, count: int, work: Path) -> float:
     """Instructions per request, counted by callgrind."""
     out = work / f"callgrind.{uuid.uuid4().hex[:6]}"
     wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-    run_under(wrapper, target, upstream, count, ("--instr=on", "--instr=off"))
+    log = work / f"server-{out.name}.log"
+    run_under(wrapper, target, upstream, count, ("--instr=on", "--instr=off"), log)
     total = 0
     for dump in work.glob(f"{out.name}*"):
         for line in dump.read_text(errors="replace").splitlines():
@@ -166,7 +186,8 @@ def syscalls(
     tallies = []
     for count in counts:
         out = work / f"strace.{uuid.uuid4().hex[:6]}"
-        run_under(["strace", "-f", "-c", "-o", str(out)], target, upstream, count, None)
+        log = work / f"server-{out.name}.log"
+        run_under(["strace", "-f", "-c", "-o", str(out)], target, upstream, count, None, log)
         tally: dict[str, int] = {}
         for line in out.read_text().splitlines():
             fields = line.split()
