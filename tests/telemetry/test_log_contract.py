@@ -124,7 +124,6 @@ async def test_write_is_an_idempotent_upsert(store: InteractionLog) -> None:
 async def test_a_large_batch_is_written_whole_with_a_rewrite_among_it(
     store: InteractionLog,
 ) -> None:
-    # 600 rows: several full multi-row statements and a tail of mixed sizes in SQLite.
     await store.write_batch([make(3, answer="first")])
     batch = [make(n, answer=f"answer {n}") for n in range(600)]
     await store.write_batch(batch)
@@ -283,17 +282,6 @@ async def test_migrate_is_idempotent_and_keeps_data(
         assert await again.get("req-000001") == make(1)
     finally:
         await again.aclose()
-
-
-@pytest.mark.parametrize("total", [0, 1, 5, 255, 256, 600, 1000])
-def test_sqlite_statements_cover_every_row_once_with_few_distinct_sizes(total: int) -> None:
-    from tara.telemetry.log_sqlite import ROWS_PER_STATEMENT, statement_sizes
-
-    sizes = statement_sizes(total)
-    covered = [i for start, count in sizes for i in range(start, start + count)]
-    assert covered == list(range(total))
-    assert all(count & (count - 1) == 0 for _, count in sizes)  # powers of two
-    assert all(count <= ROWS_PER_STATEMENT for _, count in sizes)
 
 
 @pytest.mark.parametrize("where", [where for where, _ in FILTERS])

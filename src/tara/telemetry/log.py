@@ -144,12 +144,10 @@ def latest_per_request(interactions: Iterable[Interaction]) -> list[Interaction]
     return list({ix.request_id: ix for ix in interactions}.values())
 
 
-def upsert_sql(values: str, rows: int = 1) -> str:
-    """``INSERT ... ON CONFLICT`` for ``rows`` interactions, in SQL both dialects accept.
+def upsert_sql(values: str) -> str:
+    """``INSERT ... ON CONFLICT`` for one interaction, in SQL both dialects accept.
 
-    ``values`` renders the parameters of :data:`COLUMNS` (the same text for
-    every row: positional ``?`` placeholders, so only SQLite can take more
-    than one row). Request columns are
+    ``values`` renders the parameters of :data:`COLUMNS`. Request columns are
     overwritten (a placeholder left by early feedback becomes a real row);
     feedback columns keep what is stored unless the record carries newer feedback.
     """
@@ -166,8 +164,7 @@ def upsert_sql(values: str, rows: int = 1) -> str:
         else:
             sets.append(f"{name} = excluded.{name}")
     # Identifiers come from constants only; values are always parameters.
-    tuples = ", ".join([f"({values})"] * rows)
-    insert = f"INSERT INTO interactions ({', '.join(COLUMNS)}) VALUES {tuples}"  # noqa: S608
+    insert = f"INSERT INTO interactions ({', '.join(COLUMNS)}) VALUES ({values})"  # noqa: S608
     return f"{insert} ON CONFLICT (request_id) DO UPDATE SET {', '.join(sets)}"
 
 

@@ -42,15 +42,7 @@ CHECKPOINT_PAGES = 10_000
 
 # Identifiers in SQL text come from constants only; values are always parameters.
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM interactions"  # noqa: S608
-_PLACEHOLDERS = ", ".join("?" for _ in COLUMNS)
-ROWS_PER_STATEMENT = 256
-"""Most rows one ``INSERT`` carries (256 x 26 parameters, well under SQLite's 32,766).
-
-sqlite3 lets go of the GIL around every statement step. With one statement
-per row (``executemany``) the writer thread and the event loop traded the
-GIL for every row written: ~2.6 futex calls and thread switches per request,
-which cost the gateway more CPU than the writes themselves. A multi-row
-statement is one step, so the trade happens once per 256 rows."""
+_UPSERT = upsert_sql(", ".join("?" for _ in COLUMNS))
 _FEEDBACK = """
 INSERT INTO interactions (request_id, recorded, created_at, track, segment, variant, model,
                           status, rating, tags, relevance, comment, rated_at)
@@ -60,29 +52,6 @@ ON CONFLICT (request_id) DO UPDATE SET
     comment = excluded.comment, rated_at = excluded.rated_at
 RETURNING recorded
 """
-
-
-@functools.cache
-def _upsert(rows: int) -> str:
-    return upsert_sql(_PLACEHOLDERS, rows)
-
-
-def statement_sizes(total: int) -> list[tuple[int, int]]:
-    """``(start, count)`` of the statements that write ``total`` rows.
-
-    Full statements of :data:`ROWS_PER_STATEMENT` rows, then the rest in
-    powers of two: at most nine distinct statement texts ever, so sqlite3's
-    statement cache keeps them all prepared.
-    """
-    sizes = []
-    start = 0
-    step = ROWS_PER_STATEMENT
-    while start < total:
-        while step > total - start:
-            step //= 2
-        sizes.append((start, step))
-        start += step
-    return sizes
 
 
 def scan_index(where: InteractionFilter) -> str:
@@ -218,9 +187,7 @@ class SqliteInteractionLog:
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         db = self._db()
         with _transaction(db):
-            for start, count in statement_sizes(len(rows)):
-                params = [value for row in rows[start : start + count] for value in row]
-                db.execute(_upsert(count), params)
+            db.executemany(_UPSERT, rows)
 
     def _feedback(self, params: tuple[Any, ...]) -> bool:
         db = self._db()
