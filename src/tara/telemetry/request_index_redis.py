@@ -211,7 +211,7 @@ class RedisRequestIndex:
         self._capacity = settings.index_cache_size
         self._clock = clock
         self._prefix = keys.key(namespace, keys.INTERACTIONS, "")
-        # Recent ids, oldest first: published rows, or entries read back from
+        # Recent ids, oldest first: published requests (held forms), or entries read back from
         # Redis or rated here. Plain dicts: insertion order is the LRU order.
         self._recent: dict[str, Held | IndexedRequest] = {}
         self._queue: dict[str, Interaction] = {}
