@@ -34,7 +34,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gateway import drop_namespace
-from loadgen import QUESTIONS, chat_body, question_bodies, run_load
+from loadgen import QUESTIONS, chat_body, new_students, question_bodies, run_load
 from procs import ROOT, TARA, child, cpu_seconds
 from tara.serving import free_port
 
@@ -53,28 +53,14 @@ class Sample:
     """Non-200 responses by status."""
 
 
-def chat_headers(i: int, students: str = "") -> dict[str, str]:
-    """Headers of request ``i``: 5,000 students of the group ``students``, maths in Hindi."""
-    return {
-        "Content-Type": "application/json",
-        "Authorization": f"Bearer {KEY}",
-        "X-Tara-User": f"student-{students}{i % 5000}",
-        "X-Tara-Subject": "math",
-        "X-Tara-Language": "hi",
-    }
-
-
 async def chat_load(base: str, pid: int, duration: float) -> Sample:
     """Non-streamed chat at 32 concurrent for ``duration`` seconds."""
     bodies = question_bodies(TRACK, stream=False)
-    # New students for every run: a question repeated from an earlier run would
-    # rightly count as a user retry, which costs the gateway more than a new one.
-    students = f"{uuid.uuid4().hex[:8]}-"
     cpu0 = cpu_seconds(pid)
     res = await run_load(
         f"{base}{CHAT}",
         lambda i: bodies[i % QUESTIONS],
-        lambda i: chat_headers(i, students),
+        new_students(KEY),
         concurrency=32,
         duration=duration,
     )
@@ -87,10 +73,11 @@ async def answer_ids(base: str, count: int) -> list[str]:
     """Serve ``count`` answers and return their request ids."""
     ids: list[str] = []
     body = chat_body(TRACK, stream=False)
+    headers = new_students(KEY)
     async with aiohttp.ClientSession() as session:
 
         async def one(i: int) -> None:
-            async with session.post(f"{base}{CHAT}", data=body, headers=chat_headers(i)) as r:
+            async with session.post(f"{base}{CHAT}", data=body, headers=headers(i)) as r:
                 await r.read()
                 ids.append(r.headers["x-tara-request-id"])
 

@@ -27,7 +27,6 @@ import json
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from loadgen import QUESTIONS, question_bodies, run_load
+from loadgen import QUESTIONS, new_students, question_bodies, run_load
 from procs import ROOT, TARA, child, cpu_seconds, peak_rss_mb
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
 from tara.rollout.store_redis import RedisRoutingStore
@@ -59,23 +58,6 @@ class Row:
 
 async def measure(name: str, url: str, model: str, pid: int, auth: str, quick: bool) -> Row:
     """Run the three load shapes against one target."""
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {auth}"}
-
-    def students(phase: str) -> Callable[[int], dict[str, str]]:
-        # Students new to each phase and round: nobody repeats a question of an
-        # earlier run, which the gateway would rightly count as a user retry.
-        prefix = f"{phase}-{uuid.uuid4().hex[:8]}"
-
-        def hdr(i: int) -> dict[str, str]:
-            return {
-                **headers,
-                "X-Tara-User": f"student-{prefix}-{i % 5000}",
-                "X-Tara-Subject": "math",
-                "X-Tara-Language": "hi",
-            }
-
-        return hdr
-
     plain_bodies = question_bodies(model, stream=False)
     streamed_bodies = question_bodies(model, stream=True)
 
@@ -87,13 +69,13 @@ async def measure(name: str, url: str, model: str, pid: int, auth: str, quick: b
 
     n1, n_stream, dur = (200, 100, 2.0) if quick else (3000, 1000, 15.0)
 
-    await run_load(url, plain, students("warm"), concurrency=8, count=200)
-    one = await run_load(url, plain, students("one"), concurrency=1, count=n1)
+    await run_load(url, plain, new_students(auth), concurrency=8, count=200)
+    one = await run_load(url, plain, new_students(auth), concurrency=1, count=n1)
     cpu0 = cpu_seconds(pid)
-    many = await run_load(url, plain, students("many"), concurrency=32, duration=dur)
+    many = await run_load(url, plain, new_students(auth), concurrency=32, duration=dur)
     cpu = cpu_seconds(pid) - cpu0
     st = await run_load(
-        url, streamed, students("stream"), concurrency=1, count=n_stream, stream=True
+        url, streamed, new_students(auth), concurrency=1, count=n_stream, stream=True
     )
     bad = sum(n for s, n in (one.statuses + many.statuses + st.statuses).items() if s != 200)
     return Row(
@@ -118,6 +100,18 @@ def best(rows: list[Row]) -> Row:
         cpu_us_per_req=min(r.cpu_us_per_req for r in rows),
         errors=sum(r.errors for r in rows),
     )
+
+
+def gateway_env(upstream: str, namespace: str, sqlite_path: Path) -> dict[str, str]:
+    """Environment of a benchmarked ``tara serve``: Redis state, the track, a log file."""
+    return {
+        "TARA_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "TARA_REDIS_NAMESPACE": namespace,
+        "TARA_UPSTREAM__BASE_URL": upstream,
+        "TARA_TRACKS": json.dumps({TRACK: {"stable_model": "bench-fast"}}),
+        "TARA_TELEMETRY__SQLITE_PATH": str(sqlite_path),
+        "TARA_LOG_LEVEL": "WARNING",
+    }
 
 
 async def seed_table(namespace: str) -> None:
@@ -175,14 +169,7 @@ def main() -> int:
     upstream = f"http://127.0.0.1:{sb_port}/v1"
     namespace = f"tara-bench-{uuid.uuid4().hex[:8]}"
     data_dir = tempfile.TemporaryDirectory(prefix="tara-bench-")
-    gw_env = {
-        "TARA_REDIS_URL": "redis://127.0.0.1:6379/0",
-        "TARA_REDIS_NAMESPACE": namespace,
-        "TARA_UPSTREAM__BASE_URL": upstream,
-        "TARA_TRACKS": json.dumps({TRACK: {"stable_model": "bench-fast"}}),
-        "TARA_TELEMETRY__SQLITE_PATH": str(Path(data_dir.name) / "interactions.db"),
-        "TARA_LOG_LEVEL": "WARNING",
-    }
+    gw_env = gateway_env(upstream, namespace, Path(data_dir.name) / "interactions.db")
     asyncio.run(seed_table(namespace))
     models = str(ROOT / "bench" / "sandbox-models.toml")
     sandbox = [TARA, "sandbox", "--port", str(sb_port), "--seed", "1", "--models", models]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import subprocess
@@ -42,8 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import TRACK, drop_namespace, seed_table
-from loadgen import QUESTIONS, question_bodies, run_load
+from bench_gateway import TRACK, drop_namespace, gateway_env, seed_table
+from loadgen import QUESTIONS, new_students, question_bodies, run_load
 from procs import ROOT, TARA, child, wait_http
 from tara.serving import free_port
 
@@ -65,14 +64,10 @@ class Target:
 
 def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[Target]:
     """The pass-through and the gateway variants."""
-    gateway_env = {
-        "TARA_REDIS_URL": "redis://127.0.0.1:6379/0",
-        "TARA_REDIS_NAMESPACE": namespace,
-        "TARA_UPSTREAM__BASE_URL": upstream,
-        "TARA_TRACKS": json.dumps({TRACK: {"stable_model": "bench-fast"}}),
-        "TARA_LOG_LEVEL": "INFO",
+    env = {
+        **gateway_env(upstream, namespace, data / "interactions.db"),
+        "TARA_LOG_LEVEL": "INFO",  # kept in the server's log file
         "TARA_SERVER__DISCONNECT_WATCH_AFTER": "5",
-        "TARA_TELEMETRY__SQLITE_PATH": str(data / "interactions.db"),
     }
 
     def gateway(port: int, _upstream: str) -> list[str]:
@@ -84,14 +79,14 @@ def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[T
 
     found = [
         Target("pass-through (aiohttp)", passthrough, {}, "bench-fast", "x", "/"),
-        Target("gateway, SQLite log", gateway, gateway_env, TRACK, "sk-tara-dev", "/readyz"),
+        Target("gateway, SQLite log", gateway, env, TRACK, "sk-tara-dev", "/readyz"),
     ]
     if pg:
-        pg_env = {**gateway_env, "TARA_DATABASE_URL": pg}
+        pg_env = {**env, "TARA_DATABASE_URL": pg}
         found.append(
             Target("gateway, PostgreSQL log", gateway, pg_env, TRACK, "sk-tara-dev", "/readyz")
         )
-    log_off = {**gateway_env, "TARA_TELEMETRY__CAPTURE": "off"}
+    log_off = {**env, "TARA_TELEMETRY__CAPTURE": "off"}
     found.append(Target("gateway, log off", gateway, log_off, TRACK, "sk-tara-dev", "/readyz"))
     return found
 
@@ -99,16 +94,9 @@ def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[T
 async def drive(url: str, model: str, key: str, count: int) -> int:
     """``count`` requests at 32 concurrent; returns how many were not 200."""
     bodies = question_bodies(model, stream=False)
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-    # New students on every call: a question repeated from an earlier run would
-    # rightly count as a user retry, which costs the gateway more than a new one.
-    prefix = uuid.uuid4().hex[:8]
-
-    def hdr(i: int) -> dict[str, str]:
-        student = {"X-Tara-User": f"student-{prefix}-{i % 5000}"}
-        return {**headers, **student, "X-Tara-Subject": "math", "X-Tara-Language": "hi"}
-
-    result = await run_load(url, lambda i: bodies[i % QUESTIONS], hdr, concurrency=32, count=count)
+    result = await run_load(
+        url, lambda i: bodies[i % QUESTIONS], new_students(key), concurrency=32, count=count
+    )
     return sum(n for status, n in result.statuses.items() if status != 200)
 
 

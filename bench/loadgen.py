@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,27 @@ class LoadResult:
 QUESTIONS = 997
 """Distinct questions in the benchmarks' traffic (prime, so with 5,000 students
 no student asks the same question twice within a run: no false user retries)."""
+
+
+def new_students(key: str) -> Callable[[int], dict[str, str]]:
+    """Headers of request ``i`` for 5,000 students nobody has seen yet, maths in Hindi.
+
+    Each call draws new students: a question repeated from an earlier run
+    would rightly count as a user retry, which costs the gateway more than a
+    new question, and would make later runs look more expensive.
+    """
+    base = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    group = uuid.uuid4().hex[:8]
+
+    def headers(i: int) -> dict[str, str]:
+        return {
+            **base,
+            "X-Tara-User": f"student-{group}-{i % 5000}",
+            "X-Tara-Subject": "math",
+            "X-Tara-Language": "hi",
+        }
+
+    return headers
 
 
 def question_bodies(model: str, stream: bool) -> list[bytes]:

@@ -5,8 +5,10 @@ run the :class:`~tara.gateway.exchange.Exchange`, hand its records to the
 sinks. Nothing here awaits Redis or a database. A watcher on ``receive``
 notices a client that goes away and cancels the exchange, so an upstream
 that hangs or streams on is cut off. The watcher is a task only for requests
-that outlive :data:`WATCH_AFTER`: most answers are done sooner, and a timer is
-far cheaper than a task that must be cancelled again.
+that outlive ``server.disconnect_watch_after`` (20 ms): most answers are done
+sooner, and a timer is far cheaper than a task that must be cancelled again.
+A client that leaves earlier is noticed then, so an abandoned upstream call
+runs at most that much longer than it would with a watcher from the start.
 """
 
 from __future__ import annotations
@@ -34,13 +36,6 @@ from tara.telemetry.metrics import MetricsRecorder
 log = logging.getLogger(__name__)
 
 _ALLOW = [(b"allow", b"POST")]
-
-WATCH_AFTER = 0.02
-"""Default seconds into a request before a task starts watching for the client going away
-(``server.disconnect_watch_after``).
-
-A client that leaves earlier is noticed then, so an abandoned upstream call
-runs at most this much longer than it would with a watcher from the start."""
 
 
 class _RandomHex:
@@ -104,7 +99,7 @@ class DisconnectWatch:
         receive: Receive,
         exchange: Exchange,
         loop: asyncio.AbstractEventLoop,
-        delay: float = WATCH_AFTER,
+        delay: float,
     ) -> None:
         task = asyncio.current_task(loop)
         assert task is not None

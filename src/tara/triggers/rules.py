@@ -106,14 +106,20 @@ def data_volume(
     )
 
 
+def _mean_below(
+    name: str, scope: Scope, mean: float | None, limit: float, what: str, n: int, min_n: int
+) -> TriggerResult:
+    """Fires when ``mean`` is under ``limit``, once ``n`` of ``what`` reach ``min_n``."""
+    enough = n >= min_n
+    fired = enough and mean is not None and mean < limit
+    return TriggerResult(name, fired, scope, mean, limit, "<", {what: n}, enough)
+
+
 def low_rating(scope: Scope, stats: WindowStats, cfg: TriggerSettings) -> TriggerResult:
     """Average rating in the period below ``max_rating_mean``."""
-    n = stats.rating_count
-    mean = stats.rating_mean
-    enough = n >= cfg.min_ratings
-    fired = enough and mean is not None and mean < cfg.max_rating_mean
-    return TriggerResult(
-        LOW_RATING, fired, scope, mean, cfg.max_rating_mean, "<", {"ratings": n}, enough
+    mean, limit = stats.rating_mean, cfg.max_rating_mean
+    return _mean_below(
+        LOW_RATING, scope, mean, limit, "ratings", stats.rating_count, cfg.min_ratings
     )
 
 
@@ -174,13 +180,8 @@ def cultural_complaints(
 
 def low_relevance(scope: Scope, stats: WindowStats, cfg: TriggerSettings) -> TriggerResult:
     """Mean reported relevance in the period below ``min_relevance``."""
-    n = stats.relevance_count
-    mean = stats.relevance_mean
-    enough = n >= cfg.min_relevance_reports
-    fired = enough and mean is not None and mean < cfg.min_relevance
-    return TriggerResult(
-        LOW_RELEVANCE, fired, scope, mean, cfg.min_relevance, "<", {"reports": n}, enough
-    )
+    mean, limit, n = stats.relevance_mean, cfg.min_relevance, stats.relevance_count
+    return _mean_below(LOW_RELEVANCE, scope, mean, limit, "reports", n, cfg.min_relevance_reports)
 
 
 def latency_degraded(
