@@ -56,12 +56,28 @@ def test_delta_of_an_answered_request() -> None:
         f"ttft:{latency_bucket(0.2)}": 1,
         "tok_in": 30,
         "tok_out": 70,
+        "stu:s1": 1,
     }
 
 
 def test_delta_of_a_failed_flagged_retry_has_no_latency() -> None:
     ix = make_ix(error_class="timeout", status=504, completion_tokens=None, user_retry=True)
-    assert interaction_delta(ix) == {"req": 1, "err:timeout": 1, "tok_in": 30, "uretry": 1}
+    assert interaction_delta(ix) == {
+        "req": 1, "err:timeout": 1, "tok_in": 30, "uretry": 1, "stu:s1": 1,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "who"),
+    [
+        ({}, {"stu:s1": 1}),
+        ({"student_hash": None}, {"anon": 1}),
+        ({"variant": "stable", "fallback": True}, {"fb": 1}),
+    ],
+)
+def test_delta_names_the_student_or_says_why_not(changes: dict[str, Any], who: dict[str, int]) -> None:
+    delta = interaction_delta(make_ix(**changes))
+    assert {k: v for k, v in delta.items() if k in ("anon", "fb") or k.startswith("stu:")} == who
 
 
 @pytest.mark.parametrize(

@@ -105,6 +105,27 @@ async def test_long_reads_combine_rollups_with_fine_edges(store: WindowStore, ho
     assert (await store.read(*STABLE, hour, hour + HOUR)).requests == 1_100
 
 
+async def test_distinct_students_are_a_union_over_buckets(store: WindowStore, hour: int) -> None:
+    """A student asking in many buckets counts once; the counters never see the names."""
+    many = {f"stu:{i:064x}": 1 for i in range(600)}  # past the memory sketch's exact range
+    await store.add(
+        {
+            at(CANARY, hour): {"req": 3, "stu:a": 1, "stu:b": 1},
+            at(CANARY, hour + 10): {"req": 2, "stu:b": 1, "stu:c": 1},
+            at(CANARY, hour + HOUR): {"req": 600, **many},
+            at(STABLE, hour): {"req": 1, "anon": 1},
+        }
+    )
+    both = await store.read(*CANARY, hour, hour + 20)
+    assert (both.requests, both.students) == (5, 3)
+    assert (await store.read(*CANARY, hour + 10, hour + 20)).students == 2
+    assert (await store.read(*CANARY, hour + 5, hour + 5)).students == 0
+    wide = await store.read(*CANARY, hour, hour + 2 * HOUR)
+    assert wide.students == pytest.approx(603, rel=0.02)  # a sketch: 0.81% standard error
+    stable = await store.read(*STABLE, hour, hour + 20)
+    assert (stable.students, stable.unidentified) == (0, 1)
+
+
 async def test_expired_fine_edges_are_read_at_rollup_resolution(make_store: StoreFactory) -> None:
     store = make_store(TelemetryStatsSettings(fine_retention_seconds=HOUR))
     old = bucket_start(time.time(), HOUR) - 5 * HOUR

@@ -2,6 +2,8 @@
 
 Same layout and expiry rules as the Redis store, so the contract tests hold
 for both; expired buckets are swept at most once a minute during writes.
+The students a delta names (``stu:`` fields) go to a
+:class:`~tara.telemetry.windows.StudentSketch` per bucket, not to the counters.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from tara.telemetry.window_store import (
     WindowLayout,
     merge_fields,
 )
-from tara.telemetry.windows import WindowStats
+from tara.telemetry.windows import STUDENT_FIELD, StudentSketch, WindowStats
 
 _SWEEP_EVERY = 60.0
 
@@ -35,7 +37,7 @@ class MemoryWindowStore:
     ) -> None:
         self._layout = WindowLayout.from_settings(settings or TelemetryStatsSettings())
         self._clock = clock
-        self._buckets: dict[_Bucket, tuple[float, dict[str, float]]] = {}
+        self._buckets: dict[_Bucket, tuple[float, dict[str, float], StudentSketch]] = {}
         self._swept = clock()
 
     @property
@@ -47,13 +49,17 @@ class MemoryWindowStore:
         """Add field increments to their fine and rollup buckets."""
         now = self._clock()
         for key, fields in deltas.items():
+            counters = {k: v for k, v in fields.items() if not k.startswith(STUDENT_FIELD)}
+            students = [k for k in fields if k.startswith(STUDENT_FIELD)]
             for tier, start, expires in self._layout.targets(key.bucket_start, now):
                 bucket = (tier, key.series, start)
                 entry = self._buckets.get(bucket)
                 if entry is None or entry[0] <= now:
-                    entry = (expires, {})
+                    entry = (expires, {}, StudentSketch())
                     self._buckets[bucket] = entry
-                merge_fields(entry[1], fields)
+                merge_fields(entry[1], counters)
+                for name in students:
+                    entry[2].add(name)
         if now - self._swept >= _SWEEP_EVERY:
             self._sweep(now)
 
@@ -74,14 +80,16 @@ class MemoryWindowStore:
         """Nothing to release."""
 
     def _read(self, series: Series, t0: float, t1: float, now: float) -> WindowStats:
-        stats = WindowStats()
+        stats, students = WindowStats(), StudentSketch()
         for tier, start in self._layout.plan(t0, t1, now):
             entry = self._buckets.get((tier, series, start))
             if entry is not None and entry[0] > now:
                 stats.add_fields(entry[1])
+                students.merge(entry[2])
+        stats.students = students.count()
         return stats
 
     def _sweep(self, now: float) -> None:
         self._swept = now
-        for bucket in [b for b, (expires, _) in self._buckets.items() if expires <= now]:
+        for bucket in [b for b, (expires, *_) in self._buckets.items() if expires <= now]:
             del self._buckets[bucket]

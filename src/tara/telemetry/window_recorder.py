@@ -10,6 +10,11 @@ batch is merged back and retried on the next flush; the map is bounded by
 Feedback and user retries are filed under the bucket of the request they
 concern, however late they arrive, so they count for the right variant and
 window. The deltas themselves are pure functions.
+
+Each request also names its student (``stu:<hash>``, for the distinct-student
+counts of the sample-ratio checks), or counts as ``anon`` without one; a stable
+answer to a failed canary request counts as ``fb`` and names no student, so
+the canary student it served is not counted as a stable one.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from tara.telemetry.interactions import Interaction
 from tara.telemetry.request_index import Feedback
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_store import WindowKey, WindowStore, bucket_start, merge_fields
-from tara.telemetry.windows import LATENCY_BOUNDS
+from tara.telemetry.windows import LATENCY_BOUNDS, STUDENT_FIELD
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +56,15 @@ def add_interaction(into: dict[str, float], ix: Interaction) -> None:
             lat_sum = into.get("lat_sum", 0) + ix.latency_s
         if ix.ttft_s is not None:
             ttft = _TTFT[bisect_left(LATENCY_BOUNDS, ix.ttft_s)]
+    student = None if ix.student_hash is None else STUDENT_FIELD + ix.student_hash
     get = into.get
     into["req"] = get("req", 0) + 1
+    if ix.fallback:
+        into["fb"] = get("fb", 0) + 1
+    elif student is None:
+        into["anon"] = get("anon", 0) + 1
+    else:
+        into[student] = 1
     if ix.error_class:
         name = f"err:{ix.error_class}"
         into[name] = get(name, 0) + 1

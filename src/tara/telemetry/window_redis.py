@@ -6,6 +6,10 @@ flush is one ``MULTI``/``EXEC`` pipeline of ``HINCRBY``/``HINCRBYFLOAT`` per
 field plus an ``EXPIREAT`` per bucket: one round trip, and all-or-nothing, so
 a flush that failed can be retried without counting twice. Expiry is absolute
 (bucket end + retention), so repeating it on every write moves nothing.
+
+The students a delta names (``stu:`` fields) go to a HyperLogLog beside each
+hash (``PFADD`` to ``...:{start}:u``, idempotent like the rest); a read's
+distinct students are one ``PFCOUNT`` over the buckets it sums.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from redis.asyncio.client import Pipeline
 from tara import keys
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_store import Deltas, Series, Tier, WindowLayout
-from tara.telemetry.windows import WindowStats
+from tara.telemetry.windows import STUDENT_FIELD, WindowStats
 
 FLOAT_FIELDS = frozenset({"lat_sum", "rel_sum"})
 """Fields that hold sums of fractions; every other field counts whole things."""
@@ -30,6 +34,11 @@ def bucket_key(namespace: str, tier: Tier, series: Series, start: int) -> str:
     """Redis key of one bucket."""
     suffix = str(start) if tier == "f" else f"r{start}"
     return keys.key(namespace, keys.WINDOWS, *series, suffix)
+
+
+def students_key(namespace: str, tier: Tier, series: Series, start: int) -> str:
+    """Redis key of one bucket's HyperLogLog of students."""
+    return bucket_key(namespace, tier, series, start) + ":u"
 
 
 def _text(value: bytes | str) -> str:
@@ -65,10 +74,16 @@ class RedisWindowStore:
         pipe = self._client.pipeline(transaction=True)
         queued = False
         for key, fields in deltas.items():
+            students = [k[len(STUDENT_FIELD) :] for k in fields if k.startswith(STUDENT_FIELD)]
             for tier, start, expires in self._layout.targets(key.bucket_start, now):
                 name = bucket_key(self._namespace, tier, key.series, start)
                 queued |= _queue_increments(pipe, name, fields)
                 pipe.expireat(name, int(expires) + 1)
+                if students:
+                    sketch = students_key(self._namespace, tier, key.series, start)
+                    pipe.pfadd(sketch, *students)
+                    pipe.expireat(sketch, int(expires) + 1)
+                    queued = True
         if queued:  # an unexecuted pipeline never took a connection
             await pipe.execute()
 
@@ -89,12 +104,17 @@ class RedisWindowStore:
         for s in wanted:
             for tier, start in plan:
                 pipe.hgetall(bucket_key(self._namespace, tier, s, start))
-        replies: list[dict[Any, Any]] = await pipe.execute() if wanted and plan else []
+            if plan:
+                pipe.pfcount(*(students_key(self._namespace, tier, s, start) for tier, start in plan))
+        replies: list[Any] = await pipe.execute() if wanted and plan else []
         out: dict[Series, WindowStats] = {}
+        step = len(plan) + 1
         for i, s in enumerate(wanted):
-            stats = WindowStats()
-            for reply in replies[i * len(plan) : (i + 1) * len(plan)]:
+            stats = WindowStats(students=0)
+            for reply in replies[i * step : i * step + len(plan)]:
                 stats.add_fields({_text(k): float(v) for k, v in reply.items()})
+            if plan:
+                stats.students = int(replies[i * step + len(plan)])
             out[s] = stats
         return out
 
@@ -105,7 +125,7 @@ class RedisWindowStore:
 def _queue_increments(pipe: Pipeline, name: str, fields: Mapping[str, float]) -> bool:
     queued = False
     for field, value in fields.items():
-        if not value:
+        if not value or field.startswith(STUDENT_FIELD):
             continue
         if field in FLOAT_FIELDS or not float(value).is_integer():
             pipe.hincrbyfloat(name, field, float(value))
