@@ -29,19 +29,40 @@ class StageSettings(BaseModel):
     """Canary ratings needed in the stage before it may pass."""
     intensive: bool = False
     """Analyse at ``intensive_interval`` instead of ``interval``."""
+    fail_confidence: float | None = Field(None, gt=0.5, lt=1)
+    """Confidence needed to roll back in this stage (default: ``rollout.fail_confidence``).
+
+    Each stage tests afresh, so the stages' ``1 - fail_confidence`` add up to the
+    chance of rolling back a canary that sits exactly at a limit."""
 
 
 def _default_stages() -> list[StageSettings]:
     return [
+        # The first stage is where a bad canary should be caught, on a few hundred
+        # requests: it rolls back on less confidence than the later, larger stages
+        # (docs/statistics.md has the trade-off this buys).
         StageSettings(
             percent=10,
             duration=timedelta(days=3),
             min_requests=1000,
             min_ratings=200,
             intensive=True,
+            fail_confidence=0.775,
         ),
-        StageSettings(percent=25, duration=timedelta(days=4), min_requests=2000, min_ratings=400),
-        StageSettings(percent=50, duration=timedelta(days=7), min_requests=4000, min_ratings=800),
+        StageSettings(
+            percent=25,
+            duration=timedelta(days=4),
+            min_requests=2000,
+            min_ratings=400,
+            fail_confidence=0.99,
+        ),
+        StageSettings(
+            percent=50,
+            duration=timedelta(days=7),
+            min_requests=4000,
+            min_ratings=800,
+            fail_confidence=0.99,
+        ),
     ]
 
 
@@ -70,9 +91,21 @@ class RolloutSettings(BaseModel):
     """The latency quantile compared (p95)."""
 
     fail_confidence: float = Field(0.95, gt=0.5, lt=1)
-    """Confidence needed to roll back (anytime-valid, however often the controller looks)."""
+    """Confidence needed to roll back in a stage that sets none of its own: a canary exactly
+    at a limit is rolled back in at most ``1 - fail_confidence`` of stages, however often
+    the controller looks."""
     pass_confidence: float = Field(0.95, gt=0.5, lt=1)
     """Confidence needed that the canary is within every limit before a stage passes."""
+    srm_confidence: float = Field(0.999, gt=0.5, lt=1)
+    """Confidence needed to call a sample ratio mismatch (and pause the rollout)."""
+    srm_tolerance: float = Field(0.1, ge=0, lt=1)
+    """Relative drift of the canary's share of students or requests from its weight that is
+    never called a mismatch (a 10% weight may read 9% to 11%): it absorbs the distinct-count
+    sketch's error and routing changes still propagating when a stage begins."""
+    rating_rate_confidence: float = Field(0.999, gt=0.5, lt=1)
+    """Confidence needed to flag canary students rating at a different rate than stable's."""
+    rating_rate_tolerance: float = Field(0.2, ge=0, lt=1)
+    """Relative difference of the two rating rates (ratings per answer) never flagged."""
     max_consecutive_errors: int = Field(3, ge=1)
     """Unreadable stats this many looks in a row pause the rollout and alert; never roll back."""
     stall_factor: float = Field(3.0, ge=1)
@@ -85,9 +118,8 @@ class RolloutSettings(BaseModel):
     rating_variance_floor: float = Field(0.25, gt=0)
     """Lower bound on a rating variance estimate, so a run of identical ratings is no proof."""
     rating_mixture_scale: float = Field(0.2, gt=0)
-    """Spread (rating points) of the mixture SPRT's prior; most sensitive near this effect."""
-    rate_prior_strength: float = Field(20.0, gt=0)
-    """Pseudo-observations of the beta prior of the rate tests (mean at the limit)."""
+    """Effect size (rating points beyond the limit) the rating test is most sensitive to; its
+    mixture spreads from a quarter to four times this."""
 
     # -- the controller process (tara controller) ---------------------------
     tick_interval: timedelta = timedelta(seconds=5)

@@ -6,9 +6,17 @@ stats for the rollout's segment since the current stage began. What it does:
 * ``ERROR`` (stats unreadable): count it; after ``max_consecutive_errors`` in
   a row pause and alert. Never roll back on errors — a metrics outage is not
   a bad model (the Flagger mistake).
+* Sample ratio mismatch (the canary's share of students or requests is off
+  its weight): pause and alert with the numbers, and decide nothing on that
+  data — no rollback, no promotion — until an operator resumes (then the
+  mismatch is known and the stage goes on) or rolls back.
+* Rating rates that differ: flag the rollout once (a recorded ``flag``
+  decision and an alert); the flag travels with every later promotion and the
+  success report, and promotion still waits for the stage's configured
+  evidence. It never stops a rollback.
 * ``FAIL``: roll back at once, even when paused (a paused canary still
   serves students).
-* ``INCONCLUSIVE``: hold.
+* ``INCONCLUSIVE``: hold (an outage hitting both variants lands here).
 * ``PASS``: advance once the stage's minimum time, requests and ratings are
   reached; after the last stage the canary becomes stable, with a report.
 """
@@ -16,13 +24,19 @@ stats for the rollout's segment since the current stage began. What it does:
 from __future__ import annotations
 
 from tara.rollout.actions import Action, Alert
-from tara.rollout.analysis import Analysis, Outcome, StatsInput, analyse
+from tara.rollout.analysis import Analysis, Measurement, Outcome, StatsInput, analyse
 from tara.rollout.config import RolloutSettings
 from tara.rollout.model import TERMINAL, Decision, Phase, Rollout, Transition, advance, rollback
 from tara.rollout.model import pause as pause_rollout
 from tara.rollout.model import start as start_rollout
 from tara.rollout.report import compare, success_report
+from tara.rollout.stats_source import STAGE_ENTRIES
 from tara.telemetry.windows import WindowStats
+
+MISMATCH = "sample ratio mismatch"
+"""How the reason of a pause for a sample ratio mismatch begins."""
+FLAG = "flag"
+"""The decision that flags a rollout (recorded once; see :func:`flags`)."""
 
 
 def _hold(rollout: Rollout, now: float, reason: str, analysis: Analysis) -> Transition:
@@ -43,6 +57,46 @@ def _on_error(rollout: Rollout, now: float, analysis: Analysis, cfg: RolloutSett
     return paused, [*actions, Alert(rollout.id, f"rollout {rollout.id} paused: {why}")]
 
 
+def flags(rollout: Rollout) -> list[str]:
+    """Why the rollout is flagged (the reasons of its ``flag`` decisions), oldest first."""
+    return [d.reason for d in rollout.history if d.decision == FLAG]
+
+
+def _mismatch_known(rollout: Rollout) -> bool:
+    """Whether an operator resumed the rollout after a mismatch pause in this stage."""
+    resumed = False
+    for d in reversed(rollout.history):
+        if d.decision in STAGE_ENTRIES:
+            return False
+        if d.decision == "resume":
+            resumed = True
+        elif d.decision == "pause" and d.reason.startswith(MISMATCH) and resumed:
+            return True
+    return False
+
+
+def _mismatch(rollout: Rollout, now: float, srm: Measurement, analysis: Analysis) -> Transition:
+    """Pause (or stay paused) without deciding anything on data routed wrongly."""
+    why = f"{srm.reason}; no decision on this data until an operator resumes or rolls back"
+    if rollout.phase is not Phase.PROGRESSING:
+        return _hold(rollout, now, f"paused; {why}", analysis)
+    paused, actions = pause_rollout(
+        rollout, now, actor="controller", reason=why, evidence={"sample_ratio": srm.to_dict()}
+    )
+    stage = rollout.stage_index + 1
+    alert = Alert(rollout.id, f"rollout {rollout.id} paused in stage {stage}: {why}")
+    return paused, [*actions, alert]
+
+
+def _flag(rollout: Rollout, now: float, parity: Measurement) -> Transition:
+    """Record the rating-rate flag once, and say so."""
+    reason = f"{parity.reason}; promotion waits for the configured evidence"
+    new = rollout.decided(
+        Decision(now, FLAG, reason, {"rating_rate": parity.to_dict()}), consecutive_errors=0
+    )
+    return new, [Alert(rollout.id, f"rollout {rollout.id} flagged: {reason}")]
+
+
 def _gate(rollout: Rollout, canary: WindowStats, now: float) -> str | None:
     """What the current stage still waits for, or ``None`` when it may pass."""
     stage = rollout.stage
@@ -54,7 +108,10 @@ def _gate(rollout: Rollout, canary: WindowStats, now: float) -> str | None:
         missing.append(f"canary requests {canary.requests} of {stage.min_requests}")
     if canary.rating_count < stage.min_ratings:
         missing.append(f"canary ratings {canary.rating_count} of {stage.min_ratings}")
-    return "waiting for " + ", ".join(missing) if missing else None
+    if not missing:
+        return None
+    flagged = " (flagged: rating rates differ)" if flags(rollout) else ""
+    return "waiting for " + ", ".join(missing) + flagged
 
 
 def _stalled(
@@ -85,17 +142,35 @@ def step(
         return rollout, []
     if rollout.phase is Phase.PENDING:
         return start_rollout(rollout, now)
-    analysis = analyse(canary, stable, cfg)
+    analysis = analyse(canary, stable, cfg, rollout.stage)
     if (
         analysis.outcome is Outcome.ERROR
         or not isinstance(canary, WindowStats)
         or not isinstance(stable, WindowStats)
     ):
         return _on_error(rollout, now, analysis, cfg)
+    srm = analysis.guard("sample_ratio")
+    if srm is not None and not _mismatch_known(rollout):
+        return _mismatch(rollout, now, srm, analysis)
+    said: list[Action] = []
+    parity = analysis.guard("rating_rate")
+    if parity is not None and not flags(rollout):
+        rollout, said = _flag(rollout, now, parity)
+    rollout, actions = _verdict(rollout, canary, stable, cfg, now, analysis)
+    return rollout, [*said, *actions]
+
+
+def _verdict(
+    rollout: Rollout,
+    canary: WindowStats,
+    stable: WindowStats,
+    cfg: RolloutSettings,
+    now: float,
+    analysis: Analysis,
+) -> Transition:
     if analysis.outcome is Outcome.FAIL:
         evidence = {"analysis": analysis.to_dict(), "comparison": compare(canary, stable)}
-        new, actions = rollback(rollout, now, "controller", analysis.reason, evidence)
-        return new, actions
+        return rollback(rollout, now, "controller", analysis.reason, evidence)
     if rollout.phase is Phase.PAUSED:
         return _hold(rollout, now, f"paused; {analysis.reason}", analysis)
     if analysis.outcome is Outcome.INCONCLUSIVE:
@@ -104,10 +179,14 @@ def step(
     if waiting is not None:
         return _stalled(rollout, now, waiting, analysis, cfg)
     comparison = compare(canary, stable)
+    flagged = flags(rollout)
     evidence = {"analysis": analysis.to_dict(), "comparison": comparison}
+    if flagged:
+        evidence["flags"] = flagged
     last = rollout.stage_index >= rollout.plan.last_index
     if last:
         reason = "canary passed every stage; it is now stable\n" + success_report(comparison)
+        reason += "".join(f"\nflag: {f}" for f in flagged)
     else:
         reason = f"stage {rollout.stage_index + 1} passed"
     return advance(rollout, Decision(now, "succeed" if last else "advance", reason, evidence))

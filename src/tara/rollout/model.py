@@ -235,10 +235,16 @@ def promote(rollout: Rollout, now: float, actor: str = "operator", reason: str =
     return advance(rollout, Decision(now, "promote", what, {}, actor))
 
 
-def pause(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
+def pause(
+    rollout: Rollout,
+    now: float,
+    actor: str = "operator",
+    reason: str = "",
+    evidence: Mapping[str, Any] | None = None,
+) -> Transition:
     """Stop advancing (the canary keeps its weight and is still watched for failure)."""
     _refuse(rollout, "pause", frozenset({Phase.PROGRESSING}))
-    decision = Decision(now, "pause", reason or "paused", {}, actor)
+    decision = Decision(now, "pause", reason or "paused", evidence or {}, actor)
     new = rollout.decided(
         decision, phase=Phase.PAUSED, stage_started_at=None,
         stage_elapsed_before=rollout.stage_elapsed(now),

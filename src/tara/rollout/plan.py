@@ -26,10 +26,12 @@ class Stage:
     interval: float
     """Seconds between analyses; shorter in an intensive stage."""
     intensive: bool = False
+    fail_confidence: float | None = None
+    """Confidence needed to roll back in this stage; ``None``: the settings' default."""
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {
+        """JSON-ready form (``fail_confidence`` only when the stage sets one)."""
+        data: dict[str, Any] = {
             "weight_bp": self.weight_bp,
             "min_duration": self.min_duration,
             "min_requests": self.min_requests,
@@ -37,6 +39,9 @@ class Stage:
             "interval": self.interval,
             "intensive": self.intensive,
         }
+        if self.fail_confidence is not None:
+            data["fail_confidence"] = self.fail_confidence
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Stage:
@@ -48,6 +53,9 @@ class Stage:
             min_ratings=int(data["min_ratings"]),
             interval=float(data["interval"]),
             intensive=bool(data.get("intensive", False)),
+            fail_confidence=(
+                None if data.get("fail_confidence") is None else float(data["fail_confidence"])
+            ),
         )
 
 
@@ -95,6 +103,7 @@ def plan_from_settings(settings: RolloutSettings) -> Plan:
                     settings.intensive_interval if s.intensive else settings.interval
                 ).total_seconds(),
                 intensive=s.intensive,
+                fail_confidence=s.fail_confidence,
             )
             for s in settings.stages
         )

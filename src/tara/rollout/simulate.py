@@ -1,11 +1,19 @@
-"""``tara simulate``: whole rollouts on a virtual clock, through the real ``step``.
+"""``tara simulate``: whole rollouts on a virtual clock, thousands at a time.
 
-Each run starts a rollout, and every analysis interval draws what the canary
-and stable did (:mod:`tara.rollout.traffic`), adds it to the stage's stats
-and calls :func:`tara.rollout.decide.step` exactly as the controller does.
-Many seeded runs measure what matters to students and SREs: how often a good
-canary is wrongly rolled back, how fast a bad one is caught, and how many
-requests the bad one served meanwhile.
+Each simulated rollout looks at its canary and stable every analysis
+interval of its stage, draws what both did meanwhile
+(:mod:`tara.rollout.traffic`) and decides as :func:`tara.rollout.decide.step`
+does, through the same verdict functions of :mod:`tara.rollout.analysis`,
+vectorised over rollouts (numpy). :func:`replay` runs traced rollouts through
+the real ``step``, and the tests hold both to the same decisions at the same
+looks. Many seeded runs measure what matters to students and SREs: how often
+a good canary is wrongly rolled back, how fast a bad one is caught, how many
+requests it served meanwhile.
+
+``tara simulate plan`` answers the operator's question before a rollout:
+with this traffic, how long will each stage take, and what is the smallest
+rating drop, error rate and slowdown caught with 95% probability by the end of
+each stage (by simulation over a grid of effects).
 """
 
 from __future__ import annotations
@@ -13,237 +21,560 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
-import statistics
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from tara.rollout.actions import Rollback
+import numpy as np
+from numpy.typing import NDArray
+
+from tara.rollout.analysis import (
+    Levels,
+    error_verdicts,
+    latency_verdicts,
+    rating_rate_verdicts,
+    rating_verdicts,
+    sample_ratio_verdicts,
+)
 from tara.rollout.bucketing import BUCKETS
 from tara.rollout.config import RolloutSettings
-from tara.rollout.decide import step
-from tara.rollout.model import Phase, Rollout, start
 from tara.rollout.plan import Plan, plan_from_settings
-from tara.rollout.routing import Segment
-from tara.rollout.traffic import LookSampler, VariantProfile
+from tara.rollout.traffic import BUCKETS as LATENCY_BUCKETS
+from tara.rollout.traffic import Rates, VariantProfile, draw
 from tara.telemetry.windows import WindowStats
 
 if TYPE_CHECKING:
     from tara.settings import Settings
 
-Expect = Literal["promote", "rollback"]
+Expect = Literal["promote", "rollback", "pause"]
+Ints = NDArray[np.int64]
+Floats = NDArray[np.float64]
+
+HOUR = 3600.0
+DAY = 86_400.0
+
+UNDECIDED, PROMOTED, ROLLED_BACK, PAUSED = 0, 1, 2, 3
+OUTCOMES = ("undecided", "promoted", "rolled_back", "paused")
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """How the canary differs from stable (every field relative to stable's profile)."""
+
+    error_rate: float | None = None
+    """The canary's error rate; ``None``: stable's."""
+    rating_delta: float = 0.0
+    latency_factor: float = 1.0
+    rating_rate: float | None = None
+    """Share of the canary's answers rated; ``None``: stable's."""
+
+    def apply(self, stable: VariantProfile) -> VariantProfile:
+        """The canary's profile."""
+        return dataclasses.replace(
+            stable,
+            error_rate=stable.error_rate if self.error_rate is None else self.error_rate,
+            rating_mean=min(5.0, max(1.0, stable.rating_mean + self.rating_delta)),
+            latency_median=stable.latency_median * self.latency_factor,
+            rating_rate=stable.rating_rate if self.rating_rate is None else self.rating_rate,
+        )
+
+    def describe(self, stable: VariantProfile) -> str:
+        """The effect in words (``identical`` for none)."""
+        parts = []
+        if self.error_rate is not None:
+            parts.append(f"errors {self.error_rate:.0%} (stable {stable.error_rate:.0%})")
+        if self.rating_delta:
+            parts.append(f"rating {self.rating_delta:+g}")
+        if self.latency_factor != 1.0:
+            parts.append(f"{self.latency_factor:g}x slower")
+        if self.rating_rate is not None:
+            parts.append(f"rates {self.rating_rate:.0%} of answers (stable {stable.rating_rate:.0%})")
+        return ", ".join(parts) or "identical to stable"
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """An upstream outage: both variants fail an extra ``error_rate`` of requests."""
+
+    start_hours: float
+    hours: float
+    error_rate: float
+
+    def extra(self, t: Floats) -> Floats:
+        """Extra failure probability at times ``t`` (seconds since the rollout began)."""
+        inside = (t >= self.start_hours * HOUR) & (t < (self.start_hours + self.hours) * HOUR)
+        return np.where(inside, self.error_rate, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """One target on a summary: ``measure`` (a dotted key) ``op`` ``bound``."""
+
+    measure: str
+    op: Literal["<=", ">="]
+    bound: float
+
+    def met(self, summary: dict[str, Any]) -> bool:
+        """Whether ``summary`` meets this goal (a missing measure does not)."""
+        value: Any = summary
+        for part in self.measure.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            return False
+        return bool(value <= self.bound if self.op == "<=" else value >= self.bound)
+
+    def __str__(self) -> str:
+        return f"{self.measure} {self.op} {self.bound:g}"
 
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """Two variants, the traffic they share, and what a correct controller does."""
+    """A canary, the traffic it meets, and what a correct controller does."""
 
     name: str
     description: str
-    stable: VariantProfile
-    canary: VariantProfile
+    effect: Effect
     expect: Expect
-    requests_per_hour: float = 1200.0
-    target: str = ""
+    goals: tuple[Goal, ...] = ()
+    outage: Outage | None = None
+    degrade_at_hours: float = 0.0
+    """The canary behaves like stable until then."""
+    srm_factor: float = 1.0
+    """Share of its weight's students routing actually gives the canary (a bug if not 1)."""
 
 
-_BASE = VariantProfile()
+def _g(measure: str, op: Literal["<=", ">="], bound: float) -> Goal:
+    return Goal(measure, op, bound)
+
+
+BACK, PROMO = "rollback_rate", "promotion_rate"
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("aa", "identical canary and stable", _BASE, _BASE, "promote",
-                 target="false rollbacks <= 1%"),
-        Scenario("errors", "canary fails 20% of requests (stable 1%)", _BASE,
-                 dataclasses.replace(_BASE, error_rate=0.20), "rollback",
-                 target="median canary requests to rollback <= 200"),
-        Scenario("ratings", "canary rated 0.5 lower", _BASE,
-                 dataclasses.replace(_BASE, rating_mean=_BASE.rating_mean - 0.5), "rollback",
-                 target="median canary ratings to rollback <= 400"),
-        Scenario("latency", "canary 2.5x slower (p95 too)", _BASE,
-                 dataclasses.replace(_BASE, latency_median=_BASE.latency_median * 2.5),
-                 "rollback", target="median canary requests to rollback <= 500"),
-        Scenario("better", "canary rated 0.3 higher", _BASE,
-                 dataclasses.replace(_BASE, rating_mean=_BASE.rating_mean + 0.3), "promote",
-                 target="promoted through every stage >= 99%"),
+        Scenario("aa", "identical canary and stable", Effect(), "promote",
+                 (_g(BACK, "<=", 0.01), _g(PROMO, ">=", 0.99))),
+        Scenario("errors", "canary fails 10% of requests", Effect(error_rate=0.10), "rollback",
+                 (_g("canary_requests_at_rollback.median", "<=", 100),
+                  _g("canary_requests_at_rollback.p95", "<=", 250))),
+        Scenario("errors-past", "just past the error limit", Effect(error_rate=0.07), "rollback",
+                 (_g(BACK, ">=", 0.95), _g(PROMO, "<=", 0.01))),
+        Scenario("errors-inside", "just inside the error limit", Effect(error_rate=0.04),
+                 "promote", (_g(BACK, "<=", 0.05),)),
+        Scenario("ratings", "canary rated 0.5 lower", Effect(rating_delta=-0.5), "rollback",
+                 (_g("canary_ratings_at_rollback.median", "<=", 400),)),
+        Scenario("ratings-past", "just past the rating limit", Effect(rating_delta=-0.4),
+                 "rollback", (_g(BACK, ">=", 0.95), _g(PROMO, "<=", 0.01))),
+        Scenario("ratings-inside", "just inside the rating limit", Effect(rating_delta=-0.2),
+                 "promote", (_g(BACK, "<=", 0.05),)),
+        Scenario("latency", "canary 3x slower", Effect(latency_factor=3.0), "rollback",
+                 (_g("canary_requests_at_rollback.median", "<=", 150),)),
+        Scenario("latency-past", "just past the latency limit", Effect(latency_factor=2.3),
+                 "rollback", (_g(BACK, ">=", 0.95), _g(PROMO, "<=", 0.01))),
+        Scenario("latency-inside", "just inside the latency limit", Effect(latency_factor=1.8),
+                 "promote", (_g(BACK, "<=", 0.05),)),
+        Scenario("better", "canary rated 0.3 higher", Effect(rating_delta=0.3), "promote",
+                 (_g(PROMO, ">=", 0.99),)),
+        Scenario("outage", "healthy canary; an upstream outage fails 30% of both variants' "
+                 "requests for 2 h on day 1", Effect(), "promote",
+                 (_g(BACK, "<=", 0.01), _g(PROMO, ">=", 0.99)),
+                 outage=Outage(24.0, 2.0, 0.3)),
+        Scenario("srm", "healthy canary, but routing gives it half its students", Effect(),
+                 "pause", (_g("pause_rate", ">=", 0.95), _g(BACK, "<=", 0.01)), srm_factor=0.5),
+        Scenario("rating-rate", "healthy canary whose students rate less often",
+                 Effect(rating_rate=0.2), "promote",
+                 (_g("flag_rate", ">=", 0.95), _g(PROMO, ">=", 0.99))),
+        Scenario("degrade", "canary starts failing 10% of requests on day 5 (stage 2)",
+                 Effect(error_rate=0.10), "rollback", (_g(BACK, ">=", 0.99),),
+                 degrade_at_hours=120.0),
     )
 }  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
-class RunResult:
-    """How one simulated rollout ended."""
+class Traffic:
+    """The segment's traffic and stable's behaviour, shared by every scenario."""
 
-    outcome: Literal["promoted", "rolled_back", "undecided"]
-    seconds: float
-    stage_index: int
-    canary_requests: int
-    canary_ratings: int
-
-
-Samplers = list[tuple[LookSampler, LookSampler]]
+    requests_per_hour: float = 1200.0
+    students: int = 5000
+    """Students of the segment; each is hashed into a variant."""
+    stable: VariantProfile = field(default_factory=VariantProfile)
 
 
-def stage_samplers(scenario: Scenario, plan: Plan) -> Samplers:
-    """Per stage, the (canary, stable) samplers of one look at that stage's weight."""
-    samplers = []
-    for stage in plan.stages:
-        per_look = scenario.requests_per_hour * stage.interval / 3600.0
-        share = stage.weight_bp / BUCKETS
-        samplers.append(
-            (
-                LookSampler(scenario.canary, per_look * share),
-                LookSampler(scenario.stable, per_look * (1.0 - share)),
-            )
+@dataclass(frozen=True, slots=True)
+class Lanes:
+    """How a batch of simulated rollouts ended, one entry per rollout."""
+
+    outcome: Ints
+    seconds: Floats
+    stage: Ints
+    canary_requests: Floats
+    canary_ratings: Floats
+    harmed_requests: Floats
+    """Canary requests served after the canary turned bad (all of them if bad from the start)."""
+    flagged: NDArray[np.bool_]
+    stage_seconds: Floats
+    """``(rollouts, stages)``: how long each stage lasted (``nan`` if never finished)."""
+    traces: list[list[tuple[float, WindowStats, WindowStats]]]
+    """For the first ``trace`` rollouts: ``(time, canary, stable)`` stage stats at every look."""
+
+
+@dataclass
+class _Arm:
+    """One variant's stage stats, one row per rollout."""
+
+    rollouts: int
+
+    def __post_init__(self) -> None:
+        self.requests = np.zeros(self.rollouts)
+        self.errors = np.zeros(self.rollouts)
+        self.latency = np.zeros((self.rollouts, LATENCY_BUCKETS))
+        self.ratings = np.zeros((self.rollouts, 5))
+        self.students = np.zeros(self.rollouts, dtype=np.int64)
+        self.population = np.zeros(self.rollouts)
+
+    def reset(self, rows: Ints, population: Floats) -> None:
+        for a in (self.requests, self.errors, self.latency, self.ratings, self.students):
+            a[rows] = 0
+        self.population[rows] = population
+
+    def add(self, rows: Ints, requests: Ints, errors: Ints, latency: Ints, ratings: Ints,
+            students: Ints) -> None:  # fmt: skip
+        self.requests[rows] += requests
+        self.errors[rows] += errors
+        self.latency[rows] += latency
+        self.ratings[rows] += ratings
+        self.students[rows] += students
+
+    def stats(self, row: int) -> WindowStats:
+        """One rollout's stats as the controller would read them."""
+        errors = int(self.errors[row])
+        return WindowStats(
+            requests=int(self.requests[row]),
+            errors={"upstream": errors} if errors else {},
+            latency=[int(x) for x in self.latency[row]],
+            ratings=[int(x) for x in self.ratings[row]],
+            students=int(self.students[row]),
         )
-    return samplers
 
 
-def run_once(
-    cfg: RolloutSettings, plan: Plan, samplers: Samplers, rng: random.Random, max_seconds: float
-) -> RunResult:
-    """Simulate one rollout until it is promoted, rolled back or out of time."""
+def run(
+    cfg: RolloutSettings,
+    traffic: Traffic,
+    scenario: Scenario,
+    canaries: Sequence[VariantProfile],
+    rng: np.random.Generator,
+    *,
+    max_seconds: float | None = None,
+    trace: int = 0,
+) -> Lanes:
+    """Simulate one rollout per canary profile until each is decided or out of time."""
+    plan = plan_from_settings(cfg)
+    stages = plan.stages
+    n = len(canaries)
+    max_seconds = max_seconds or plan.total_min_duration * cfg.stall_factor
+    weight = np.array([s.weight_bp / BUCKETS for s in stages])
+    interval = np.array([s.interval for s in stages])
+    levels = [Levels.of(cfg, s) for s in stages]
+    stable_rates = Rates.of([traffic.stable] * n)
+    bad_rates = Rates.of(list(canaries))
+    good_rates = stable_rates
+    degrade_at = scenario.degrade_at_hours * HOUR
+    population = float(traffic.students)
+
+    canary, stable = _Arm(n), _Arm(n)
+    stage = np.zeros(n, dtype=np.int64)
+    now = np.zeros(n)
+    began = np.zeros(n)
+    outcome = np.zeros(n, dtype=np.int64)
+    ended = np.full(n, np.nan)
+    flagged = np.zeros(n, dtype=bool)
+    total_requests, total_ratings, harmed = np.zeros(n), np.zeros(n), np.zeros(n)
+    stage_seconds = np.full((n, len(stages)), np.nan)
+    traces: list[list[tuple[float, WindowStats, WindowStats]]] = [[] for _ in range(min(trace, n))]
+
+    def enter(rows: Ints) -> None:
+        share = weight[stage[rows]] * scenario.srm_factor
+        routed = rng.binomial(traffic.students, share).astype(np.float64)
+        canary.reset(rows, routed)
+        stable.reset(rows, population - routed)
+
+    enter(np.arange(n))
+    live = np.arange(n)
+    while live.size:
+        k = stage[live]
+        dt = interval[k]
+        now[live] += dt
+        middle = now[live] - dt / 2
+        outage = scenario.outage.extra(middle) if scenario.outage else np.zeros(live.size)
+        expected = traffic.requests_per_hour * dt / HOUR
+        share = canary.population[live] / population
+        bad = middle >= degrade_at
+        rates = _pick(bad, bad_rates, good_rates, live)
+        c = draw(rng, expected * share, rates, outage,
+                 (canary.population[live] - canary.students[live]).astype(np.int64),
+                 canary.population[live])  # fmt: skip
+        s = draw(rng, expected * (1 - share), _rows(stable_rates, live), outage,
+                 (stable.population[live] - stable.students[live]).astype(np.int64),
+                 stable.population[live])  # fmt: skip
+        canary.add(live, c.requests, c.errors, c.latency, c.ratings, c.new_students)
+        stable.add(live, s.requests, s.errors, s.latency, s.ratings, s.new_students)
+        total_requests[live] += c.requests
+        total_ratings[live] += c.ratings.sum(axis=1)
+        harmed[live] += np.where(bad, c.requests, 0)
+        for row in live[live < len(traces)]:
+            traces[row].append((float(now[row]), canary.stats(row), stable.stats(row)))
+        decided = _decide(cfg, stages, levels, weight, live, k, now, began, canary, stable)
+        paused, failed, passed, flags = decided
+        flagged[live] |= flags
+        last = k == len(stages) - 1
+        finish = np.where(paused, PAUSED, np.where(failed, ROLLED_BACK, np.where(
+            passed & last, PROMOTED, UNDECIDED)))  # fmt: skip
+        done = finish != UNDECIDED
+        outcome[live[done]] = finish[done]
+        ended[live[done]] = now[live[done]]
+        moving = live[passed & ~last & ~paused & ~failed]
+        stage_seconds[moving, stage[moving]] = now[moving] - began[moving]
+        promoted = live[done & (finish == PROMOTED)]
+        stage_seconds[promoted, stage[promoted]] = now[promoted] - began[promoted]
+        stage[moving] += 1
+        began[moving] = now[moving]
+        if moving.size:
+            enter(moving)
+        out_of_time = now[live] >= max_seconds
+        live = live[~done & ~out_of_time]
+    ended = np.where(np.isnan(ended), now, ended)
+    return Lanes(
+        outcome, ended, stage, total_requests, total_ratings, harmed, flagged, stage_seconds,
+        traces,
+    )
+
+
+def _rows(rates: Rates, rows: Ints) -> Rates:
+    return Rates(rates.errors[rows], rates.latency[rows], rates.ratings[rows])
+
+
+def _pick(bad: NDArray[np.bool_], if_bad: Rates, if_good: Rates, rows: Ints) -> Rates:
+    b = bad[:, None]
+    return Rates(
+        np.where(bad, if_bad.errors[rows], if_good.errors[rows]),
+        np.where(b, if_bad.latency[rows], if_good.latency[rows]),
+        np.where(b, if_bad.ratings[rows], if_good.ratings[rows]),
+    )
+
+
+def _decide(
+    cfg: RolloutSettings,
+    stages: Sequence[Any],
+    levels: list[Levels],
+    weight: Floats,
+    live: Ints,
+    k: Ints,
+    now: Floats,
+    began: Floats,
+    canary: _Arm,
+    stable: _Arm,
+) -> tuple[NDArray[np.bool_], ...]:
+    """``(paused, failed, passed, flagged)`` of each live rollout, as ``step`` decides them.
+
+    ``paused``: a sample ratio mismatch (nothing else is decided on that data);
+    ``failed``: any check fails; ``passed``: every check passes and the stage's
+    minimum time, requests and ratings are reached.
+    """
+    size = live.size
+    paused, failed, passed, flagged = (np.zeros(size, dtype=bool) for _ in range(4))
+    for index, stage in enumerate(stages):
+        at = np.nonzero(k == index)[0]
+        if not at.size:
+            continue
+        rows, lv = live[at], levels[index]
+        c_err, c_req, s_err, s_req = (
+            canary.errors[rows], canary.requests[rows], stable.errors[rows], stable.requests[rows]
+        )
+        srm = sample_ratio_verdicts(
+            canary.students[rows], stable.students[rows], c_req, s_req, weight[index], cfg, lv
+        )
+        e_fail, e_pass, _ = error_verdicts(c_err, c_req, s_err, s_req, cfg.error_rate_limit, lv)
+        r_fail, r_pass, _, _ = rating_verdicts(canary.ratings[rows], stable.ratings[rows], cfg, lv)
+        lat = latency_verdicts(canary.latency[rows], stable.latency[rows], cfg, lv)
+        c_rated = canary.ratings[rows].sum(axis=1)
+        parity = rating_rate_verdicts(
+            c_rated, c_req - c_err, stable.ratings[rows].sum(axis=1), s_req - s_err, cfg, lv
+        )
+        fail = e_fail | r_fail | lat.fail
+        gate = (
+            (now[rows] - began[rows] >= stage.min_duration)
+            & (c_req >= stage.min_requests)
+            & (c_rated >= stage.min_ratings)
+        )
+        paused[at] = srm
+        flagged[at] = parity & ~srm
+        failed[at] = fail & ~srm
+        passed[at] = e_pass & r_pass & lat.passing & gate & ~fail & ~srm
+    return paused, failed, passed, flagged
+
+
+def replay(
+    cfg: RolloutSettings, trace: list[tuple[float, WindowStats, WindowStats]]
+) -> tuple[str, float]:
+    """Run one traced rollout through the real :func:`~tara.rollout.decide.step`.
+
+    Returns how it ended (an :data:`OUTCOMES` name) and when, to compare with
+    the vectorised run that produced the trace.
+    """
+    from tara.rollout.decide import step  # the simulator itself never needs it
+    from tara.rollout.model import Phase, Rollout, start
+    from tara.rollout.routing import Segment
+
+    plan = plan_from_settings(cfg)
     rollout = Rollout("sim", "tara-tutor", Segment(), "stable", "candidate", "salt", plan)
     rollout, _ = start(rollout, 0.0)
-    now, canary_requests, canary_ratings = 0.0, 0, 0
-    canary, stable = WindowStats(), WindowStats()
-    while now < max_seconds:
-        index = rollout.stage_index
-        canary_sampler, stable_sampler = samplers[index]
-        now += plan.stages[index].interval
-        before = canary.rating_count
-        canary_requests += canary_sampler.sample(rng, canary)
-        canary_ratings += canary.rating_count - before
-        stable_sampler.sample(rng, stable)
-        rollout, actions = step(rollout, canary, stable, cfg, now)
-        if rollout.phase is Phase.SUCCEEDED:
-            return RunResult("promoted", now, index, canary_requests, canary_ratings)
-        if any(isinstance(a, Rollback) for a in actions):
-            return RunResult("rolled_back", now, index, canary_requests, canary_ratings)
-        if rollout.stage_index != index:
-            canary, stable = WindowStats(), WindowStats()
-    return RunResult("undecided", now, rollout.stage_index, canary_requests, canary_ratings)
+    phases = {
+        Phase.SUCCEEDED: "promoted", Phase.ROLLED_BACK: "rolled_back", Phase.PAUSED: "paused"
+    }  # fmt: skip
+    when = 0.0
+    for when, canary, stable in trace:
+        rollout, _ = step(rollout, canary, stable, cfg, when)
+        if rollout.phase in phases:
+            return phases[rollout.phase], when
+    return "undecided", when
 
 
-def _quantiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"median": None, "p90": None, "max": None}
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-    return {"median": statistics.median(ordered), "p90": p90, "max": ordered[-1]}
+# -- many rollouts, summarised ---------------------------------------------------------
+def _quantiles(values: Floats) -> dict[str, float | None]:
+    if not values.size:
+        return {"median": None, "p95": None, "max": None}
+    return {
+        "median": float(np.median(values)),
+        "p95": float(np.quantile(values, 0.95, method="inverted_cdf")),
+        "max": float(values.max()),
+    }
 
 
-def summarise(scenario: Scenario, results: list[RunResult]) -> dict[str, Any]:
-    """Rates and detection statistics of many runs, with the scenario's target checked."""
-    runs = len(results)
-    backs = [r for r in results if r.outcome == "rolled_back"]
-    promoted = sum(r.outcome == "promoted" for r in results)
-    harmed = [float(r.canary_requests) for r in backs] if scenario.expect == "rollback" else []
+def summarise(scenario: Scenario, traffic: Traffic, lanes: Lanes) -> dict[str, Any]:
+    """Rates and detection statistics of many runs, with the scenario's goals checked."""
+    runs = int(lanes.outcome.size)
+    back = lanes.outcome == ROLLED_BACK
+    promoted = lanes.outcome == PROMOTED
+
+    def rate(mask: NDArray[np.bool_]) -> float:
+        return float(mask.mean()) if runs else math.nan
+
+    since = scenario.degrade_at_hours * HOUR
     summary: dict[str, Any] = {
         "scenario": scenario.name,
         "description": scenario.description,
+        "effect": scenario.effect.describe(traffic.stable),
         "runs": runs,
-        "promotion_rate": promoted / runs if runs else None,
-        "rollback_rate": len(backs) / runs if runs else None,
-        "undecided_rate": sum(r.outcome == "undecided" for r in results) / runs if runs else None,
-        "false_rollback_rate": len(backs) / runs if runs and scenario.expect == "promote" else None,
-        "detection_hours": _quantiles([r.seconds / 3600 for r in backs]),
-        "canary_requests_at_rollback": _quantiles([float(r.canary_requests) for r in backs]),
-        "canary_ratings_at_rollback": _quantiles([float(r.canary_ratings) for r in backs]),
-        "harmed_requests": _quantiles(harmed),
-        "days_to_promotion": _quantiles(
-            [r.seconds / 86400 for r in results if r.outcome == "promoted"]
-        ),
-        "target": scenario.target,
+        "promotion_rate": rate(promoted),
+        "rollback_rate": rate(back),
+        "pause_rate": rate(lanes.outcome == PAUSED),
+        "undecided_rate": rate(lanes.outcome == UNDECIDED),
+        "flag_rate": rate(lanes.flagged),
+        "hours_to_rollback": _quantiles((lanes.seconds[back] - since) / HOUR),
+        "canary_requests_at_rollback": _quantiles(lanes.canary_requests[back]),
+        "canary_ratings_at_rollback": _quantiles(lanes.canary_ratings[back]),
+        "harmed_requests": _quantiles(lanes.harmed_requests[back]),
+        "days_to_promotion": _quantiles(lanes.seconds[promoted] / DAY),
+        "goals": [str(g) for g in scenario.goals],
     }
-    summary["target_met"] = target_met(scenario.name, summary)
+    summary["goals_met"] = all(g.met(summary) for g in scenario.goals) if scenario.goals else None
     return summary
 
 
-_ROLLBACK_TARGETS = {
-    "errors": ("canary_requests_at_rollback", 200),
-    "ratings": ("canary_ratings_at_rollback", 400),
-    "latency": ("canary_requests_at_rollback", 500),
-}
-
-
-def target_met(name: str, summary: dict[str, Any]) -> bool | None:
-    """Whether a built-in scenario's target holds in ``summary`` (``None``: no target)."""
-    if name in _ROLLBACK_TARGETS:
-        measure, limit = _ROLLBACK_TARGETS[name]
-        median = summary[measure]["median"]
-        return median is not None and summary["rollback_rate"] >= 0.5 and median <= limit
-    if name == "aa":
-        return bool(summary["false_rollback_rate"] <= 0.01)
-    if name == "better":
-        return bool(summary["promotion_rate"] >= 0.99)
-    return None
-
-
-def simulate(scenario: Scenario, cfg: RolloutSettings, runs: int, seed: int = 0) -> dict[str, Any]:
+def simulate(
+    scenario: Scenario,
+    cfg: RolloutSettings,
+    runs: int,
+    seed: int = 0,
+    traffic: Traffic | None = None,
+) -> dict[str, Any]:
     """Run ``runs`` seeded rollouts of ``scenario`` and summarise them."""
-    plan = plan_from_settings(cfg)
-    max_seconds = plan.total_min_duration * cfg.stall_factor
-    rng = random.Random(seed)
-    samplers = stage_samplers(scenario, plan)
-    results = [run_once(cfg, plan, samplers, rng, max_seconds) for _ in range(runs)]
-    return summarise(scenario, results)
+    traffic = traffic or Traffic()
+    rng = np.random.default_rng(seed)
+    canary = scenario.effect.apply(traffic.stable)
+    lanes = run(cfg, traffic, scenario, [canary] * runs, rng)
+    return summarise(scenario, traffic, lanes)
 
 
 def with_effects(
     scenario: Scenario,
+    stable: VariantProfile,
     *,
-    traffic: float | None = None,
     error_rate: float | None = None,
     rating_delta: float | None = None,
     latency_factor: float | None = None,
+    degrade_at_hours: float | None = None,
+    outage: Outage | None = None,
 ) -> Scenario:
-    """``scenario`` with a custom canary effect or traffic (its built-in target then lapses)."""
-    if traffic is None and error_rate is None and rating_delta is None and latency_factor is None:
-        return scenario
-    canary = scenario.canary
-    if error_rate is not None:
-        canary = dataclasses.replace(canary, error_rate=error_rate)
-    if rating_delta is not None:
-        canary = dataclasses.replace(canary, rating_mean=canary.rating_mean + rating_delta)
-    if latency_factor is not None:
-        canary = dataclasses.replace(canary, latency_median=canary.latency_median * latency_factor)
-    return dataclasses.replace(
+    """``scenario`` with a custom canary effect: each option *replaces* the scenario's own.
+
+    A customised scenario's goals lapse (they were set for its own effect);
+    its description says what was replaced.
+    """
+    effect, notes = scenario.effect, []
+    for name, value in (
+        ("error_rate", error_rate), ("rating_delta", rating_delta),
+        ("latency_factor", latency_factor),
+    ):  # fmt: skip
+        if value is not None:
+            effect = dataclasses.replace(effect, **{name: value})
+    if effect != scenario.effect:
+        notes.append(
+            f"canary {effect.describe(stable)}, replacing {scenario.effect.describe(stable)}"
+        )
+    changed = dataclasses.replace(
         scenario,
+        effect=effect,
+        degrade_at_hours=scenario.degrade_at_hours if degrade_at_hours is None else degrade_at_hours,
+        outage=outage or scenario.outage,
+    )
+    if changed == scenario:
+        return scenario
+    if degrade_at_hours is not None:
+        notes.append(f"the canary turns bad after {degrade_at_hours:g} h")
+    if outage is not None:
+        notes.append(
+            f"outage: +{outage.error_rate:.0%} errors in both variants from hour "
+            f"{outage.start_hours:g} for {outage.hours:g} h"
+        )
+    return dataclasses.replace(
+        changed,
         name=f"{scenario.name}+custom",
-        canary=canary,
-        requests_per_hour=traffic if traffic is not None else scenario.requests_per_hour,
-        target="",
+        description=f"{scenario.description} ({'; '.join(notes)})",
+        goals=(),
     )
 
 
 def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(
+        value, spec
+    )
 
 
 def format_table(summaries: list[dict[str, Any]]) -> str:
     """The simulator's results as a plain-text table."""
     header = (
-        "scenario", "runs", "promoted", "rolled back", "detect h (med)",
-        "canary req (med/p90)", "canary ratings (med)", "harmed req (med/p90)", "target", "met",
+        "scenario", "runs", "effect", "rolled back", "promoted", "paused",
+        "canary req at rollback (med/p95)", "ratings (med)", "days to 100% (med)", "goals met",
     )  # fmt: skip
     rows = [header]
     for s in summaries:
         req, rat = s["canary_requests_at_rollback"], s["canary_ratings_at_rollback"]
-        harmed = s["harmed_requests"]
-        met = s["target_met"]
+        met = s["goals_met"]
         rows.append(
             (
                 s["scenario"],
                 str(s["runs"]),
-                _fmt(s["promotion_rate"], ".1%"),
+                s["effect"],
                 _fmt(s["rollback_rate"], ".1%"),
-                _fmt(s["detection_hours"]["median"], ".1f"),
-                f"{_fmt(req['median'], '.0f')}/{_fmt(req['p90'], '.0f')}",
+                _fmt(s["promotion_rate"], ".1%"),
+                _fmt(s["pause_rate"], ".1%"),
+                f"{_fmt(req['median'], '.0f')}/{_fmt(req['p95'], '.0f')}",
                 _fmt(rat["median"], ".0f"),
-                f"{_fmt(harmed['median'], '.0f')}/{_fmt(harmed['p90'], '.0f')}",
-                s["target"] or "-",
+                _fmt(s["days_to_promotion"]["median"], ".1f"),
                 "-" if met is None else ("yes" if met else "NO"),
             )
         )
@@ -252,24 +583,63 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def traffic_from(args: argparse.Namespace) -> Traffic:
+    """The traffic and stable profile the command-line options describe."""
+    base = VariantProfile()
+    stable = VariantProfile(
+        error_rate=_or(args.stable_error_rate, base.error_rate),
+        latency_median=_or(args.stable_latency, base.latency_median),
+        latency_sigma=base.latency_sigma,
+        rating_mean=_or(args.rating_mean, base.rating_mean),
+        rating_spread=_or(args.rating_spread, base.rating_spread),
+        rating_rate=_or(args.rating_rate, base.rating_rate),
+    )
+    return Traffic(
+        requests_per_hour=_or(args.traffic, Traffic.requests_per_hour),
+        students=int(_or(args.students, Traffic.students)),
+        stable=stable,
+    )
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def parse_outage(text: str) -> Outage:
+    """``HOUR,HOURS,RATE`` (e.g. ``24,2,0.3``) as an :class:`Outage`."""
+    try:
+        start, hours, rate = (float(x) for x in text.split(","))
+    except ValueError:
+        msg = f"outage must be HOUR,HOURS,RATE (e.g. 24,2,0.3), got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    return Outage(start, hours, rate)
+
+
 def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
-    """``tara simulate``: run scenarios, print a table (or JSON); exit 1 if a target is missed."""
+    """``tara simulate``: run scenarios, print a table (or JSON); exit 1 if a goal is missed."""
+    if getattr(args, "simulate_command", None) == "plan":
+        from tara.rollout.forecast import plan_command
+
+        return plan_command(args, settings)
+    traffic = traffic_from(args)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     summaries = []
     for name in names:
         scenario = with_effects(
             SCENARIOS[name],
-            traffic=args.traffic,
+            traffic.stable,
             error_rate=args.error_rate,
             rating_delta=args.rating_delta,
             latency_factor=args.latency_factor,
+            degrade_at_hours=args.degrade_at,
+            outage=args.outage,
         )
         began = time.process_time()
-        summary = simulate(scenario, settings.rollout, args.runs, args.seed)
+        summary = simulate(scenario, settings.rollout, args.runs, args.seed, traffic)
         summary["cpu_seconds"] = round(time.process_time() - began, 2)
         summaries.append(summary)
     if args.json:
         print(json.dumps(summaries, indent=2))
     else:
         print(format_table(summaries))
-    return 1 if any(s["target_met"] is False for s in summaries) else 0
+    return 1 if any(s["goals_met"] is False for s in summaries) else 0

@@ -1,30 +1,32 @@
-"""Synthetic traffic for the simulator: window stats drawn from per-variant distributions.
+"""Synthetic traffic for the simulator: what one look adds to each variant's stats.
 
 A :class:`VariantProfile` says how a model behaves (error rate, lognormal
-latency, rating distribution, rating and complaint rates). :class:`LookSampler`
-turns it, a request rate and a look's length into the counters one analysis
-interval adds to :class:`~tara.telemetry.windows.WindowStats`.
+latency, rating distribution, rating rate). :class:`Arm` turns profiles into
+per-rollout probabilities and draws one look of counts for thousands of
+simulated rollouts at once (numpy arrays, one rollout per row).
 
 Counts are Poisson: with Poisson traffic every counter (errors, each latency
-bucket, each rating level) is an independent Poisson draw, so a look costs a
-few dozen draws however many requests it holds. Ratings are thinned from
-answers on average rather than per request, which is also how they arrive in
-production (late, and not always for the window's own requests).
+bucket, each rating level) is an independent Poisson draw. Students are a
+population of ``students`` hashed into the variants at the stage's weight
+(as :func:`tara.rollout.bucketing.in_canary` does); each request comes from
+one of its variant's students at random, so the distinct students a variant
+has seen grow about as ``P (1 - exp(-requests / P))`` and its share of
+requests follows its share of students, as in production.
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
-import random
 from dataclasses import dataclass
 
-from tara.rollout.report import CULTURAL_TAG
-from tara.telemetry.windows import LATENCY_BOUNDS, WindowStats
+import numpy as np
+from numpy.typing import NDArray
 
-_TINY = 0.25
-"""Buckets expected to receive fewer counts than this per look are drawn as one group."""
+from tara.telemetry.windows import LATENCY_BOUNDS
+
+Floats = NDArray[np.float64]
+BUCKETS = len(LATENCY_BOUNDS) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +43,6 @@ class VariantProfile:
     """Spread of the latent normal that is rounded into ratings 1..5."""
     rating_rate: float = 0.3
     """Share of answers that get rated."""
-    cultural_rate: float = 0.004
-    """Cultural-appropriateness complaints per answer."""
-    retry_rate: float = 0.05
-    """User retries per request."""
-    tokens_per_answer: float = 250.0
-    ttft_fraction: float = 0.25
-    """Time to first token as a share of latency."""
 
 
 def rating_distribution(mean: float, spread: float) -> list[float]:
@@ -83,95 +78,67 @@ def latency_distribution(median: float, sigma: float) -> list[float]:
     return [*probs, 1.0 - cdfs[-1]]
 
 
-class Poisson:
-    """Draws from a Poisson distribution of fixed mean by inverting its tabulated CDF.
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """A profile as per-request probabilities, one row per simulated rollout."""
 
-    The simulator draws the same few means millions of times, so a table and
-    a C-speed ``bisect`` beat any per-draw algorithm; the table stops where
-    the remaining tail is below 1e-15.
+    errors: Floats
+    latency: Floats
+    """Bucket probabilities of an answer's latency, ``(rows, BUCKETS)``."""
+    ratings: Floats
+    """Probability of each rating 1..5 for one answer, already times the rating rate."""
+
+    @classmethod
+    def of(cls, profiles: list[VariantProfile]) -> Rates:
+        """The rates of each profile (profiles repeat, so each is worked out once)."""
+        cache: dict[VariantProfile, tuple[list[float], list[float]]] = {}
+        for p in profiles:
+            if p not in cache:
+                rated = [p.rating_rate * x for x in rating_distribution(p.rating_mean, p.rating_spread)]
+                cache[p] = (latency_distribution(p.latency_median, p.latency_sigma), rated)
+        return cls(
+            np.array([p.error_rate for p in profiles]),
+            np.array([cache[p][0] for p in profiles]),
+            np.array([cache[p][1] for p in profiles]),
+        )
+
+
+@dataclass(slots=True)
+class Look:
+    """What one look added to one variant of every rollout."""
+
+    requests: NDArray[np.int64]
+    errors: NDArray[np.int64]
+    latency: NDArray[np.int64]
+    ratings: NDArray[np.int64]
+    new_students: NDArray[np.int64]
+
+
+def draw(
+    rng: np.random.Generator,
+    requests: Floats,
+    rates: Rates,
+    extra_errors: Floats,
+    unseen: NDArray[np.int64],
+    population: Floats,
+) -> Look:
+    """One look for one variant: ``requests`` expected per rollout, its ``rates``.
+
+    ``extra_errors`` is the failure probability an upstream outage adds (both
+    variants alike); ``unseen`` of the variant's ``population`` of students
+    have not asked yet in this stage.
     """
-
-    __slots__ = ("cdf", "mean")
-
-    def __init__(self, mean: float) -> None:
-        self.mean = mean
-        cdf: list[float] = []
-        if mean > 0:
-            k, log_term, total = 0, -mean, 0.0  # log P(X = k) and P(X <= k)
-            limit = mean + 40 * math.sqrt(mean) + 40
-            while k <= limit:
-                total += math.exp(log_term)
-                cdf.append(total)
-                if total >= 1.0 - 1e-15 and k >= mean:
-                    break
-                k += 1
-                log_term += math.log(mean / k)
-        # The last entry takes the truncated tail, so a draw never runs off the table.
-        cdf.append(2.0)
-        self.cdf = cdf
-
-    def draw(self, rng: random.Random) -> int:
-        """One draw."""
-        return bisect.bisect_left(self.cdf, rng.random())
-
-
-class LookSampler:
-    """Draws what one variant adds to its stats during one look of fixed length."""
-
-    def __init__(self, profile: VariantProfile, requests_per_look: float) -> None:
-        self.tokens_per_answer = profile.tokens_per_answer
-        self.mean_latency = profile.latency_median * math.exp(profile.latency_sigma**2 / 2)
-        answers = requests_per_look * (1.0 - profile.error_rate)
-        rated = answers * profile.rating_rate
-        self.errors = Poisson(requests_per_look * profile.error_rate)
-        self.retries = Poisson(requests_per_look * profile.retry_rate)
-        self.cultural = Poisson(rated * profile.cultural_rate)
-        dist = rating_distribution(profile.rating_mean, profile.rating_spread)
-        self.ratings = [Poisson(rated * p) for p in dist]
-        probs = latency_distribution(profile.latency_median, profile.latency_sigma)
-        shift = min(0, round(math.log(profile.ttft_fraction) / math.log(1.25)))
-        last = len(probs) - 1
-        # (latency bucket, ttft bucket, draw) for buckets worth a draw of their own.
-        self.buckets = [
-            (i, max(0, min(last, i + shift)), Poisson(answers * p).cdf)
-            for i, p in enumerate(probs)
-            if answers * p >= _TINY
-        ]
-        small = [(i, answers * p) for i, p in enumerate(probs) if 0 < answers * p < _TINY]
-        self.small_index = [i for i, _ in small]
-        self.small_ttft = {i: max(0, i + shift) for i, _ in small}
-        self.small_weights = [m for _, m in small]
-        self.small = Poisson(sum(self.small_weights))
-
-    def sample(self, rng: random.Random, into: WindowStats) -> int:
-        """Add one look's counts into ``into``; return the requests added."""
-        latency, ttft = into.latency, into.ttft
-        answered = 0
-        uniform, search = rng.random, bisect.bisect_left
-        for i, j, cdf in self.buckets:
-            n = search(cdf, uniform())
-            if n:
-                latency[i] += n
-                ttft[j] += n
-                answered += n
-        extra = self.small.draw(rng)
-        if extra:
-            for i in rng.choices(self.small_index, self.small_weights, k=extra):
-                latency[i] += 1
-                ttft[self.small_ttft[i]] += 1
-            answered += extra
-        errors = self.errors.draw(rng)
-        if errors:
-            into.errors["upstream"] = into.errors.get("upstream", 0) + errors
-        ratings = into.ratings
-        for level, draw in enumerate(self.ratings):
-            ratings[level] += draw.draw(rng)
-        cultural = self.cultural.draw(rng)
-        if cultural:
-            into.tags[CULTURAL_TAG] = into.tags.get(CULTURAL_TAG, 0) + cultural
-        into.user_retries += self.retries.draw(rng)
-        into.completion_tokens += round(answered * self.tokens_per_answer)
-        into.latency_sum += answered * self.mean_latency
-        requests = answered + errors
-        into.requests += requests
-        return requests
+    p_err = 1.0 - (1.0 - rates.errors) * (1.0 - extra_errors)
+    answers = requests * (1.0 - p_err)
+    errors = rng.poisson(requests * p_err)
+    # Most buckets are empty for every rollout: draw only those that are not.
+    used = np.nonzero(rates.latency.max(axis=0) > 1e-9)[0]
+    latency = np.zeros(rates.latency.shape, dtype=np.int64)
+    latency[:, used] = rng.poisson(answers[:, None] * rates.latency[:, used])
+    ratings = rng.poisson(answers[:, None] * rates.ratings)
+    total = errors + latency.sum(axis=1)
+    # Each request comes from one of the variant's students at random: a new one with the
+    # chance that its student has not asked yet (repeats within one look are negligible).
+    fresh = np.clip(unseen / np.maximum(population, 1.0), 0.0, 1.0)
+    new_students = np.minimum(rng.binomial(total, fresh), unseen)
+    return Look(total, errors, latency, ratings, new_students)
