@@ -34,6 +34,28 @@ def _target(parser: argparse.ArgumentParser, target: str) -> None:
     _common(parser)
 
 
+def _outage(text: str) -> Any:
+    from tara.rollout.simulate import parse_outage
+
+    return parse_outage(text)
+
+
+def _stable_options(parser: argparse.ArgumentParser) -> None:
+    """Stable's behaviour in ``tara simulate`` (the canary is described relative to it)."""
+    parser.add_argument("--stable-error-rate", type=float, default=None, help="default 0.01")
+    parser.add_argument(
+        "--stable-latency", type=float, default=None, help="median seconds (default 2)"
+    )
+    parser.add_argument("--rating-mean", type=float, default=None, help="stable's (default 4.0)")
+    parser.add_argument(
+        "--rating-spread", type=float, default=None, help="spread of ratings (default 1.0)"
+    )
+    parser.add_argument(
+        "--rating-rate", type=float, default=None, help="share of answers rated (default 0.3)"
+    )
+    parser.add_argument("--students", type=int, default=None, help="segment students (5000)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(
@@ -127,16 +149,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--scenario",
         default="all",
-        choices=["all", "aa", "errors", "ratings", "latency", "better"],
+        choices=[
+            "all", "aa", "errors", "errors-past", "errors-inside", "ratings", "ratings-past",
+            "ratings-inside", "latency", "latency-past", "latency-inside", "better", "outage",
+            "srm", "rating-rate", "degrade",
+        ],
         help="built-in scenario (default: all)",
-    )
+    )  # fmt: skip
     p.add_argument("--runs", type=int, default=200, help="rollouts per scenario (default 200)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--traffic", type=float, default=None, help="segment requests per hour")
     p.add_argument("--error-rate", type=float, default=None, help="canary error rate (0..1)")
-    p.add_argument("--rating-delta", type=float, default=None, help="canary mean rating shift")
-    p.add_argument("--latency-factor", type=float, default=None, help="canary latency multiple")
+    p.add_argument(
+        "--rating-delta", type=float, default=None, help="canary mean rating minus stable's"
+    )
+    p.add_argument(
+        "--latency-factor", type=float, default=None, help="canary latency / stable latency"
+    )
+    p.add_argument(
+        "--degrade-at", type=float, default=None, help="hours before the canary turns bad"
+    )
+    p.add_argument(
+        "--outage",
+        default=None,
+        metavar="HOUR,HOURS,RATE",
+        type=_outage,
+        help="both variants fail RATE more for HOURS from HOUR (e.g. 24,2,0.3)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _stable_options(p)
+    plan_sub = p.add_subparsers(dest="simulate_command", metavar="ACTION")
+    pp = plan_sub.add_parser(
+        "plan", help="how long each stage takes and what it catches at this traffic"
+    )
+    pp.add_argument("--requests-per-hour", type=float, required=True, help="segment traffic")
+    pp.add_argument("--ratings-per-hour", type=float, required=True, help="segment ratings")
+    pp.add_argument("--runs", type=int, default=200, help="rollouts per effect size (200)")
+    pp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    pp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _stable_options(pp)
+    _target(pp, "tara.rollout.simulate:simulate_command")
     _target(p, "tara.rollout.simulate:simulate_command")
 
     p = sub.add_parser(

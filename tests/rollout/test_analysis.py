@@ -9,18 +9,23 @@ import pytest
 
 from tara.rollout import histograms
 from tara.rollout.analysis import (
+    Levels,
     Outcome,
     analyse,
     check_error_rate,
     check_latency,
     check_rating_drop,
+    check_rating_rate,
+    check_sample_ratio,
     stats_problem,
 )
 from tara.rollout.config import RolloutSettings
+from tara.rollout.plan import Stage
 from tara.rollout.report import compare, success_report
 from tara.telemetry.windows import LATENCY_BOUNDS, WindowStats, latency_bucket
 
 CFG = RolloutSettings()
+LEVELS = Levels.of(CFG)
 B = LATENCY_BOUNDS
 
 
@@ -55,7 +60,7 @@ BAD = (120, 150, 300, 250, 180)  # mean 3.22
     ],
 )
 def test_error_rate(canary: WindowStats, stable: WindowStats, expected: Outcome) -> None:
-    assert check_error_rate(canary, stable, CFG).outcome is expected
+    assert check_error_rate(canary, stable, CFG, LEVELS).outcome is expected
 
 
 @pytest.mark.parametrize(
@@ -69,12 +74,14 @@ def test_error_rate(canary: WindowStats, stable: WindowStats, expected: Outcome)
     ],
 )
 def test_rating_drop(canary: WindowStats, stable: WindowStats, expected: Outcome) -> None:
-    assert check_rating_drop(canary, stable, CFG).outcome is expected
+    assert check_rating_drop(canary, stable, CFG, LEVELS).outcome is expected
 
 
 def test_rating_variance_floor_keeps_identical_ratings_uncertain() -> None:
     """Thirty 4s against thirty 5s have no spread, yet thirty ratings cannot be certainty."""
-    m = check_rating_drop(stats(ratings=(0, 0, 0, 30, 0)), stats(ratings=(0, 0, 0, 0, 30)), CFG)
+    m = check_rating_drop(
+        stats(ratings=(0, 0, 0, 30, 0)), stats(ratings=(0, 0, 0, 0, 30)), CFG, LEVELS
+    )
     assert m.evidence["drop"] == 1.0
     assert m.evidence["lower"] < 0.7
     assert m.evidence["upper"] > 1.3
@@ -96,16 +103,98 @@ SPREAD = {1.0: 300, 2.0: 400, 3.0: 250, 4.0: 40, 6.0: 10}
     ],
 )
 def test_latency(canary: WindowStats, stable: WindowStats, expected: Outcome) -> None:
-    assert check_latency(canary, stable, CFG).outcome is expected
+    assert check_latency(canary, stable, CFG, LEVELS).outcome is expected
 
 
-def test_latency_evidence_names_the_threshold() -> None:
-    m = check_latency(stats(latencies={2.0: 700, 20.0: 300}), stats(latencies=SPREAD), CFG)
-    assert m.evidence["threshold_seconds"] == pytest.approx(2 * m.evidence["stable_quantile"])
-    assert m.evidence["slow_share"] == pytest.approx(0.3)
-    bounds = m.to_dict()["evidence"]
-    assert bounds["lower"] > 0.05
-    assert bounds["lower"] < 0.3 < bounds["upper"]
+def test_latency_compares_with_an_upper_bound_of_stables_quantile() -> None:
+    """Stable's p95 is itself uncertain: a rollback needs the canary past 2x its upper bound."""
+    m = check_latency(stats(latencies={2.0: 700, 20.0: 300}), stats(latencies=SPREAD), CFG, LEVELS)
+    e = m.evidence
+    assert e["stable_quantile_lower"] < e["stable_quantile"] < e["stable_quantile_upper"]
+    assert e["threshold_seconds"] == pytest.approx(2 * e["stable_quantile_upper"])
+    assert e["slow_share"] == pytest.approx(0.3)
+    assert m.reason.startswith("30.00% of canary requests slower than")
+
+
+def test_more_stable_samples_tighten_its_quantile_bounds() -> None:
+    few = check_latency(stats(latencies={1.0: 10}), stats(latencies=SPREAD), CFG, LEVELS)
+    many = {k: 20 * v for k, v in SPREAD.items()}
+    lots = check_latency(stats(latencies={1.0: 10}), stats(latencies=many), CFG, LEVELS)
+    assert lots.evidence["stable_quantile_upper"] < few.evidence["stable_quantile_upper"]
+    assert lots.evidence["stable_quantile_lower"] > few.evidence["stable_quantile_lower"]
+
+
+@pytest.mark.parametrize(
+    ("requests", "errors", "fail_at", "pass_at"),
+    [(100, 3, 11, 0), (1000, 12, 75, 31)],
+)
+def test_error_evidence_says_where_the_boundaries_are(
+    requests: int, errors: int, fail_at: int, pass_at: int
+) -> None:
+    e = check_error_rate(stats(requests, errors), stats(9000, 90), CFG, LEVELS).evidence
+    assert (e["fail_at"], e["pass_at"]) == (fail_at, pass_at)
+
+
+def test_each_stage_may_set_its_own_rollback_confidence() -> None:
+    stage = Stage(1000, 60.0, 0, 0, 10.0, fail_confidence=0.8)
+    assert Levels.of(CFG, stage).fail == pytest.approx(0.2)
+    assert Levels.of(CFG, Stage(1000, 60.0, 0, 0, 10.0)).fail == pytest.approx(0.05)
+    assert Levels.of(CFG).srm == pytest.approx(0.001)
+
+
+def crowd(requests: int, students: int, anon: int = 0, fallbacks: int = 0) -> WindowStats:
+    return WindowStats(requests=requests, students=students, unidentified=anon, fallbacks=fallbacks)
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "weight_bp", "expected"),
+    [
+        (crowd(1000, 100), crowd(9000, 900), 1000, Outcome.PASS),
+        (crowd(10, 5), crowd(30, 25), 1000, Outcome.PASS),  # too little to tell
+        (crowd(5000, 500), crowd(45000, 4500), 1000, Outcome.PASS),
+        (crowd(2600, 260), crowd(47400, 4740), 1000, Outcome.FAIL),  # half its students
+        (crowd(5000, 900), crowd(45000, 4100), 1000, Outcome.FAIL),  # too many students
+        (crowd(2000, 500), crowd(48000, 4500), 1000, Outcome.FAIL),  # students right, requests not
+        (crowd(5000, 500), crowd(60000, 4500, anon=10000, fallbacks=5000), 1000, Outcome.PASS),
+        (crowd(5000, 500), crowd(45000, 4500), 2500, Outcome.FAIL),  # an old weight
+        (WindowStats(requests=100), WindowStats(requests=900), 1000, Outcome.INCONCLUSIVE),
+    ],
+)
+def test_sample_ratio(
+    canary: WindowStats, stable: WindowStats, weight_bp: int, expected: Outcome
+) -> None:
+    assert check_sample_ratio(canary, stable, weight_bp, CFG, LEVELS).outcome is expected
+
+
+def test_sample_ratio_mismatch_names_the_numbers() -> None:
+    m = check_sample_ratio(crowd(2600, 260), crowd(47400, 4740), 1000, CFG, LEVELS)
+    assert m.reason == (
+        "sample ratio mismatch: canary has 260 of 5000 distinct students (5.2%) and 5.2% of "
+        "50000 requests for a weight of 10%"
+    )
+    assert (m.evidence["canary_student_share"], m.evidence["weight"]) == (0.052, 0.1)
+
+
+def rated(answers: int, ratings: int) -> WindowStats:
+    w = WindowStats(requests=answers)
+    w.ratings = [0, 0, 0, ratings, 0]
+    return w
+
+
+@pytest.mark.parametrize(
+    ("canary", "stable", "expected"),
+    [
+        (rated(1000, 300), rated(9000, 2700), Outcome.PASS),
+        (rated(3000, 600), rated(27000, 8100), Outcome.FAIL),
+        (rated(3000, 1260), rated(27000, 8100), Outcome.FAIL),
+        (rated(1000, 200), rated(9000, 2700), Outcome.PASS),  # not yet clear
+        (rated(100, 20), rated(900, 270), Outcome.PASS),  # too little to tell
+        (rated(1000, 270), rated(9000, 2700), Outcome.PASS),  # within the tolerance
+        (rated(0, 0), rated(900, 270), Outcome.INCONCLUSIVE),
+    ],
+)
+def test_rating_rate(canary: WindowStats, stable: WindowStats, expected: Outcome) -> None:
+    assert check_rating_rate(canary, stable, CFG, LEVELS).outcome is expected
 
 
 @pytest.mark.parametrize(
@@ -171,7 +260,14 @@ def test_analysis_serialises_to_json() -> None:
     data = json.loads(json.dumps(analyse(healthy(), healthy(), CFG).to_dict()))
     assert data["outcome"] == "pass"
     assert {m["check"] for m in data["measurements"]} == {"error_rate", "rating_drop", "latency"}
-    assert all("upper" in m["evidence"] for m in data["measurements"])
+    assert [g["check"] for g in data["guards"]] == ["rating_rate"]
+
+
+def test_a_stage_adds_the_sample_ratio_guard() -> None:
+    result = analyse(healthy(), healthy(), CFG, Stage(5000, 60.0, 0, 0, 10.0))
+    assert [g.check for g in result.guards] == ["sample_ratio", "rating_rate"]
+    assert result.guard("sample_ratio") is None  # stats without student counts: not checked
+    assert result.guards[0].outcome is Outcome.INCONCLUSIVE
 
 
 @pytest.mark.parametrize(

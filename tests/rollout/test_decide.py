@@ -8,7 +8,7 @@ import pytest
 
 from tara.rollout.actions import Alert, Notify, PromoteToStable, Rollback, SetWeight
 from tara.rollout.config import RolloutSettings
-from tara.rollout.decide import step
+from tara.rollout.decide import flags, step
 from tara.rollout.model import (
     HISTORY_LIMIT,
     Decision,
@@ -268,3 +268,113 @@ def test_history_is_bounded() -> None:
 def test_alert_names_the_rollout() -> None:
     alert = Alert("r1", "paused")
     assert (alert.rollout_id, alert.message) == ("r1", "paused")
+
+
+# -- evidence that can lie ------------------------------------------------------------
+def counted(w: WindowStats, students: int) -> WindowStats:
+    """``w`` with a distinct-student count, as the window stores report it."""
+    w.students = students
+    return w
+
+
+MISMATCH = (
+    "sample ratio mismatch: canary has 100 of 2000 distinct students (5.0%) and 10.0% of "
+    "20000 requests for a weight of 10%; no decision on this data until an operator resumes "
+    "or rolls back"
+)
+
+
+def test_a_sample_ratio_mismatch_pauses_with_the_numbers_and_decides_nothing() -> None:
+    stable = counted(window(18000, 90, (180, 270, 900, 3600, 4050), 1.0), 1900)
+    for canary in (good(), bad()):  # a failing canary is not rolled back on that data either
+        r, actions = step(running(), counted(canary, 100), stable, CFG, 150.0)
+        assert (r.phase, r.stage_index) == (Phase.PAUSED, 0)
+        d = r.history[-1]
+        assert (d.decision, d.actor, d.reason) == ("pause", "controller", MISMATCH)
+        assert d.evidence["sample_ratio"]["evidence"]["canary_student_share"] == 0.05
+        assert kinds(actions) == ["Notify", "Alert"]
+        assert actions[1] == Alert("r1", f"rollout r1 paused in stage 1: {MISMATCH}")
+    held, actions = step(r, counted(bad(), 100), stable, CFG, 160.0)
+    assert (held.phase, actions) == (Phase.PAUSED, [])
+    assert held.last_decision is not None
+    assert held.last_decision.reason == f"paused; {MISMATCH}"
+
+
+def test_after_an_operator_resumes_a_mismatch_the_stage_decides_again() -> None:
+    stable = counted(window(18000, 90, (180, 270, 900, 3600, 4050), 1.0), 1900)
+    paused, _ = step(running(), counted(good(), 100), stable, CFG, 50.0)
+    resumed, _ = resume(paused, 60.0, actor="asha", reason="routing fixed, data understood")
+    back, actions = step(resumed, counted(bad(), 100), stable, CFG, 70.0)
+    assert back.phase is Phase.ROLLED_BACK
+    assert (back.history[-1].decision, back.history[-1].actor) == ("rollback", "controller")
+    moved, _ = step(resumed, counted(good(), 100), stable, CFG, 200.0)
+    assert moved.stage_index == 1
+    again, _ = step(moved, counted(good(), 100), stable, CFG, 210.0)
+    assert (again.phase, again.history[-1].decision) == (Phase.PAUSED, "pause")  # a new stage
+
+
+def test_stats_without_student_counts_are_not_checked_for_a_mismatch() -> None:
+    r, _ = step(running(), good(), good(), CFG, 100.0)
+    assert (r.phase, r.stage_index) == (Phase.PROGRESSING, 1)
+
+
+FLAG = (
+    "rating rates differ: canary students rate 5.0% of answers, stable students 50.3%; "
+    "mean ratings may be biased; promotion waits for the configured evidence"
+)
+
+
+def test_unequal_rating_rates_flag_the_rollout_once_and_wait_for_the_evidence() -> None:
+    stable = window(18000, 90, (180, 270, 900, 3600, 4050), 1.0)
+    few = window(1990, 10, (0, 0, 9, 36, 54), 1.0)  # 99 ratings (5% of answers), rated well
+    r, actions = step(running(), few, stable, CFG, 150.0)
+    d = r.history[-1]
+    assert (d.decision, d.actor, d.reason) == ("flag", "controller", FLAG)
+    assert actions == [Alert("r1", f"rollout r1 flagged: {d.reason}")]
+    assert r.last_decision is not None
+    assert (r.last_decision.decision, r.last_decision.reason) == (
+        "hold", "waiting for canary ratings 99 of 100 (flagged: rating rates differ)"
+    )
+    assert flags(r) == [d.reason]
+    r, actions = step(r, few, stable, CFG, 160.0)
+    assert actions == []
+    assert [x.decision for x in r.history].count("flag") == 1
+
+
+def test_a_flag_travels_with_promotion_into_the_success_report() -> None:
+    stable = window(18000, 90, (180, 270, 900, 3600, 4050), 1.0)
+    enough = window(4000, 20, (4, 6, 20, 80, 90), 1.0)  # 200 ratings, 5% of answers
+    r, _ = step(running(), enough, stable, CFG, 100.0)
+    assert (r.stage_index, [d.decision for d in r.history]) == (1, ["start", "flag", "advance"])
+    assert r.history[-1].evidence["flags"] == [FLAG]
+    r, actions = step(r, enough, stable, CFG, 300.0)
+    assert r.phase is Phase.SUCCEEDED
+    assert r.history[-1].reason.endswith(f"\nflag: {FLAG}")
+
+
+def test_a_flag_never_stops_a_rollback() -> None:
+    stable = window(18000, 90, (180, 270, 900, 3600, 4050), 1.0)
+    failing = window(2000, 600, (2, 3, 10, 40, 45), 1.0)
+    r, actions = step(running(), failing, stable, CFG, 50.0)
+    assert r.phase is Phase.ROLLED_BACK
+    assert [d.decision for d in r.history] == ["start", "flag", "rollback"]
+    assert kinds(actions) == ["Alert", "Rollback", "Notify"]
+
+
+OUTAGE = (
+    "canary error rate 30.00% (600 of 2000) is past 5.00%, but stable fails as often "
+    "(30.00%): upstream trouble, not the canary"
+)
+
+
+def test_an_outage_in_both_variants_holds_and_never_rolls_back() -> None:
+    canary = window(2000, 600, (20, 30, 100, 400, 450), 1.0)
+    stable = window(18000, 5400, (180, 270, 900, 3600, 4050), 1.0)
+    r, actions = step(running(), canary, stable, CFG, 150.0)
+    assert (r.phase, r.stage_index, actions) == (Phase.PROGRESSING, 0, [])
+    d = r.last_decision
+    assert d is not None
+    assert (d.decision, d.actor, d.reason) == ("hold", "controller", OUTAGE)
+    assert [x.decision for x in r.history] == ["start"]  # holds are not recorded
+    worse = window(2000, 900, (20, 30, 100, 400, 450), 1.0)  # 45% against stable's 30%
+    assert step(running(), worse, stable, CFG, 150.0)[0].phase is Phase.ROLLED_BACK

@@ -1,108 +1,117 @@
-"""Anytime-valid confidence sequences: exact bounds, and coverage under continuous looks."""
+"""Sequential tests: exact boundaries, mixtures, and their error rates under continuous looks."""
 
 from __future__ import annotations
 
 import math
-import random
 
+import numpy as np
 import pytest
 
 from tara.rollout.sequential import (
-    normal_mixture_halfwidth,
-    rate_bounds,
+    RateTest,
+    horizon,
+    mean_log_evidence,
+    mean_margin,
     rate_log_evidence,
-    rate_lower,
-    rate_upper,
 )
 
-ALPHA = 0.05
+
+def _binomial_tail(c: int, n: int, p: float) -> float:
+    """P(X >= c) for X ~ Binomial(n, p), summed exactly."""
+    return sum(math.comb(n, k) * p**k * (1 - p) ** (n - k) for k in range(c, n + 1))
 
 
-def _grid_bounds(s: float, n: float) -> tuple[float, float]:
-    """The sequence found by brute force over a fine grid of rates."""
-    inside = [
-        p
-        for p in (i / 20_000 for i in range(1, 20_000))
-        if rate_log_evidence(s, n, p, 0.05, 20) < math.log(1 / ALPHA)
-    ]
-    return inside[0], inside[-1]
+FAIL = RateTest(0.05, 0.2, fail=True)
+PASS = RateTest(0.05, 0.05, fail=False)
 
 
 @pytest.mark.parametrize(
-    ("s", "n"), [(0, 10), (3, 100), (40, 200), (10, 10), (2.5, 50), (500, 1000), (1, 5000)]
+    ("n", "fail_at"),
+    [(0, 1), (5, 6), (6, 4), (20, 5), (100, 10), (240, 18), (1000, 70)],
 )
-def test_bounds_match_brute_force(s: float, n: float) -> None:
-    lower, upper = rate_bounds(s, n, ALPHA, 0.05, 20)
-    grid_lower, grid_upper = _grid_bounds(s, n)
-    assert lower == pytest.approx(grid_lower, abs=1e-4)
-    assert upper == pytest.approx(grid_upper, abs=1e-4)
+def test_fail_boundary_values(n: int, fail_at: int) -> None:
+    assert FAIL.threshold(n) == fail_at
+
+
+@pytest.mark.parametrize(("n", "pass_at"), [(0, -1), (60, -1), (100, 0), (1000, 31)])
+def test_pass_boundary_values(n: int, pass_at: int) -> None:
+    assert PASS.threshold(n) == pass_at
+
+
+def test_a_fixed_look_never_rejects_more_often_than_the_level() -> None:
+    """Every single look is a subset of the whole sequence: its own error is below alpha."""
+    for n in (60, 100, 240, 1000):
+        assert _binomial_tail(int(FAIL.threshold(n)), n, 0.05) <= FAIL.alpha
+
+
+def test_rate_tests_hold_their_level_under_a_look_after_every_request() -> None:
+    """At the limit, the walk crosses the failing boundary in at most alpha of runs, and the
+    passing one (which tests the other side) too."""
+    rng = np.random.default_rng(3)
+    runs, steps = 4000, 3000
+    fail_edge = FAIL.threshold(np.arange(steps + 1))
+    pass_edge = PASS.threshold(np.arange(steps + 1))
+    events = np.zeros(runs)
+    failed = np.zeros(runs, dtype=bool)
+    passed = np.zeros(runs, dtype=bool)
+    for n in range(1, steps + 1):
+        events += rng.random(runs) < 0.05
+        failed |= events >= fail_edge[n]
+        passed |= events <= pass_edge[n]
+    assert failed.mean() <= FAIL.alpha
+    assert passed.mean() <= PASS.alpha
+
+
+def test_the_boundary_continues_past_the_horizon() -> None:
+    cap = horizon(0.05)
+    inside, beyond, far = FAIL.threshold([cap, cap + 1, 10 * cap])
+    assert inside < beyond < far
+    assert beyond / (cap + 1) > 0.05
+    assert 0.05 < far / (10 * cap) < 0.06  # the mixture: slower, but valid for ever
+    low, high = PASS.threshold([cap + 1, 10 * cap])
+    assert low < high < 0.05 * 10 * cap
 
 
 @pytest.mark.parametrize(
-    ("s", "n", "expected"),
-    [(0, 0, (0.0, 1.0)), (0, 50, (0.0, None)), (50, 50, (None, 1.0))],
-)
-def test_edges(s: float, n: float, expected: tuple[float | None, float | None]) -> None:
-    lower, upper = rate_bounds(s, n, ALPHA, 0.05, 20)
-    assert expected[0] is None or lower == expected[0]
-    assert expected[1] is None or upper == expected[1]
-    assert 0.0 <= lower <= s / max(n, 1) <= upper <= 1.0 or n == 0
+    ("s", "n", "p0", "up", "positive"),
+    [(20, 100, 0.05, True, True), (2, 100, 0.05, True, False), (0, 100, 0.05, False, True),
+     (10, 100, 0.05, False, False), (0, 0, 0.05, True, False)],
+)  # fmt: skip
+def test_rate_evidence_points_the_right_way(
+    s: float, n: float, p0: float, up: bool, positive: bool
+) -> None:
+    assert (float(rate_log_evidence(s, n, p0, up=up)) > 0) is positive
 
 
-def test_bounds_tighten_with_data_and_confidence() -> None:
-    assert rate_upper(10, 1000, ALPHA, 0.05, 20) < rate_upper(1, 100, ALPHA, 0.05, 20)
-    assert rate_lower(100, 1000, ALPHA, 0.05, 20) > rate_lower(10, 100, ALPHA, 0.05, 20)
-    assert rate_upper(10, 1000, 0.01, 0.05, 20) > rate_upper(10, 1000, 0.2, 0.05, 20)
+def test_rate_evidence_is_an_e_process_at_the_null() -> None:
+    """Looking after every trial, the mixture reaches 1/alpha in at most alpha of runs."""
+    rng = np.random.default_rng(5)
+    runs, need = 4000, math.log(1 / 0.05)
+    events = np.zeros(runs)
+    crossed = np.zeros(runs, dtype=bool)
+    for n in range(1, 2001):
+        events += rng.random(runs) < 0.1
+        crossed |= rate_log_evidence(events, n, 0.1, up=True) >= need
+    assert crossed.mean() <= 0.05
 
 
-@pytest.mark.parametrize(
-    ("p", "s", "n", "expected"),
-    [(0.0, 1, 10, math.inf), (0.0, 0, 10, 0.0), (1.0, 9, 10, math.inf), (1.0, 10, 10, 0.0)],
-)
-def test_log_evidence_at_the_ends(p: float, s: float, n: float, expected: float) -> None:
-    assert rate_log_evidence(s, n, p, 0.05, 20) == expected
+def test_mean_mixture_holds_its_level_for_a_gaussian_mean_under_continuous_looks() -> None:
+    rng = np.random.default_rng(11)
+    runs, need = 3000, math.log(1 / 0.05)
+    total = np.zeros(runs)
+    crossed = np.zeros(runs, dtype=bool)
+    for n in range(1, 1001):
+        total += rng.normal(0.0, 1.0, runs)
+        crossed |= mean_log_evidence(total / n, 1.0 / n, 0.2) >= need
+    assert crossed.mean() <= 0.05
 
 
-def test_rate_sequence_covers_the_truth_at_every_look() -> None:
-    """Looking after every 10 requests, the true rate leaves the sequence in <= alpha of runs."""
-    rng = random.Random(7)
-    p, misses, runs = 0.05, 0, 300
-    for _ in range(runs):
-        s = 0
-        for n in range(1, 2001):
-            s += rng.random() < p
-            if n % 10 == 0:
-                lower, upper = rate_bounds(s, n, ALPHA, 0.05, 20)
-                if not lower <= p <= upper:
-                    misses += 1
-                    break
-    assert misses / runs <= ALPHA
+@pytest.mark.parametrize("variance", [0.0001, 0.01, 1.0])
+def test_mean_margin_is_where_the_evidence_reaches_the_level(variance: float) -> None:
+    margin = mean_margin(variance, 0.05, 0.2)
+    assert float(mean_log_evidence(margin, variance, 0.2)) == pytest.approx(math.log(20), abs=1e-6)
+    assert mean_margin(variance / 4, 0.05, 0.2) < margin
 
 
-def test_normal_mixture_covers_a_gaussian_mean_at_every_look() -> None:
-    rng = random.Random(11)
-    misses, runs = 0, 300
-    for _ in range(runs):
-        total = 0.0
-        for n in range(1, 1001):
-            total += rng.gauss(0.0, 1.0)
-            if abs(total / n) > normal_mixture_halfwidth(1.0 / n, ALPHA, 0.2):
-                misses += 1
-                break
-    assert misses / runs <= ALPHA
-
-
-@pytest.mark.parametrize(
-    ("variance", "expected"),
-    [
-        (0.0, 0.0),
-        (0.01, math.sqrt(2 * 0.01 * 0.05 / 0.04 * (math.log(20) + 0.5 * math.log(5)))),
-    ],
-)
-def test_normal_mixture_halfwidth_formula(variance: float, expected: float) -> None:
-    assert normal_mixture_halfwidth(variance, ALPHA, 0.2) == pytest.approx(expected)
-
-
-def test_normal_mixture_halfwidth_shrinks_with_variance() -> None:
-    widths = [normal_mixture_halfwidth(1.0 / n, ALPHA, 0.2) for n in (10, 100, 1000, 10_000)]
-    assert widths == sorted(widths, reverse=True)
+def test_mean_margin_of_a_certain_estimate_is_zero() -> None:
+    assert mean_margin(0.0, 0.05, 0.2) == 0.0

@@ -139,7 +139,7 @@ class AdminApi:
         except Exception as exc:  # status must still answer when stats are down
             log.warning("live stats of rollout %s unreadable: %s", rollout.id, exc)
             return {"error": f"stats unreadable: {type(exc).__name__}: {exc}"}
-        return live_numbers(canary, stable, self.service.settings)
+        return live_numbers(canary, stable, self.service.settings, rollout.stage)
 
     async def list(self, request: Request) -> Response:
         """``GET /admin/rollouts[?track=T&active=true]``."""

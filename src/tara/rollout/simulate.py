@@ -585,24 +585,25 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
 
 def traffic_from(args: argparse.Namespace) -> Traffic:
     """The traffic and stable profile the command-line options describe."""
-    base = VariantProfile()
+    base, default = VariantProfile(), Traffic()
+
+    def option(name: str, default: float) -> float:
+        value = getattr(args, name, None)
+        return default if value is None else float(value)
+
     stable = VariantProfile(
-        error_rate=_or(args.stable_error_rate, base.error_rate),
-        latency_median=_or(args.stable_latency, base.latency_median),
+        error_rate=option("stable_error_rate", base.error_rate),
+        latency_median=option("stable_latency", base.latency_median),
         latency_sigma=base.latency_sigma,
-        rating_mean=_or(args.rating_mean, base.rating_mean),
-        rating_spread=_or(args.rating_spread, base.rating_spread),
-        rating_rate=_or(args.rating_rate, base.rating_rate),
+        rating_mean=option("rating_mean", base.rating_mean),
+        rating_spread=option("rating_spread", base.rating_spread),
+        rating_rate=option("rating_rate", base.rating_rate),
     )
     return Traffic(
-        requests_per_hour=_or(args.traffic, Traffic.requests_per_hour),
-        students=int(_or(args.students, Traffic.students)),
+        requests_per_hour=option("traffic", default.requests_per_hour),
+        students=int(option("students", default.students)),
         stable=stable,
     )
-
-
-def _or(value: float | None, default: float) -> float:
-    return default if value is None else value
 
 
 def parse_outage(text: str) -> Outage:

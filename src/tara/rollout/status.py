@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tara.rollout.analysis import analyse
+from tara.rollout.analysis import Levels, analyse
 from tara.rollout.bucketing import BUCKETS
 from tara.rollout.config import RolloutSettings
 from tara.rollout.model import Phase, Rollout
+from tara.rollout.plan import Stage
 from tara.rollout.report import compare
 from tara.telemetry.windows import WindowStats
 
@@ -62,13 +63,14 @@ def summary(rollout: Rollout, now: float) -> dict[str, Any]:
 
 
 def live_numbers(
-    canary: WindowStats, stable: WindowStats, settings: RolloutSettings
+    canary: WindowStats, stable: WindowStats, settings: RolloutSettings, stage: Stage | None = None
 ) -> dict[str, Any]:
-    """Canary against stable now: the verdict with each check's bounds, and the A/B numbers."""
+    """Canary against stable now, as the controller judges ``stage``: the verdict with each
+    check's boundaries, the evidence guards, and the A/B numbers."""
     return {
-        "fail_confidence": settings.fail_confidence,
+        "fail_confidence": 1 - Levels.of(settings, stage).fail,
         "pass_confidence": settings.pass_confidence,
-        "analysis": analyse(canary, stable, settings).to_dict(),
+        "analysis": analyse(canary, stable, settings, stage).to_dict(),
         "comparison": compare(canary, stable),
     }
 
