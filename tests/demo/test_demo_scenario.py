@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 
 import pytest
@@ -15,7 +14,7 @@ from tara.demo.scenario import (
     stats_settings,
 )
 from tara.rollout.config import RolloutSettings
-from tara.rollout.sequential import rate_log_evidence
+from tara.rollout.sequential import RateTest
 from tara.sandbox.config import default_models
 
 
@@ -63,12 +62,8 @@ def test_the_pace_changes_time_not_the_thresholds_or_confidences() -> None:
 def test_a_flawless_canary_needs_about_min_stage_requests_to_pass_the_error_test() -> None:
     """Why MIN_STAGE_REQUESTS is 100: fewer requests cannot pass the 95% error-rate test."""
     cfg = RolloutSettings()
-    needed = -math.log(1 - cfg.pass_confidence)
-    evidence = [
-        rate_log_evidence(0, n, cfg.error_rate_limit, cfg.error_rate_limit, cfg.rate_prior_strength)
-        for n in (MIN_STAGE_REQUESTS - 10, MIN_STAGE_REQUESTS)
-    ]
-    assert evidence[0] < needed <= evidence[1]
+    test = RateTest(cfg.error_rate_limit, 1 - cfg.pass_confidence, fail=False)
+    assert test.threshold(MIN_STAGE_REQUESTS - 20) < 0 <= test.threshold(MIN_STAGE_REQUESTS)
 
 
 def test_stats_settings_use_one_second_buckets() -> None:

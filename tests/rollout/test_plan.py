@@ -22,6 +22,16 @@ def test_default_plan_follows_the_strategy() -> None:
     assert plan.stages[0].interval < plan.stages[1].interval
     assert plan.last_index == 2
     assert plan.total_min_duration == 14 * DAY
+    assert [s.fail_confidence for s in plan.stages] == [0.775, 0.99, 0.99]
+
+
+def test_a_stage_without_its_own_rollback_confidence_round_trips_as_before() -> None:
+    """A plan stored by older code has no ``fail_confidence``; it loads and saves the same."""
+    old = {"weight_bp": 1000, "min_duration": 60.0, "min_requests": 1, "min_ratings": 0,
+           "interval": 5.0, "intensive": False}  # fmt: skip
+    stage = Stage.from_dict(old)
+    assert (stage.fail_confidence, stage.to_dict()) == (None, old)
+    assert Stage.from_dict({**old, "fail_confidence": 0.8}).fail_confidence == 0.8
 
 
 def test_durations_accept_seconds_and_iso_8601() -> None:

@@ -6,7 +6,7 @@ how the strategy's days-long stages are compressed into seconds and how much
 traffic the simulated students send. The numbers are chosen together: every
 stage needs :data:`MIN_STAGE_REQUESTS` canary requests because with fewer
 the controller's 95%-confidence error-rate test cannot pass a canary that
-fails not at all (see :func:`tara.rollout.sequential.rate_log_evidence`), so
+fails not at all (see :class:`tara.rollout.sequential.RateTest`), so
 a stage lasts at least as long as it takes the canary's share of the arrival
 rate to send that many.
 """
@@ -24,7 +24,7 @@ TRACK = "tara-tutor"
 STABLE_MODEL = "tara-stable"
 
 MIN_STAGE_REQUESTS = 100
-"""Canary requests per stage: the error-rate test passes a flawless canary after 95."""
+"""Canary requests per stage: the error-rate test passes a flawless canary after 90."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,6 +120,8 @@ class Levels:
 
     fail: float
     passing: float
+    worse: float
+    """Of "the canary fails more often than stable" (the outage hold)."""
     srm: float
     rating_rate: float
 
@@ -128,7 +130,11 @@ class Levels:
         """The levels of ``stage`` (its own rollback confidence if it sets one)."""
         fail = stage.fail_confidence if stage and stage.fail_confidence else cfg.fail_confidence
         return cls(
-            1 - fail, 1 - cfg.pass_confidence, 1 - cfg.srm_confidence, 1 - cfg.rating_rate_confidence
+            1 - fail,
+            1 - cfg.pass_confidence,
+            1 - cfg.outage_confidence,
+            1 - cfg.srm_confidence,
+            1 - cfg.rating_rate_confidence,
         )
 
 
@@ -152,14 +158,15 @@ def error_verdicts(
     "Worse than stable" compares the canary's share of all errors with its
     share of all requests, which an outage hitting both variants alike leaves
     unchanged however high it drives both rates. Both tests must reject for a
-    rollback (an intersection-union test), so each keeps the whole level.
+    rollback (an intersection-union test), so each keeps its whole level; the
+    comparison's is small, so an outage is held with near certainty.
     """
     ce, cn = np.asarray(canary_errors, float), np.asarray(canary_requests, float)
     se, sn = np.asarray(stable_errors, float), np.asarray(stable_requests, float)
     past = RateTest(limit, levels.fail, fail=True).rejects(ce, cn) & (cn > 0)
     share = np.where(cn + sn > 0, cn / np.maximum(cn + sn, 1.0), 1.0)
     worse = (sn == 0) | (
-        rate_log_evidence(ce, ce + se, np.minimum(share, 1 - 1e-9), up=True) >= _need(levels.fail)
+        rate_log_evidence(ce, ce + se, np.minimum(share, 1 - 1e-9), up=True) >= _need(levels.worse)
     )
     within = RateTest(limit, levels.passing, fail=False).rejects(ce, cn) & (cn > 0)
     return past & worse, within, past & ~worse

@@ -96,6 +96,9 @@ class RolloutSettings(BaseModel):
     the controller looks."""
     pass_confidence: float = Field(0.95, gt=0.5, lt=1)
     """Confidence needed that the canary is within every limit before a stage passes."""
+    outage_confidence: float = Field(0.999, gt=0.5, lt=1)
+    """Confidence needed that the canary fails more often than stable before its error rate
+    may roll it back: an upstream outage raising both variants' errors holds the rollout."""
     srm_confidence: float = Field(0.999, gt=0.5, lt=1)
     """Confidence needed to call a sample ratio mismatch (and pause the rollout)."""
     srm_tolerance: float = Field(0.1, ge=0, lt=1)

@@ -46,7 +46,7 @@ DECISION_LABELS = {"advance": "promote"}
 
 DECISIONS = (
     "start", "hold", "promote", "succeed", "pause", "resume", "rollback", "abort", "error",
-    "stalled",
+    "stalled", "flag",
 )  # fmt: skip
 """Every ``decision`` label value, created at 0 so dashboards and alerts see them early."""
 
@@ -60,6 +60,7 @@ EVENTS = {
     "rollback": "rolled_back",
     "abort": "aborted",
     "stalled": "stalled",
+    "flag": "flagged",
 }
 """Decisions that are announced to webhooks, and the event name each gets."""
 
