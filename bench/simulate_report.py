@@ -43,6 +43,10 @@ PLANS = ((1200.0, 356.4, 5000), (30.0, 6.0, 300))
 """``(requests/hour, ratings/hour, students)``: the default segment, and a small one."""
 
 
+PLAN_RUNS = 100
+"""Rollouts per effect size in the plans (16 sizes per trigger, 3 triggers)."""
+
+
 def _scenario(task: tuple[str, Any, int, int]) -> dict[str, Any]:
     kind, what, runs, seed = task
     began = time.process_time()
@@ -50,7 +54,7 @@ def _scenario(task: tuple[str, Any, int, int]) -> dict[str, Any]:
         rph, ratings, students = what
         stable = replace(VariantProfile(), rating_rate=ratings / (rph * 0.99))
         traffic = Traffic(requests_per_hour=rph, students=students, stable=stable)
-        result = forecast(RolloutSettings(), traffic, max(runs // 10, 100), seed)
+        result = forecast(RolloutSettings(), traffic, PLAN_RUNS, seed)
         return {"kind": kind, "text": format_forecast(result), "cpu": time.process_time() - began}
     scenario = what if isinstance(what, Scenario) else Scenario("sweep", "", what, "rollback")
     summary = simulate(scenario, RolloutSettings(), runs, seed)
@@ -127,7 +131,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    tasks: list[tuple[str, Any, int, int]] = [("scenario", s, args.runs, 0) for s in SCENARIOS.values()]
+    tasks: list[tuple[str, Any, int, int]] = [
+        ("scenario", s, args.runs, 0) for s in SCENARIOS.values()
+    ]
     tasks += [("sweep", effect, args.runs, 0) for items in SWEEPS.values() for _, effect in items]
     tasks += [("plan", plan, args.runs, 0) for plan in PLANS]
     tasks = [(kind, what, runs, args.seed + i) for i, (kind, what, runs, _) in enumerate(tasks)]
@@ -166,7 +172,7 @@ def main() -> None:
         *_goal_rows(scenarios),
         "",
         "A canary past a limit is never promoted in more than 1% of rollouts (the `-past` "
-        "rows): that is the \"false promotion of a worse arm\". Identical arms (`aa`) are "
+        'rows): that is the "false promotion of a worse arm". Identical arms (`aa`) are '
         "rolled back in at most 1%.",
         "",
         "## Scenarios",
@@ -186,7 +192,7 @@ def main() -> None:
     for (rph, ratings, students), text in zip(PLANS, plans, strict=True):
         lines += [
             f"`tara simulate plan --requests-per-hour {rph:g} --ratings-per-hour {ratings:g} "
-            f"--students {students} --runs {max(args.runs // 10, 100)}`",
+            f"--students {students} --runs {PLAN_RUNS}` (seed as in the method line)",
             "",
             "```",
             text,

@@ -304,7 +304,7 @@ def test_after_an_operator_resumes_a_mismatch_the_stage_decides_again() -> None:
     stable = counted(window(18000, 90, (180, 270, 900, 3600, 4050), 1.0), 1900)
     paused, _ = step(running(), counted(good(), 100), stable, CFG, 50.0)
     resumed, _ = resume(paused, 60.0, actor="asha", reason="routing fixed, data understood")
-    back, actions = step(resumed, counted(bad(), 100), stable, CFG, 70.0)
+    back, _ = step(resumed, counted(bad(), 100), stable, CFG, 70.0)
     assert back.phase is Phase.ROLLED_BACK
     assert (back.history[-1].decision, back.history[-1].actor) == ("rollback", "controller")
     moved, _ = step(resumed, counted(good(), 100), stable, CFG, 200.0)
@@ -333,7 +333,8 @@ def test_unequal_rating_rates_flag_the_rollout_once_and_wait_for_the_evidence() 
     assert actions == [Alert("r1", f"rollout r1 flagged: {d.reason}")]
     assert r.last_decision is not None
     assert (r.last_decision.decision, r.last_decision.reason) == (
-        "hold", "waiting for canary ratings 99 of 100 (flagged: rating rates differ)"
+        "hold",
+        "waiting for canary ratings 99 of 100 (flagged: rating rates differ)",
     )
     assert flags(r) == [d.reason]
     r, actions = step(r, few, stable, CFG, 160.0)
@@ -347,7 +348,7 @@ def test_a_flag_travels_with_promotion_into_the_success_report() -> None:
     r, _ = step(running(), enough, stable, CFG, 100.0)
     assert (r.stage_index, [d.decision for d in r.history]) == (1, ["start", "flag", "advance"])
     assert r.history[-1].evidence["flags"] == [FLAG]
-    r, actions = step(r, enough, stable, CFG, 300.0)
+    r, _ = step(r, enough, stable, CFG, 300.0)
     assert r.phase is Phase.SUCCEEDED
     assert r.history[-1].reason.endswith(f"\nflag: {FLAG}")
 

@@ -9,8 +9,8 @@ import pytest
 from tara.cli import build_parser
 from tara.rollout.config import RolloutSettings, StageSettings
 from tara.rollout.forecast import (
-    format_forecast,
     forecast,
+    format_forecast,
     plan_command,
     plan_traffic,
     smallest_caught,

@@ -77,8 +77,8 @@ def test_the_guards_pause_and_flag_in_their_scenarios() -> None:
     assert (srm["pause_rate"], srm["rollback_rate"]) == (1.0, 0.0)
     shy = simulate(SCENARIOS["rating-rate"], CFG, runs=50, seed=3)
     assert (shy["flag_rate"], shy["promotion_rate"]) == (1.0, 1.0)
-    outage = simulate(with_effects(SCENARIOS["outage"], Traffic().stable,
-                                   outage=Outage(1.0, 1.0, 0.3)), SHORT, runs=50, seed=3)  # fmt: skip
+    early = with_effects(SCENARIOS["outage"], Traffic().stable, outage=Outage(1.0, 1.0, 0.3))
+    outage = simulate(early, SHORT, runs=50, seed=3)
     assert outage["rollback_rate"] == 0.0
 
 

@@ -75,7 +75,9 @@ def test_delta_of_a_failed_flagged_retry_has_no_latency() -> None:
         ({"variant": "stable", "fallback": True}, {"fb": 1}),
     ],
 )
-def test_delta_names_the_student_or_says_why_not(changes: dict[str, Any], who: dict[str, int]) -> None:
+def test_delta_names_the_student_or_says_why_not(
+    changes: dict[str, Any], who: dict[str, int]
+) -> None:
     delta = interaction_delta(make_ix(**changes))
     assert {k: v for k, v in delta.items() if k in ("anon", "fb") or k.startswith("stu:")} == who
 

@@ -36,6 +36,7 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -204,7 +205,9 @@ def check_error_rate(
         )
         return Measurement(name, Outcome.INCONCLUSIVE, reason, evidence)
     if within:
-        return Measurement(name, Outcome.PASS, f"{rate} is confidently within {limit:.2%}", evidence)
+        return Measurement(
+            name, Outcome.PASS, f"{rate} is confidently within {limit:.2%}", evidence
+        )
     reason = f"{rate} is not yet clear of {limit:.2%} (rollback at {int(fail_at)} errors)"
     return Measurement(name, Outcome.INCONCLUSIVE, reason, evidence)
 
@@ -346,7 +349,9 @@ def check_latency(
     else:
         outcome, words = Outcome.INCONCLUSIVE, "not yet clear of"
     if nc == 0 or not math.isfinite(upper):
-        return Measurement(name, outcome, f"no comparable latencies yet: {words} the limit", evidence)
+        return Measurement(
+            name, outcome, f"no comparable latencies yet: {words} the limit", evidence
+        )
     reason = (
         f"{v.slow_share[0]:.2%} of canary requests slower than {ratio * upper:.3g}s "
         f"({ratio:g}x stable p{q * 100:g}, at most {upper:.3g}s) is {words} {allowed:.0%}"
@@ -531,7 +536,7 @@ def analyse(
         return Analysis(Outcome.ERROR, f"stable: {problem}")
     c, s, levels = canary, stable, Levels.of(cfg, stage)
     measurements = tuple(
-        _measure(check.__name__, lambda check=check: check(c, s, cfg, levels)) for check in CHECKS
+        _measure(check.__name__, partial(check, c, s, cfg, levels)) for check in CHECKS
     )
     guards = [_measure("check_rating_rate", lambda: check_rating_rate(c, s, cfg, levels))]
     if stage is not None:

@@ -23,6 +23,8 @@ stats for the rollout's segment since the current stage began. What it does:
 
 from __future__ import annotations
 
+from typing import Any
+
 from tara.rollout.actions import Action, Alert
 from tara.rollout.analysis import Analysis, Measurement, Outcome, StatsInput, analyse
 from tara.rollout.config import RolloutSettings
@@ -169,8 +171,8 @@ def _verdict(
     analysis: Analysis,
 ) -> Transition:
     if analysis.outcome is Outcome.FAIL:
-        evidence = {"analysis": analysis.to_dict(), "comparison": compare(canary, stable)}
-        return rollback(rollout, now, "controller", analysis.reason, evidence)
+        failed = {"analysis": analysis.to_dict(), "comparison": compare(canary, stable)}
+        return rollback(rollout, now, "controller", analysis.reason, failed)
     if rollout.phase is Phase.PAUSED:
         return _hold(rollout, now, f"paused; {analysis.reason}", analysis)
     if analysis.outcome is Outcome.INCONCLUSIVE:
@@ -180,7 +182,7 @@ def _verdict(
         return _stalled(rollout, now, waiting, analysis, cfg)
     comparison = compare(canary, stable)
     flagged = flags(rollout)
-    evidence = {"analysis": analysis.to_dict(), "comparison": comparison}
+    evidence: dict[str, Any] = {"analysis": analysis.to_dict(), "comparison": comparison}
     if flagged:
         evidence["flags"] = flagged
     last = rollout.stage_index >= rollout.plan.last_index

@@ -82,7 +82,7 @@ def _geometric(low: float, high: float) -> tuple[float, ...]:
 
 
 def stage_floor_seconds(cfg: RolloutSettings, traffic: Traffic) -> list[float]:
-    """Each stage's shortest possible time: minimum duration, requests and ratings at this traffic."""
+    """Each stage's shortest time: what its minimum duration, requests and ratings need."""
     rated_per_request = traffic.stable.rating_rate * (1 - traffic.stable.error_rate)
     out = []
     for stage in plan_from_settings(cfg).stages:
@@ -106,6 +106,12 @@ def smallest_caught(sizes: tuple[float, ...], caught: list[float]) -> float | No
     return None
 
 
+def _median(values: np.ndarray[Any, np.dtype[np.float64]]) -> float:
+    """Median of the finite values (``nan`` if none)."""
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
 def forecast(cfg: RolloutSettings, traffic: Traffic, runs: int, seed: int) -> dict[str, Any]:
     """Stage times and the smallest effects caught by each stage's end (see the module)."""
     rng = np.random.default_rng(seed)
@@ -114,8 +120,7 @@ def forecast(cfg: RolloutSettings, traffic: Traffic, runs: int, seed: int) -> di
     max_seconds = sum(floors) * max(cfg.stall_factor, 1.5)
     same = Scenario("plan", "identical canary", Effect(), "promote")
     aa = run(cfg, traffic, same, [traffic.stable] * runs, rng, max_seconds=max_seconds)
-    durations = [float(np.nanmedian(aa.stage_seconds[:, k])) if np.any(
-        np.isfinite(aa.stage_seconds[:, k])) else math.nan for k in range(len(plan.stages))]  # fmt: skip
+    durations = [_median(aa.stage_seconds[:, k]) for k in range(len(plan.stages))]
     ends = np.cumsum([d if math.isfinite(d) else f for d, f in zip(durations, floors, strict=True)])
     stages: list[dict[str, Any]] = []
     for k, stage in enumerate(plan.stages):
@@ -128,8 +133,12 @@ def forecast(cfg: RolloutSettings, traffic: Traffic, runs: int, seed: int) -> di
                 "minimum_hours": stage.min_duration / HOUR,
                 "expected_hours": seconds / HOUR,
                 "canary_requests": traffic.requests_per_hour * share * seconds / HOUR,
-                "canary_ratings": traffic.requests_per_hour * share * seconds / HOUR
-                * traffic.stable.rating_rate * (1 - traffic.stable.error_rate),
+                "canary_ratings": traffic.requests_per_hour
+                * share
+                * seconds
+                / HOUR
+                * traffic.stable.rating_rate
+                * (1 - traffic.stable.error_rate),
                 "smallest_caught": {},
             }
         )
@@ -148,7 +157,8 @@ def forecast(cfg: RolloutSettings, traffic: Traffic, runs: int, seed: int) -> di
     return {
         "requests_per_hour": traffic.requests_per_hour,
         "ratings_per_hour": traffic.requests_per_hour
-        * traffic.stable.rating_rate * (1 - traffic.stable.error_rate),
+        * traffic.stable.rating_rate
+        * (1 - traffic.stable.error_rate),
         "stable": {
             "error_rate": traffic.stable.error_rate,
             "latency_median_seconds": traffic.stable.latency_median,

@@ -126,7 +126,7 @@ def _odds_alternatives(p0: Floats, ratios: tuple[float, ...], up: bool) -> Float
 def _logmeanexp(terms: Floats) -> Floats:
     top = np.max(terms, axis=-1)
     safe = np.where(np.isfinite(top), top, 0.0)
-    return safe + np.log(np.mean(np.exp(terms - safe[..., None]), axis=-1))
+    return np.asarray(safe + np.log(np.mean(np.exp(terms - safe[..., None]), axis=-1)))
 
 
 def rate_log_evidence(

@@ -40,7 +40,7 @@ from tara.rollout.analysis import (
 )
 from tara.rollout.bucketing import BUCKETS
 from tara.rollout.config import RolloutSettings
-from tara.rollout.plan import Plan, plan_from_settings
+from tara.rollout.plan import plan_from_settings
 from tara.rollout.traffic import BUCKETS as LATENCY_BUCKETS
 from tara.rollout.traffic import Rates, VariantProfile, draw
 from tara.telemetry.windows import WindowStats
@@ -90,7 +90,9 @@ class Effect:
         if self.latency_factor != 1.0:
             parts.append(f"{self.latency_factor:g}x slower")
         if self.rating_rate is not None:
-            parts.append(f"rates {self.rating_rate:.0%} of answers (stable {stable.rating_rate:.0%})")
+            parts.append(
+                f"rates {self.rating_rate:.0%} of answers (stable {stable.rating_rate:.0%})"
+            )
         return ", ".join(parts) or "identical to stable"
 
 
@@ -102,7 +104,7 @@ class Outage:
     hours: float
     error_rate: float
 
-    def extra(self, t: Floats) -> Floats:
+    def added_errors(self, t: Floats) -> Floats:
         """Extra failure probability at times ``t`` (seconds since the rollout began)."""
         inside = (t >= self.start_hours * HOUR) & (t < (self.start_hours + self.hours) * HOUR)
         return np.where(inside, self.error_rate, 0.0)
@@ -308,7 +310,7 @@ def run(
         dt = interval[k]
         now[live] += dt
         middle = now[live] - dt / 2
-        outage = scenario.outage.extra(middle) if scenario.outage else np.zeros(live.size)
+        outage = scenario.outage.added_errors(middle) if scenario.outage else np.zeros(live.size)
         expected = traffic.requests_per_hour * dt / HOUR
         share = canary.population[live] / population
         bad = middle >= degrade_at
@@ -347,7 +349,14 @@ def run(
         live = live[~done & ~out_of_time]
     ended = np.where(np.isnan(ended), now, ended)
     return Lanes(
-        outcome, ended, stage, total_requests, total_ratings, harmed, flagged, stage_seconds,
+        outcome,
+        ended,
+        stage,
+        total_requests,
+        total_ratings,
+        harmed,
+        flagged,
+        stage_seconds,
         traces,
     )
 
@@ -391,7 +400,10 @@ def _decide(
             continue
         rows, lv = live[at], levels[index]
         c_err, c_req, s_err, s_req = (
-            canary.errors[rows], canary.requests[rows], stable.errors[rows], stable.requests[rows]
+            canary.errors[rows],
+            canary.requests[rows],
+            stable.errors[rows],
+            stable.requests[rows],
         )
         srm = sample_ratio_verdicts(
             canary.students[rows], stable.students[rows], c_req, s_req, weight[index], cfg, lv
@@ -528,7 +540,9 @@ def with_effects(
     changed = dataclasses.replace(
         scenario,
         effect=effect,
-        degrade_at_hours=scenario.degrade_at_hours if degrade_at_hours is None else degrade_at_hours,
+        degrade_at_hours=scenario.degrade_at_hours
+        if degrade_at_hours is None
+        else degrade_at_hours,
         outage=outage or scenario.outage,
     )
     if changed == scenario:
@@ -549,8 +563,10 @@ def with_effects(
 
 
 def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(
-        value, spec
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, spec)
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from tara.rollout.analysis import Levels, analyse
 from tara.rollout.bucketing import BUCKETS
 from tara.rollout.config import RolloutSettings
+from tara.rollout.decide import flags
 from tara.rollout.model import Phase, Rollout
 from tara.rollout.plan import Stage
 from tara.rollout.report import compare
@@ -59,6 +60,7 @@ def summary(rollout: Rollout, now: float) -> dict[str, Any]:
         "created_at": r.created_at,
         "updated_at": r.updated_at,
         "last_decision": r.last_decision.to_dict() if r.last_decision else None,
+        "flags": flags(r),
     }
 
 

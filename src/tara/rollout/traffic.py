@@ -94,7 +94,9 @@ class Rates:
         cache: dict[VariantProfile, tuple[list[float], list[float]]] = {}
         for p in profiles:
             if p not in cache:
-                rated = [p.rating_rate * x for x in rating_distribution(p.rating_mean, p.rating_spread)]
+                rated = [
+                    p.rating_rate * x for x in rating_distribution(p.rating_mean, p.rating_spread)
+                ]
                 cache[p] = (latency_distribution(p.latency_median, p.latency_sigma), rated)
         return cls(
             np.array([p.error_rate for p in profiles]),

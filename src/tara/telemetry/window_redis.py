@@ -105,7 +105,9 @@ class RedisWindowStore:
             for tier, start in plan:
                 pipe.hgetall(bucket_key(self._namespace, tier, s, start))
             if plan:
-                pipe.pfcount(*(students_key(self._namespace, tier, s, start) for tier, start in plan))
+                pipe.pfcount(
+                    *(students_key(self._namespace, tier, s, start) for tier, start in plan)
+                )
         replies: list[Any] = await pipe.execute() if wanted and plan else []
         out: dict[Series, WindowStats] = {}
         step = len(plan) + 1

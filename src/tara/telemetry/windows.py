@@ -290,7 +290,8 @@ class StudentSketch:
             return
         if self._registers is None:
             self._densify()
-        assert self._registers is not None and other._registers is not None
+        assert self._registers is not None
+        assert other._registers is not None
         np.maximum(self._registers, other._registers, out=self._registers)
 
     def count(self) -> int:
