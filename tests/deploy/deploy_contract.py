@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import promql_parser
-import pytest
 import yaml
+
+from dependencies import missing
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -143,7 +144,7 @@ def contract_problems(expr: str) -> list[str]:
 def require_promtool() -> str:
     """The promtool path; skips the calling test when it is not installed."""
     if PROMTOOL is None:
-        pytest.skip("promtool is not installed; run scripts/install-prometheus")
+        missing("promtool; run scripts/setup")
     return PROMTOOL
 
 
