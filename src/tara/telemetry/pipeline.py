@@ -31,7 +31,8 @@ import redis.asyncio as aioredis
 from tara.settings import Settings
 from tara.telemetry.interactions import Interaction, InteractionSink
 from tara.telemetry.log import Feedback as LogFeedback
-from tara.telemetry.log import InteractionLog, open_log
+from tara.telemetry.log import InteractionLog
+from tara.telemetry.log_backends import open_log
 from tara.telemetry.log_writer import InteractionLogWriter
 from tara.telemetry.metrics import MetricsRecorder
 from tara.telemetry.request_index import (
@@ -136,6 +137,10 @@ class Telemetry:
         self.writer = InteractionLogWriter.from_settings(
             self.log, settings.telemetry, on_drop=metrics.dropped
         )
+        writer = self.writer
+        metrics.interaction_log_up.set_function(lambda: float(writer.up))
+        metrics.interaction_spool_records.set_function(lambda: float(writer.spool.records))
+        metrics.interaction_spool_bytes.set_function(lambda: float(writer.spool.size))
         self.recorder = WindowRecorder(store, stats)
         self.detector = UserRetryDetector(memory, self.recorder, stats, on_retry=self._on_retry)
         self._sinks = (_Questions(self.detector), self.recorder, self.index, self.writer)
@@ -154,9 +159,13 @@ class Telemetry:
 
     # -- lifecycle -------------------------------------------------------------
     async def __aenter__(self) -> Telemetry:
-        """Migrate the log and start every background loop."""
-        await self.log.migrate()
-        self.writer.start()
+        """Start every background loop.
+
+        The log is migrated by its writer: start-up waits a few seconds for
+        that, but a database that is down does not keep the gateway from
+        answering students (records are spooled until it is back).
+        """
+        await self.writer.started()
         self.recorder.start()
         self.index.start()
         self.detector.start()
