@@ -40,7 +40,7 @@ import contextlib
 import dataclasses
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -54,14 +54,11 @@ from tenacity import (
 )
 
 from tara.telemetry.config import TelemetrySettings
-from tara.telemetry.interactions import Capture, Interaction
+from tara.telemetry.interactions import Capture, Interaction, OnDrop
 from tara.telemetry.log import Feedback, InteractionLog
 from tara.telemetry.spool import Entry, Item, Spool, SpoolUnavailableError
 
 log = logging.getLogger(__name__)
-
-OnDrop = Callable[[str, int], None]
-"""Told ``(reason, count)`` for records that will never be written."""
 
 PING_TIMEOUT = 10.0
 """Longest wait for the store to answer a ping before calling it an outage."""

@@ -126,7 +126,12 @@ class Telemetry:
         if redis is not None:
             ns = settings.redis_namespace
             store = RedisWindowStore(redis, namespace=ns, settings=stats)
-            self.index = RedisRequestIndex(redis, namespace=ns, settings=stats)
+            self.index = RedisRequestIndex(
+                redis,
+                namespace=ns,
+                settings=stats,
+                on_drop=lambda reason, n: metrics.telemetry_drop("request_index", reason, n),
+            )
             memory = RedisRetryMemory(redis, namespace=ns)
         else:
             store = MemoryWindowStore(stats)
@@ -141,7 +146,11 @@ class Telemetry:
         metrics.interaction_log_up.set_function(lambda: float(writer.up))
         metrics.interaction_spool_records.set_function(lambda: float(writer.spool.records))
         metrics.interaction_spool_bytes.set_function(lambda: float(writer.spool.size))
-        self.recorder = WindowRecorder(store, stats)
+        self.recorder = WindowRecorder(
+            store,
+            stats,
+            on_drop=lambda reason, n: metrics.telemetry_drop("window_stats", reason, n),
+        )
         self.detector = UserRetryDetector(memory, self.recorder, stats, on_retry=self._on_retry)
         self._sinks = (_Questions(self.detector), self.recorder, self.index, self.writer)
         self._bucket_seconds = store.layout.bucket_seconds
