@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import httpx
@@ -15,6 +16,8 @@ from tara.rollout.config import RolloutSettings
 from tara.rollout.controller_server import controller_command, run_controller
 from tara.serving import free_port
 from tara.settings import Settings
+from tcp_relay import RedisProxy
+from waiting import eventually
 
 
 def settings(port: int) -> Settings:
@@ -61,3 +64,43 @@ def test_once_prints_what_the_tick_did(capsys: pytest.CaptureFixture[str]) -> No
 def test_redis_backend_needs_a_url() -> None:
     s = Settings(state_backend="redis")
     assert controller_command(argparse.Namespace(once=True), s) == 2
+
+
+def answers(client: httpx.AsyncClient, path: str, status: int) -> Callable[[], Awaitable[bool]]:
+    """A check for :func:`eventually`: ``path`` answers ``status``."""
+
+    async def check() -> bool:
+        try:
+            return (await client.get(path)).status_code == status
+        except httpx.TransportError:
+            return False
+
+    return check
+
+
+@pytest.mark.redis
+async def test_probes_say_what_they_mean_when_a_tick_hangs(
+    redis_proxy: RedisProxy, namespace: str
+) -> None:
+    port = free_port()
+    rollout = RolloutSettings(
+        controller_port=port,
+        tick_interval=timedelta(seconds=0.05),
+        liveness_timeout=timedelta(seconds=1),
+        shutdown_timeout=0.5,
+    )
+    config = Settings(redis_url=redis_proxy.url, redis_namespace=namespace, rollout=rollout)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_controller(config, stop=stop, registry=CollectorRegistry()))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as client:
+        await eventually(answers(client, "/readyz", 200), "ready", within=20)
+        assert await answers(client, "/healthz", 200)()
+        # Redis stops answering without closing anything: the running tick hangs.
+        redis_proxy.freeze()
+        await eventually(answers(client, "/readyz", 503), "not ready", within=20)
+        await eventually(answers(client, "/healthz", 503), "not alive", within=20)
+        redis_proxy.thaw()
+        await eventually(answers(client, "/healthz", 200), "alive again", within=20)
+        await eventually(answers(client, "/readyz", 200), "ready again", within=20)
+    stop.set()
+    assert await asyncio.wait_for(task, 10) == 0

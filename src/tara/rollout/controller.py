@@ -196,6 +196,8 @@ class Controller:
         self._inflight: asyncio.Future[TickReport] | None = None
         self.last_tick: float | None = None
         """Clock time the last tick finished without a store error."""
+        self.last_attempt: float | None = None
+        """Clock time the last tick finished, errors or not (the loop is alive)."""
         self.last_report: TickReport | None = None
         if metrics is not None:
             for track in tracks:
@@ -346,6 +348,7 @@ class Controller:
             log.exception("controller: tick failed")
             report = TickReport(leader=self.lease.token is not None, errors=1)
         self.last_report = report
+        self.last_attempt = self._clock()
         if report.decisions:
             log.info("controller: %s", ", ".join(f"{r} {d}" for r, d in report.decisions))
         return report
