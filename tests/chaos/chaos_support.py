@@ -81,15 +81,15 @@ async def control(upstream: str, model: str, behaviour: Mapping[str, Any]) -> No
         response.raise_for_status()
 
 
-def gateway_env(upstream: str, tmp: Path, **settings: Any) -> dict[str, str]:
-    """``TARA_*`` variables for a gateway on ``upstream``; ``settings`` as nested keys.
+def gateway_env(upstream_url: str, tmp: Path, **settings: Any) -> dict[str, str]:
+    """``TARA_*`` variables for a gateway on ``upstream_url``; ``settings`` as nested keys.
 
     ``database_url="..."`` sets ``TARA_DATABASE_URL``; ``telemetry={"x": 1}``
     sets ``TARA_TELEMETRY__X``. The log is a SQLite file in ``tmp`` unless
     told otherwise, and the spool lives in ``tmp``.
     """
     env = {
-        "TARA_UPSTREAM__BASE_URL": upstream,
+        "TARA_UPSTREAM__BASE_URL": upstream_url,
         "TARA_UPSTREAM__API_KEY": UPSTREAM_KEY,
         "TARA_AUTH__CLIENT_KEYS": json.dumps([CLIENT_KEY]),
         "TARA_AUTH__ADMIN_KEY": "sk-chaos-admin",
@@ -215,6 +215,8 @@ class Outcome:
     """What went wrong for each failed request (status, error, or a broken stream)."""
     rated: list[str] = field(default_factory=list)
     """Request ids whose rating the gateway accepted."""
+    rating_retries: int = 0
+    """Ratings answered 503 (store unavailable, retry later) and sent again."""
     latencies: list[float] = field(default_factory=list)
 
 
@@ -251,17 +253,28 @@ async def ask(
     return rid
 
 
+RATING_PATIENCE = 20.0
+"""How long the app retries a rating the gateway answered 503 ("retry later") for."""
+
+
 async def rate(client: httpx.AsyncClient, base: str, rid: str, outcome: Outcome) -> None:
-    """Rate an answer; a refused rating counts as a failed student request."""
-    response = await client.post(
-        f"{base}/v1/feedback",
-        json={"request_id": rid, "rating": 4, "tags": ["cultural"]},
-        headers={"Authorization": f"Bearer {CLIENT_KEY}"},
-    )
-    if response.status_code == 200:
-        outcome.rated.append(rid)
-    else:
-        outcome.failed.append(f"feedback {response.status_code}: {response.text[:200]}")
+    """Rate an answer as the app does: retry a 503; anything else refused is a failure."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RATING_PATIENCE
+    while True:
+        response = await client.post(
+            f"{base}/v1/feedback",
+            json={"request_id": rid, "rating": 4, "tags": ["cultural"]},
+            headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+        )
+        if response.status_code == 200:
+            outcome.rated.append(rid)
+            return
+        if response.status_code != 503 or loop.time() > deadline:
+            outcome.failed.append(f"feedback {response.status_code}: {response.text[:200]}")
+            return
+        outcome.rating_retries += 1
+        await asyncio.sleep(0.2)
 
 
 async def students(
@@ -277,13 +290,16 @@ async def students(
 
     async def one(n: int) -> None:
         async with httpx.AsyncClient(timeout=30) as client:
+            ratings: list[asyncio.Task[None]] = []
             i = 0
             while not stop.is_set() and loop.time() < deadline:
                 rid = await ask(client, base, f"chaos-{n}-{i}", outcome, stream=i % 2 == 0)
                 if rid is not None and i % rate_every == 0:
-                    await rate(client, base, rid, outcome)
+                    # Rated a moment later, while the student goes on asking.
+                    ratings.append(asyncio.create_task(rate(client, base, rid, outcome)))
                 i += 1
                 await asyncio.sleep(0.01)
+            await asyncio.gather(*ratings)
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_seconds
