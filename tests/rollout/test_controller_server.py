@@ -16,7 +16,7 @@ from tara.rollout.config import RolloutSettings
 from tara.rollout.controller_server import controller_command, run_controller
 from tara.serving import free_port
 from tara.settings import Settings
-from tcp_relay import RedisProxy
+from tcp_relay import REDIS_URL, RedisProxy
 from waiting import eventually
 
 
@@ -104,3 +104,31 @@ async def test_probes_say_what_they_mean_when_a_tick_hangs(
         await eventually(answers(client, "/readyz", 200), "ready again", within=20)
     stop.set()
     assert await asyncio.wait_for(task, 10) == 0
+
+
+@pytest.mark.redis
+async def test_a_standby_that_reaches_the_stores_is_ready(namespace: str) -> None:
+    rollout = RolloutSettings(
+        controller_port=0, tick_interval=timedelta(seconds=0.05), shutdown_timeout=0.5
+    )
+    stop = asyncio.Event()
+    tasks = []
+    ports = [free_port(), free_port()]
+    for port in ports:
+        config = Settings(
+            redis_url=REDIS_URL,
+            redis_namespace=namespace,
+            rollout=rollout.model_copy(update={"controller_port": port}),
+        )
+        tasks.append(
+            asyncio.create_task(run_controller(config, stop=stop, registry=CollectorRegistry()))
+        )
+    async with httpx.AsyncClient(timeout=2) as client:
+        for port in ports:
+            await eventually(answers(client, f"http://127.0.0.1:{port}/readyz", 200), "ready")
+        leaders = [
+            (await client.get(f"http://127.0.0.1:{port}/readyz")).json()["leader"] for port in ports
+        ]
+    assert sorted(leaders) == [False, True]
+    stop.set()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 10) == [0, 0]
