@@ -31,9 +31,9 @@ from tara.gateway.chat import ChatCompletions
 from tara.gateway.errors import error_body
 from tara.gateway.probes import Probes
 from tara.gateway.upstream import UpstreamClient
-from tara.rollout.store import RoutingStore
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.table_cache import RoutingCache
+from tara.rollout.routing_cache import RoutingCache
+from tara.rollout.routing_store import RoutingStore
+from tara.rollout.routing_store_memory import MemoryRoutingStore
 from tara.settings import Settings, warn_about_defaults
 from tara.telemetry.interactions import InteractionSink
 from tara.telemetry.metrics import MetricsRecorder

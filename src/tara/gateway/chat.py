@@ -205,7 +205,7 @@ class ChatCompletions:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            exchange.outcome.status = CLIENT_CLOSED
+            exchange.result.status = CLIENT_CLOSED
             log.debug("client went away during request %s", exchange.request_id)
         finally:
             watch.stop()

@@ -23,7 +23,7 @@ from tara.gateway.errors import SERVER_ERROR, UPSTREAM_ERROR, GatewayError
 from tara.gateway.sse import StreamTap, error_event, parse_completion
 from tara.gateway.upstream import Opened, UpstreamError
 from tara.rollout.routing import Route
-from tara.telemetry.interactions import Interaction
+from tara.telemetry.interactions import Interaction, canary_attempt_id
 
 if TYPE_CHECKING:
     from tara.gateway.chat import ChatCompletions
@@ -36,7 +36,7 @@ CLIENT_CLOSED = 499
 
 
 @dataclass(slots=True)
-class Outcome:
+class ExchangeResult:
     """What happened to the request, filled in as the exchange runs."""
 
     status: int = 0
@@ -56,10 +56,10 @@ class Exchange:
         "created",
         "endpoint",
         "finishing",
-        "outcome",
         "request",
         "request_id",
         "response",
+        "result",
         "route",
         "send",
         "started",
@@ -91,7 +91,7 @@ class Exchange:
         self.started = False
         self.finishing = False
         """Set just before the last send: a disconnect after that changes nothing."""
-        self.outcome = Outcome()
+        self.result = ExchangeResult()
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The ``X-Tara-*`` response headers for the current route."""
@@ -115,9 +115,9 @@ class Exchange:
             opened.response.release()
         except Exception:
             log.exception("gateway error serving request %s", self.request_id)
-            self.outcome.error_class = "gateway"
+            self.result.error_class = "gateway"
             if not self.started:
-                self.outcome.status = 500
+                self.result.status = 500
                 error = GatewayError(500, "internal gateway error", type=SERVER_ERROR)
                 await self._send_error(error)
             elif not self.finishing:
@@ -155,7 +155,7 @@ class Exchange:
             last = failure
         endpoint = self.endpoint
         if self.route.variant == "canary" and endpoint.fallback_to_stable:
-            self.outcome.failed_canary.append(self._canary_record(last))
+            self.result.failed_canary.append(self._canary_record(last))
             endpoint.metrics.fallback(self.request.track, last.error_class)
             log.warning(
                 "canary %s failed (%s) for %s; falling back to stable",
@@ -165,7 +165,7 @@ class Exchange:
             )
             stable = endpoint.stable_model(self.request.track)
             self.route = Route("stable", stable, self.route.segment, self.route.rollout_id)
-            self.outcome.fallback = True
+            self.result.fallback = True
             try:
                 return await self._open(self.route)
             except UpstreamError as failure:
@@ -177,8 +177,8 @@ class Exchange:
             last.error_class,
             last.attempts,
         )
-        self.outcome.status = last.status
-        self.outcome.error_class = last.error_class
+        self.result.status = last.status
+        self.result.error_class = last.error_class
         await self._send_error(last.to_error())
         return None
 
@@ -197,7 +197,7 @@ class Exchange:
 
     async def _relay_body(self, opened: Opened) -> None:
         response, body = opened.response, opened.first
-        out = self.outcome
+        out = self.result
         out.status = response.status
         if response.status < 300:
             out.answer, out.prompt_tokens, out.completion_tokens = parse_completion(body)
@@ -213,7 +213,7 @@ class Exchange:
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _relay_stream(self, opened: Opened) -> None:
-        send, out = self.send, self.outcome
+        send, out = self.send, self.result
         tap = StreamTap(drop_usage_chunk=not self.request.client_wants_usage)
         first = tap.feed(opened.first)
         if tap.content_seen:
@@ -245,7 +245,7 @@ class Exchange:
     async def _pump(self, tap: StreamTap) -> str | None:
         """Forward events until the upstream ends; the error class if it broke."""
         assert self.response is not None
-        content, send, out = self.response.content, self.send, self.outcome
+        content, send, out = self.response.content, self.send, self.result
         settings = self.endpoint.settings.upstream
         idle, deadline = settings.idle_timeout, self.t0 + settings.total_timeout
         loop = asyncio.get_running_loop()
@@ -272,7 +272,7 @@ class Exchange:
     def _canary_record(self, failure: UpstreamError) -> Interaction:
         req, route = self.request, self.route
         return Interaction(
-            request_id=f"{self.request_id}-canary",
+            request_id=canary_attempt_id(self.request_id),
             created_at=self.created,
             track=req.track,
             segment=route.segment,
@@ -291,7 +291,7 @@ class Exchange:
 
     def records(self, ended: float) -> list[Interaction]:
         """The interaction records of this request (a failed canary attempt first)."""
-        req, route, out = self.request, self.route, self.outcome
+        req, route, out = self.request, self.route, self.result
         served = Interaction(
             request_id=self.request_id,
             created_at=self.created,
