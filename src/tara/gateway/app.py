@@ -69,7 +69,9 @@ class Gateway:
         self.chat = ChatCompletions(
             settings, lambda: self.cache.table, self.upstream, metrics, [metrics, *sinks]
         )
-        self.probes = Probes(self)
+        self.probes = Probes(
+            self.cache, metrics, settings.routing_refresh_seconds, lambda: self.ready
+        )
         self.ready = False
         """True between the end of start-up and the start of shut-down."""
         router = Starlette(

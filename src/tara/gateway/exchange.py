@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,19 +21,35 @@ import aiohttp
 from starlette.types import Send
 
 from tara.gateway.errors import SERVER_ERROR, UPSTREAM_ERROR, GatewayError
+from tara.gateway.identity import StudentHasher
+from tara.gateway.retries import RetryPolicy
 from tara.gateway.sse import StreamTap, error_event, parse_completion
-from tara.gateway.upstream import Opened, UpstreamError
+from tara.gateway.upstream import Opened, UpstreamClient, UpstreamError
 from tara.rollout.routing import Route
+from tara.settings import UpstreamSettings
 from tara.telemetry.interactions import Interaction, canary_attempt_id
+from tara.telemetry.metrics import MetricsRecorder
 
 if TYPE_CHECKING:
-    from tara.gateway.chat import ChatCompletions
     from tara.gateway.chat_request import ChatRequest
 
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSED = 499
 """Status recorded when the client went away first (nginx's convention)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """What every exchange of one endpoint shares: where and how requests go upstream."""
+
+    upstream: UpstreamClient
+    policy: RetryPolicy
+    settings: UpstreamSettings
+    metrics: MetricsRecorder
+    hasher: StudentHasher
+    stable_model: Callable[[str], str]
+    """The track's current stable model (where a failing canary's request falls back)."""
 
 
 @dataclass(slots=True)
@@ -54,8 +71,8 @@ class Exchange:
 
     __slots__ = (
         "created",
-        "endpoint",
         "finishing",
+        "forwarding",
         "request",
         "request_id",
         "response",
@@ -69,7 +86,7 @@ class Exchange:
 
     def __init__(
         self,
-        endpoint: ChatCompletions,
+        forwarding: Forwarding,
         request: ChatRequest,
         route: Route,
         request_id: str,
@@ -77,7 +94,7 @@ class Exchange:
         t0: float,
         created: float,
     ) -> None:
-        self.endpoint = endpoint
+        self.forwarding = forwarding
         self.request = request
         self.route = route
         self.request_id = request_id
@@ -86,7 +103,7 @@ class Exchange:
         """Arrival on the monotonic clock (the event loop's), for durations."""
         self.created = created
         """Arrival as Unix time, for the record."""
-        self.student_hash = endpoint.hasher(request.student_id) if request.student_id else None
+        self.student_hash = forwarding.hasher(request.student_id) if request.student_id else None
         self.response: aiohttp.ClientResponse | None = None
         self.started = False
         self.finishing = False
@@ -130,11 +147,11 @@ class Exchange:
 
     # -- upstream -----------------------------------------------------------
     async def _open(self, route: Route) -> Opened:
-        endpoint, req = self.endpoint, self.request
+        fwd, req = self.forwarding, self.request
         payload = req.upstream_body(route.model, self.student_hash)
 
         def on_retry(failure: UpstreamError, wait: float) -> None:
-            endpoint.metrics.upstream_retry(req.track, route.variant, failure.error_class)
+            fwd.metrics.upstream_retry(req.track, route.variant, failure.error_class)
             log.warning(
                 "upstream attempt failed (%s%s) for %s/%s, retrying in %.2fs",
                 failure.error_class,
@@ -144,26 +161,24 @@ class Exchange:
                 wait,
             )
 
-        return await endpoint.policy.run(
-            lambda: endpoint.upstream.open(payload, stream=req.stream), on_retry
-        )
+        return await fwd.policy.run(lambda: fwd.upstream.open(payload, stream=req.stream), on_retry)
 
     async def _open_with_fallback(self) -> Opened | None:
         try:
             return await self._open(self.route)
         except UpstreamError as failure:
             last = failure
-        endpoint = self.endpoint
-        if self.route.variant == "canary" and endpoint.fallback_to_stable:
+        fwd = self.forwarding
+        if self.route.variant == "canary" and fwd.settings.fallback_to_stable:
             self.result.failed_canary.append(self._canary_record(last))
-            endpoint.metrics.fallback(self.request.track, last.error_class)
+            fwd.metrics.fallback(self.request.track, last.error_class)
             log.warning(
                 "canary %s failed (%s) for %s; falling back to stable",
                 self.route.model,
                 last.error_class,
                 self.request.track,
             )
-            stable = endpoint.stable_model(self.request.track)
+            stable = fwd.stable_model(self.request.track)
             self.route = Route("stable", stable, self.route.segment, self.route.rollout_id)
             self.result.fallback = True
             try:
@@ -246,7 +261,7 @@ class Exchange:
         """Forward events until the upstream ends; the error class if it broke."""
         assert self.response is not None
         content, send, out = self.response.content, self.send, self.result
-        settings = self.endpoint.settings.upstream
+        settings = self.forwarding.settings
         idle, deadline = settings.idle_timeout, self.t0 + settings.total_timeout
         loop = asyncio.get_running_loop()
         try:

@@ -33,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tara.cli import run_in_loop
+from tara.loops import run_in_loop
 from tara.rollout.controller import Controller
 from tara.rollout.lease import MemoryLease, MemoryLeaseBoard, RedisLease
 from tara.rollout.metric_source import MetricSource, WindowMetricSource
