@@ -313,12 +313,11 @@ class InteractionLogWriter:
                 self._batch_done = 0
                 await self._deliver(self._batch)
                 self._settled += self._batch_done
-                if self._batch_done < len(self._batch):
+                left, self._batch = self._batch[self._batch_done :], []
+                if left:
                     # An outage: the rest of the batch goes back first, then to the spool.
-                    pending.extendleft(reversed(self._batch[self._batch_done :]))
-                    self._batch = []
+                    pending.extendleft(reversed(left))
                     await self._outage()
-                self._batch = []
             self._settle()
             if self._closed and not pending:
                 return
