@@ -205,7 +205,7 @@ async def test_rating_via_b_lands_on_the_variant_and_bucket_served_by_a(
     canary = await store.read("tara-tutor", "math:*", "canary", NOW, NOW + 10)
     assert canary.requests == 1
     assert canary.ratings == [0, 0, 0, 1, 0]
-    assert (canary.tags.get("wrong"), canary.tags.get("cultural")) == (0, 0)
+    assert (canary.tags.get("wrong", 0), canary.tags.get("cultural", 0)) == (0, 0)
     assert (await store.read("tara-tutor", "math:*", "stable", NOW, NOW + 10)).rating_count == 0
     rest = await store.read("tara-tutor", "math:*", "canary", NOW + 10, time.time() + 10)
     assert rest.rating_count == 0

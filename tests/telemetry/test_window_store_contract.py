@@ -232,3 +232,11 @@ async def test_a_read_early_in_a_stage_counts_the_partial_first_bucket(
     await store.add({at(CANARY, hour): {"req": 1}, at(CANARY, hour + 10): {"req": 2}})
     assert (await store.read(*CANARY, began, began + 5)).requests == 1
     assert (await store.read(*CANARY, began, hour + 20)).requests == 3
+
+
+async def test_a_replaced_tag_in_two_flushes_reads_as_no_tag(store: WindowStore, hour: int) -> None:
+    # The first rating and its replacement reached the store in different flushes.
+    await store.add({at(CANARY, hour): {"req": 1, "rat:2": 1, "tag:wrong": 1}})
+    await store.add({at(CANARY, hour): {"rat:2": -1, "rat:5": 1, "tag:wrong": -1}})
+    stats = await store.read(*CANARY, hour, hour + 10)
+    assert (stats.ratings, stats.tags, stats.errors) == ([0, 0, 0, 0, 1], {}, {})
