@@ -71,7 +71,7 @@ class Page:
             match = _FENCE.match(line)
             if fence is None and match:
                 fence, language, body = match.group(2), match.group(3).lower(), []
-            elif fence is not None and line.strip().startswith(fence[0] * len(fence)):
+            elif fence is not None and re.fullmatch(rf"\s*{fence}{fence[0]}*\s*", line):
                 page.blocks.append(CodeBlock(language, tuple(body)))
                 fence = None
             elif fence is not None:

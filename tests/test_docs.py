@@ -174,7 +174,7 @@ def test_every_named_tara_module_exists() -> None:
     assert not problems, "modules named in the docs that do not exist:\n" + _report(problems)
 
 
-def test_shell_commands_that_are_not_tara_name_real_modules() -> None:
+def test_python_m_commands_name_real_modules() -> None:
     problems = []
     for page in _pages().values():
         commands, _ = shell_commands(page)
