@@ -97,7 +97,7 @@ async def _check(settings: Settings, now: float | None, since: float | None) -> 
         return await run_check(settings, now=now, volume_since=since)
     import redis.asyncio as aioredis
 
-    from tara.telemetry.window_redis import RedisWindowStore
+    from tara.telemetry.window_store_redis import RedisWindowStore
 
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
