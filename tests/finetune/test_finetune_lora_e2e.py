@@ -45,12 +45,12 @@ async def _tara_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[in
 
 
 def _export(path: Path) -> Path:
-    items = corpus({("en", "physics"): 60, ("hi", "math"): 60})
+    items = corpus({("en", "physics"): 40, ("hi", "math"): 40})
     path.write_bytes(b"".join(orjson.dumps(dataclasses.asdict(ix)) + b"\n" for ix in items))
     return path
 
 
-def _texts(dataset: Path) -> list[str]:
+def dataset_texts(dataset: Path) -> list[str]:
     texts = []
     for name in ("train.jsonl", "validation.jsonl", "test.jsonl"):
         for line in (dataset / name).read_bytes().splitlines():
@@ -62,17 +62,19 @@ def lora_env(monkeypatch: pytest.MonkeyPatch, sandbox: str, work: Path, **extra:
     """Settings of a quick CPU training against the sandbox (``TARA_*`` variables)."""
     values = {
         "HF_HUB_OFFLINE": "1",
+        # One thread: a tiny model gains nothing from more, and CI's two cores are shared.
+        "OMP_NUM_THREADS": "1",
         "TARA_UPSTREAM__BASE_URL": sandbox,
         "TARA_FINETUNE__BACKEND": "lora",
         "TARA_FINETUNE__POLL_INTERVAL": "0.1",
         "TARA_FINETUNE__N_EPOCHS": "2",
         "TARA_FINETUNE__BATCH_SIZE": "8",
-        # 5 × the documented base rate: a tiny random model needs a big step to show learning.
-        "TARA_FINETUNE__LEARNING_RATE_MULTIPLIER": "5",
+        # 10 × the documented base rate (2e-2): a tiny random model needs big steps to learn.
+        "TARA_FINETUNE__LEARNING_RATE_MULTIPLIER": "10",
         "TARA_FINETUNE__LORA__WORK_DIR": str(work),
         "TARA_FINETUNE__LORA__LOGGING_STEPS": "1",
         "TARA_FINETUNE__LORA__EVAL_STEPS": "4",
-        "TARA_FINETUNE__LORA__MAX_LENGTH": "256",
+        "TARA_FINETUNE__LORA__MAX_LENGTH": "128",
         "TARA_FINETUNE__LORA__DEVICE": "cpu",
         **extra,
     }
@@ -136,11 +138,14 @@ async def test_a_lora_adapter_trains_on_the_cpu_and_serves_a_canary(
             TARA_FINETUNE__EVALUATION__STATE_DIR=str(state),
             TARA_FINETUNE__EVALUATION__JUDGE_MODEL="tara-judge",
             TARA_FINETUNE__EVALUATION__GATE__LATENCY_SLACK_MS="5000",
+            TARA_FINETUNE__SPLIT__TRAIN="0.6",
+            TARA_FINETUNE__SPLIT__VALIDATION="0.2",
+            TARA_FINETUNE__SPLIT__TEST="0.2",
         )
         argv = ("finetune", "prepare", "--from-jsonl", str(_export(tmp_path / "export.jsonl")))
         code, out = await _tara(capsys, *argv, "--output", str(dataset), "--min-interactions", "20")
         assert code == 0, out
-        base = build_tiny_chat_model(tmp_path / "base", _texts(dataset))
+        base = build_tiny_chat_model(tmp_path / "base", dataset_texts(dataset))
         monkeypatch.setenv("TARA_FINETUNE__BASE_MODEL", str(base))
 
         code, out = await _tara(capsys, "finetune", "start", str(dataset))
@@ -153,11 +158,11 @@ async def test_a_lora_adapter_trains_on_the_cpu_and_serves_a_canary(
         assert job["status"] == "succeeded", status
         name = job["fine_tuned_model"]
         assert name.startswith("ft:base:tara:")
-        assert progress["step"] == progress["total_steps"] > 4
+        assert progress["step"] == progress["total_steps"] >= 8
         assert progress["valid_loss"] is not None
         assert progress["trained_tokens"] > 0
         losses = [e["data"]["train_loss"] for e in status["events"] if e["type"] == "metrics"]
-        assert losses[-1] < losses[0], losses
+        assert sum(losses[-3:]) / 3 < losses[0], losses  # from chance level down
 
         # The server lists the adapter; PEFT loads what it loaded.
         adapter = work / "adapters" / name

@@ -203,13 +203,15 @@ def _progress_callback(report: Report, plan_steps: int) -> Any:
 
 def train_adapter(spec: TrainSpec, report: Report) -> TrainResult:
     """Train the adapter and save it (PEFT format) to ``spec.adapter_dir``, atomically."""
+    # The data is checked before the slow imports, so a bad file fails at once.
+    train = read_examples(spec.train_file)
+    valid = read_examples(spec.validation_file) if spec.validation_file else None
+    plan = training_plan(spec.hyperparameters, spec.lora)
+
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    train = read_examples(spec.train_file)
-    valid = read_examples(spec.validation_file) if spec.validation_file else None
-    plan = training_plan(spec.hyperparameters, spec.lora)
     use_gpu, bf16 = _device(spec.lora.device)
     report(
         f"Training a rank-{spec.lora.rank} LoRA adapter on {spec.base_model} "
@@ -257,9 +259,16 @@ def train_adapter(spec: TrainSpec, report: Report) -> TrainResult:
         ),
         callbacks=[callback],
     )
+    if len(trainer.train_dataset) == 0:
+        # The trainer drops examples whose answer is cut off entirely by max_length.
+        msg = (
+            f"no training example keeps any of its answer within finetune.lora.max_length "
+            f"({lora.max_length} tokens): raise it"
+        )
+        raise TrainingError(msg)
     output = trainer.train()
-    if valid:
-        trainer.evaluate()
+    if valid and output.global_step % lora.eval_steps:
+        trainer.evaluate()  # the validation loss of the final adapter
     # Saved beside the final name, then renamed: a server never sees half an adapter.
     staged = work / "adapter"
     trainer.save_model(str(staged))
