@@ -58,7 +58,7 @@ async def _post(
 
 def _refusal(what: str, status: int, text: str) -> AdapterServerError:
     hint = ""
-    if status == 404 and "lora" not in text.lower():
+    if status == 404 and not any(m in text for m in ("No adapter found", "cannot be found")):
         hint = (
             " (is the server vLLM started with --enable-lora and "
             "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True?)"
