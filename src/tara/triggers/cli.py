@@ -80,6 +80,10 @@ def render(report: CheckReport, console: Console) -> None:
     console.print(f"{len(report.fired)} fired; would run (not started):")
     for args in runs:
         console.print(f"  {shlex.join(args)}", markup=False)
+    for verdict in report.verdicts:
+        if verdict.would_start and verdict.base_model is not None:
+            track = verdict.result.scope.key
+            console.print(f"  then for {track}: train on {verdict.base_model}", markup=False)
 
 
 def _json_safe(value: object) -> object:
@@ -97,6 +101,7 @@ async def _check(settings: Settings, now: float | None, since: float | None) -> 
         return await run_check(settings, now=now, volume_since=since)
     import redis.asyncio as aioredis
 
+    from tara.rollout.store_redis import RedisRoutingStore
     from tara.telemetry.window_redis import RedisWindowStore
 
     client = aioredis.Redis.from_url(settings.redis_url)
@@ -104,7 +109,14 @@ async def _check(settings: Settings, now: float | None, since: float | None) -> 
         windows = RedisWindowStore(
             client, namespace=settings.redis_namespace, settings=settings.stats
         )
-        return await run_check(settings, now=now, volume_since=since, windows=windows)
+        # A promotion changes the stable model: the routing table knows which it is now.
+        table = await RedisRoutingStore(client, settings.redis_namespace).load_table()
+        stable = {name: track.stable_model for name, track in settings.tracks.items()}
+        if table is not None:
+            stable |= {name: route.stable_model for name, route in table.tracks.items()}
+        return await run_check(
+            settings, now=now, volume_since=since, windows=windows, stable_models=stable
+        )
     finally:
         await client.aclose()
 
