@@ -16,12 +16,12 @@ from tara.gateway.app import Gateway, build_gateway
 from tara.rollout.admin_api import admin_routes, routes_from_settings
 from tara.rollout.config import RolloutSettings, StageSettings
 from tara.rollout.model import Rollout
-from tara.rollout.rollout_store import MemoryRolloutStore
+from tara.rollout.rollout_store_memory import MemoryRolloutStore
 from tara.rollout.rollout_store_redis import RedisRolloutStore
 from tara.rollout.routing import route
+from tara.rollout.routing_store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.rollout.service import RolloutService
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.store_redis import RedisRoutingStore
 from tara.serving import free_port
 from tara.settings import Settings
 from tara.telemetry.windows import WindowStats, latency_bucket

@@ -23,7 +23,7 @@ from tara.cli import main
 from tara.gateway.server import gateway_from_settings
 from tara.rollout.rollout_cli import base_url, duration, show_rollout
 from tara.rollout.routing import RoutingTable
-from tara.rollout.store_redis import RedisRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.serving import free_port, running_server
 from tara.settings import Settings, load_settings
 from tcp_relay import REDIS_URL

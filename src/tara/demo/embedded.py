@@ -24,10 +24,10 @@ from tara.gateway.feedback import feedback_route
 from tara.rollout.admin_api import admin_routes, stage_stats_reader
 from tara.rollout.controller import Controller
 from tara.rollout.lease import MemoryLease, MemoryLeaseBoard
-from tara.rollout.rollout_store import MemoryRolloutStore
+from tara.rollout.metric_source import WindowMetricSource
+from tara.rollout.rollout_store_memory import MemoryRolloutStore
+from tara.rollout.routing_store_memory import MemoryRoutingStore
 from tara.rollout.service import RolloutService
-from tara.rollout.stats_source import WindowMetricSource
-from tara.rollout.store_memory import MemoryRoutingStore
 from tara.rollout.webhooks import WebhookNotifier
 from tara.serving import running_server
 from tara.settings import Settings

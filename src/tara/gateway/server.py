@@ -1,7 +1,7 @@
 """``tara serve``: build the gateway from settings and run it under uvicorn until signalled.
 
 Shared state lives in Redis when ``settings.use_redis`` (routing table via
-:class:`~tara.rollout.store_redis.RedisRoutingStore`, window stats, request
+:class:`~tara.rollout.routing_store_redis.RedisRoutingStore`, window stats, request
 index and retry memory via :class:`~tara.telemetry.pipeline.Telemetry`), else
 in process memory. Shut-down is graceful: uvicorn stops accepting, drains
 in-flight requests for up to ``server.shutdown_timeout`` seconds, then the
@@ -26,9 +26,9 @@ from tara.gateway.app import Gateway, build_gateway
 from tara.gateway.feedback import feedback_route
 from tara.gateway.upstream import redact_url
 from tara.rollout.admin_api import routes_from_settings
-from tara.rollout.store import RoutingStore
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.store_redis import RedisRoutingStore
+from tara.rollout.routing_store import RoutingStore
+from tara.rollout.routing_store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.serving import serve_forever
 from tara.settings import Settings
 from tara.telemetry.metrics import MetricsRecorder

@@ -20,13 +20,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from tara.rollout.model import Phase, Rollout, TransitionError
-from tara.rollout.rollout_store import MemoryRolloutStore, RolloutStore, RolloutStoreError
+from tara.rollout.metric_source import MetricSource, WindowMetricSource, stage_window_start
+from tara.rollout.model import RUNNING, Rollout, TransitionError
+from tara.rollout.rollout_store import RolloutStore, RolloutStoreError
+from tara.rollout.rollout_store_memory import MemoryRolloutStore
 from tara.rollout.rollout_store_redis import RedisRolloutStore
+from tara.rollout.routing_store import RoutingStore, RoutingStoreError
 from tara.rollout.service import RolloutConflict, RolloutNotFound, RolloutService, UnknownTrack
-from tara.rollout.stats_source import MetricSource, WindowMetricSource, stage_window_start
 from tara.rollout.status import detail, live_numbers, summary
-from tara.rollout.store import RoutingStore, RoutingStoreError
 from tara.settings import Settings
 from tara.telemetry.window_store import WindowStore
 from tara.telemetry.windows import WindowStats
@@ -132,7 +133,7 @@ class AdminApi:
         }
 
     async def _live(self, rollout: Rollout) -> dict[str, Any] | None:
-        if self.stats_reader is None or rollout.phase not in (Phase.PROGRESSING, Phase.PAUSED):
+        if self.stats_reader is None or rollout.phase not in RUNNING:
             return None
         try:
             canary, stable = await self.stats_reader(rollout)

@@ -33,24 +33,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tara.cli import run_in_loop
+from tara.loops import run_in_loop
 from tara.rollout.controller import Controller
 from tara.rollout.lease import MemoryLease, MemoryLeaseBoard, RedisLease
-from tara.rollout.rollout_store import MemoryRolloutStore, RolloutStore
+from tara.rollout.metric_source import MetricSource, WindowMetricSource
+from tara.rollout.metric_source_prometheus import PrometheusMetricSource
+from tara.rollout.rollout_store import RolloutStore
+from tara.rollout.rollout_store_memory import MemoryRolloutStore
 from tara.rollout.rollout_store_redis import RedisRolloutStore
+from tara.rollout.routing_store import RoutingStore
+from tara.rollout.routing_store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.rollout.service import RolloutService
-from tara.rollout.stats_prometheus import PrometheusMetricSource
-from tara.rollout.stats_source import MetricSource, WindowMetricSource
-from tara.rollout.store import RoutingStore
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.store_redis import RedisRoutingStore
 from tara.rollout.webhooks import WebhookNotifier
 from tara.serving import uvicorn_config
 from tara.settings import Settings
 from tara.telemetry.metrics import MetricsRecorder
-from tara.telemetry.window_memory import MemoryWindowStore
-from tara.telemetry.window_redis import RedisWindowStore
 from tara.telemetry.window_store import WindowStore
+from tara.telemetry.window_store_memory import MemoryWindowStore
+from tara.telemetry.window_store_redis import RedisWindowStore
 
 log = logging.getLogger(__name__)
 

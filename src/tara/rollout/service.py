@@ -5,7 +5,7 @@ Operators (admin API, ``tara rollout``) call :meth:`RolloutService.start`,
 controller calls :meth:`RolloutService.apply` with the result of
 :func:`tara.rollout.decide.step`. Each change is saved with check-and-set on
 the rollout record first, then the routing table is re-derived from all
-records (:func:`tara.rollout.table_sync.derive`) and saved with
+records (:func:`tara.rollout.routing_derive.derive`) and saved with
 check-and-set, retrying on conflict. Because the table is derived, a crash
 between the two writes is repaired by the next :meth:`sync_routing`.
 """
@@ -27,21 +27,21 @@ from tara.rollout.model import TERMINAL, Phase, Rollout, Transition, TransitionE
 from tara.rollout.plan import plan_from_settings
 from tara.rollout.rollout_store import RolloutStore, StaleLeaderError
 from tara.rollout.routing import RoutingTable, Segment, TrackRoute
-from tara.rollout.store import RoutingStore, RoutingStoreError
-from tara.rollout.table_sync import derive
+from tara.rollout.routing_derive import derive
+from tara.rollout.routing_store import RoutingStore, RoutingStoreError
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Notifier",
     "RolloutConflict",
     "RolloutNotFound",
     "RolloutService",
     "TransitionError",
+    "TransitionHook",
     "UnknownTrack",
 ]
 
-Notifier = Callable[[Rollout, Sequence[Action]], Awaitable[None]]
+TransitionHook = Callable[[Rollout, Sequence[Action]], Awaitable[None]]
 """Called with an operator transition's result (webhooks, for instance); errors are logged."""
 
 _ROUTING_ACTIONS = (SetWeight, PromoteToStable, Rollback)
@@ -86,7 +86,7 @@ class RolloutService:
         stable_models: Mapping[str, str],
         *,
         clock: Callable[[], float] = time.time,
-        notifier: Notifier | None = None,
+        notifier: TransitionHook | None = None,
     ) -> None:
         self.rollouts = rollouts
         self.routing = routing

@@ -29,13 +29,13 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from tara.settings import Settings
-from tara.telemetry.interactions import Interaction, InteractionSink
+from tara.telemetry.interactions import Interaction, InteractionSink, is_canary_attempt
 from tara.telemetry.log import Feedback as LogFeedback
 from tara.telemetry.log import InteractionLog, open_log
 from tara.telemetry.log_writer import InteractionLogWriter
 from tara.telemetry.metrics import MetricsRecorder
 from tara.telemetry.request_index import (
-    Feedback,
+    CountedFeedback,
     IndexedRequest,
     IndexUnavailableError,
     MemoryRequestIndex,
@@ -48,10 +48,10 @@ from tara.telemetry.user_retries import (
     RetryMemory,
     UserRetryDetector,
 )
-from tara.telemetry.window_memory import MemoryWindowStore
 from tara.telemetry.window_recorder import WindowRecorder
-from tara.telemetry.window_redis import RedisWindowStore
 from tara.telemetry.window_store import WindowStore
+from tara.telemetry.window_store_memory import MemoryWindowStore
+from tara.telemetry.window_store_redis import RedisWindowStore
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,6 @@ FEEDBACK_TAGS: tuple[str, ...] = (
 """Tags a rating may carry: ``cultural`` is a cultural-appropriateness complaint,
 ``language`` an answer in the wrong language or register."""
 
-CANARY_ATTEMPT_SUFFIX = "-canary"
-"""Request-id suffix of the record of a failed canary attempt (the exchange's naming)."""
-
 
 @dataclass(frozen=True, slots=True)
 class FeedbackAccepted:
@@ -80,7 +77,7 @@ class FeedbackAccepted:
     replaced: bool
 
 
-FeedbackOutcome = FeedbackAccepted | Literal["unknown", "unavailable"]
+FeedbackResult = FeedbackAccepted | Literal["unknown", "unavailable"]
 """What :meth:`Telemetry.submit_feedback` did: stored it, or why not (unknown or
 expired request id; shared index unreachable)."""
 
@@ -96,7 +93,7 @@ class _Questions:
         self._detector = detector
 
     def record(self, interaction: Interaction) -> None:
-        if not interaction.request_id.endswith(CANARY_ATTEMPT_SUFFIX):
+        if not is_canary_attempt(interaction.request_id):
             self._detector.record(interaction)
 
 
@@ -200,7 +197,7 @@ class Telemetry:
         tags: Sequence[str] = (),
         relevance: float | None = None,
         comment: str | None = None,
-    ) -> FeedbackOutcome:
+    ) -> FeedbackResult:
         """Join a rating to the request it rates and record it everywhere.
 
         The index swaps the stored feedback atomically and returns what it
@@ -208,7 +205,7 @@ class Telemetry:
         overwritten: a second rating replaces the first instead of counting twice.
         """
         tags = tuple(dict.fromkeys(tags))
-        new = Feedback(rating, tags, relevance)
+        new = CountedFeedback(rating, tags, relevance)
         try:
             change = await self.index.set_feedback(request_id, new)
         except IndexUnavailableError as exc:

@@ -15,6 +15,9 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from tara.telemetry import window_fields as wf
+from tara.telemetry.window_fields import Family, member, split
+
 LATENCY_BOUNDS: tuple[float, ...] = tuple(round(0.005 * 1.25**i, 6) for i in range(50))
 """Upper bounds (seconds) of the latency/TTFT histogram buckets: 5 ms to ~280 s,
 each 25% wider than the last, plus one overflow bucket."""
@@ -138,23 +141,23 @@ class WindowStats:
             if value:
                 out[name] = value
 
-        put("req", self.requests)
+        put(wf.REQUESTS, self.requests)
         for cls_, n in self.errors.items():
-            put(f"err:{cls_}", n)
+            put(member(Family.ERROR, cls_), n)
         for i, n in enumerate(self.latency):
-            put(f"lat:{i}", n)
-        put("lat_sum", self.latency_sum)
+            put(member(Family.LATENCY, i), n)
+        put(wf.LATENCY_SUM, self.latency_sum)
         for i, n in enumerate(self.ttft):
-            put(f"ttft:{i}", n)
+            put(member(Family.TTFT, i), n)
         for i, n in enumerate(self.ratings):
-            put(f"rat:{i + 1}", n)
-        put("rel_sum", self.relevance_sum)
-        put("rel_n", self.relevance_count)
+            put(member(Family.RATING, i + 1), n)
+        put(wf.RELEVANCE_SUM, self.relevance_sum)
+        put(wf.RELEVANCE_COUNT, self.relevance_count)
         for tag, n in self.tags.items():
-            put(f"tag:{tag}", n)
-        put("uretry", self.user_retries)
-        put("tok_in", self.prompt_tokens)
-        put("tok_out", self.completion_tokens)
+            put(member(Family.TAG, tag), n)
+        put(wf.USER_RETRIES, self.user_retries)
+        put(wf.PROMPT_TOKENS, self.prompt_tokens)
+        put(wf.COMPLETION_TOKENS, self.completion_tokens)
         return out
 
     def add_fields(self, fields: Mapping[str, float]) -> None:
@@ -163,31 +166,31 @@ class WindowStats:
             self._add_field(name, value)
 
     def _add_field(self, name: str, value: float) -> None:  # noqa: C901 - a flat dispatch
-        kind, _, arg = name.partition(":")
+        kind, arg = split(name)
         n = int(value)
-        if kind == "req":
+        if kind == wf.REQUESTS:
             self.requests += n
-        elif kind == "err":
+        elif kind == Family.ERROR:
             self.errors[arg] = self.errors.get(arg, 0) + n
-        elif kind == "lat":
+        elif kind == Family.LATENCY:
             self.latency[int(arg)] += n
-        elif kind == "lat_sum":
+        elif kind == wf.LATENCY_SUM:
             self.latency_sum += float(value)
-        elif kind == "ttft":
+        elif kind == Family.TTFT:
             self.ttft[int(arg)] += n
-        elif kind == "rat":
+        elif kind == Family.RATING:
             self.ratings[int(arg) - 1] += n
-        elif kind == "rel_sum":
+        elif kind == wf.RELEVANCE_SUM:
             self.relevance_sum += float(value)
-        elif kind == "rel_n":
+        elif kind == wf.RELEVANCE_COUNT:
             self.relevance_count += n
-        elif kind == "tag":
+        elif kind == Family.TAG:
             self.tags[arg] = self.tags.get(arg, 0) + n
-        elif kind == "uretry":
+        elif kind == wf.USER_RETRIES:
             self.user_retries += n
-        elif kind == "tok_in":
+        elif kind == wf.PROMPT_TOKENS:
             self.prompt_tokens += n
-        elif kind == "tok_out":
+        elif kind == wf.COMPLETION_TOKENS:
             self.completion_tokens += n
         # Unknown fields come from a newer writer; ignoring them keeps old readers working.
 

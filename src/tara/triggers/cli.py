@@ -101,8 +101,8 @@ async def _check(settings: Settings, now: float | None, since: float | None) -> 
         return await run_check(settings, now=now, volume_since=since)
     import redis.asyncio as aioredis
 
-    from tara.rollout.store_redis import RedisRoutingStore
-    from tara.telemetry.window_redis import RedisWindowStore
+    from tara.rollout.routing_store_redis import RedisRoutingStore
+    from tara.telemetry.window_store_redis import RedisWindowStore
 
     client = aioredis.Redis.from_url(settings.redis_url)
     try:
