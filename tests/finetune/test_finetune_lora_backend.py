@@ -192,6 +192,7 @@ def _prepare(tmp_path: Path) -> Path:
     return dataset
 
 
+@pytest.mark.timeout(300)  # PyTorch imports take a while on a loaded CI machine
 async def test_cancel_stops_training_and_the_job_stays_cancelled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

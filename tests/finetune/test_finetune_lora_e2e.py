@@ -126,6 +126,7 @@ async def _canary_answer(gateway: str, candidate: str) -> httpx.Response:
     pytest.fail("no student out of 500 was routed to the canary")
 
 
+@pytest.mark.timeout(300)  # PyTorch imports take a while on a loaded CI machine
 async def test_a_lora_adapter_trains_on_the_cpu_and_serves_a_canary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

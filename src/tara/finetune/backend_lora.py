@@ -231,23 +231,13 @@ class LoraBackend:
         job = self._job(job_id)
         state = job.read()
         if state.status in ACTIVE and not job.worker_alive():
+            message = f"the training process exited unexpectedly; see {job.log_path}"
             tail = job.log_tail()
-
-            def died(current: JobState) -> bool:
-                # Read again under the lock: the worker may have finished just now.
-                if current.status not in ACTIVE:
-                    return False
-                current.status, current.finished_at = "failed", int(time.time())
-                message = f"the training process exited unexpectedly; see {job.log_path}"
-                current.error = {
-                    "code": "worker_exited",
-                    "message": f"{message} ({tail})" if tail else message,
-                }
-                return True
-
-            state = job.update(died)
-            if state.error and state.error.get("code") == "worker_exited":
-                job.event(f"Fine-tuning job failed: {state.error['message']}", level="error")
+            error = {"code": "worker_exited", "message": f"{message} ({tail})" if tail else message}
+            # Moves only if still active: the worker may have finished just now.
+            moved, state = job.move("failed", error=error)
+            if moved:
+                job.event(f"Fine-tuning job failed: {error['message']}", level="error")
         return state.as_job()
 
     async def get_job(self, job_id: str) -> Job:
@@ -263,18 +253,8 @@ class LoraBackend:
 
     def _cancel(self, job_id: str) -> Job:
         job = self._job(job_id)
-        was = ""
-
-        def cancel(state: JobState) -> bool:
-            nonlocal was
-            was = state.status
-            if state.status not in ACTIVE:
-                return False
-            state.status, state.finished_at = "cancelled", int(time.time())
-            return True
-
-        state = job.update(cancel)
-        if was not in ACTIVE:
+        moved, state = job.move("cancelled")
+        if not moved:
             msg = f"Job {job_id} has already {state.status}; only a running job can be cancelled."
             raise BackendError(msg, status=400)
         if state.pid is not None:

@@ -138,13 +138,22 @@ class JobDir:
             finally:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
-    def update(self, change: Callable[[JobState], bool]) -> JobState:
-        """Apply ``change`` to the state under the lock; it returns whether to write."""
+    def move(self, status: str, **changes: Any) -> tuple[bool, JobState]:
+        """Move a job that is still active to ``status`` (setting ``changes``), under the lock.
+
+        Returns whether it moved (a job already finished stays as it is) and the state.
+        """
         with self.locked():
             state = self.read()
-            if change(state):
-                self.write(state)
-            return state
+            if state.status not in ACTIVE:
+                return False, state
+            state.status = status
+            if status not in ACTIVE:
+                state.finished_at = int(time.time())
+            for name, value in changes.items():
+                setattr(state, name, value)
+            self.write(state)
+            return True, state
 
     def event(self, message: str, level: str = "info", data: dict[str, Any] | None = None) -> None:
         """Append an event (``metrics`` when it carries data); one write, so lines never mix."""

@@ -22,7 +22,6 @@ import asyncio
 import logging
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 
 from tara.finetune.backend import Hyperparameters
 from tara.finetune.lora_config import LoraSettings
-from tara.finetune.lora_jobs import ACTIVE, JobDir, JobState
+from tara.finetune.lora_jobs import JobDir
 from tara.finetune.lora_serving import AdapterServerError, load_adapter, unload_adapter
 from tara.finetune.lora_train import TrainingError, TrainSpec, train_adapter
 
@@ -61,14 +60,8 @@ def spec_from_json(data: dict[str, Any]) -> tuple[TrainSpec, dict[str, Any]]:
 
 
 def _fail(job: JobDir, code: str, message: str) -> None:
-    def change(state: JobState) -> bool:
-        if state.status not in ACTIVE:
-            return False
-        state.status, state.finished_at = "failed", int(time.time())
-        state.error = {"code": code, "message": message}
-        return True
-
-    if job.update(change).status == "failed":
+    moved, _ = job.move("failed", error={"code": code, "message": message})
+    if moved:
         job.event(f"Fine-tuning job failed: {message}", level="error")
 
 
@@ -97,13 +90,7 @@ def run(job: JobDir, api_key: str | None) -> int:
     """Train, load, mark the job; the exit code is 0 unless it failed."""
     spec, serving = spec_from_json(orjson.loads(job.spec_path.read_bytes()))
 
-    def start(state: JobState) -> bool:
-        if state.status not in ACTIVE:
-            return False
-        state.status, state.pid = "running", os.getpid()
-        return True
-
-    if job.update(start).status != "running":
+    if not job.move("running", pid=os.getpid())[0]:
         return 0  # cancelled before it started
 
     def report(message: str, data: dict[str, Any] | None) -> None:
@@ -128,14 +115,10 @@ def run(job: JobDir, api_key: str | None) -> int:
         _fail(job, "adapter_load_failed", f"{exc}; the adapter stays at {spec.adapter_dir}")
         return 1
 
-    def succeed(state: JobState) -> bool:
-        if state.status not in ACTIVE:
-            return False
-        state.status, state.finished_at = "succeeded", int(time.time())
-        state.fine_tuned_model, state.trained_tokens = name, result.trained_tokens
-        return True
-
-    if job.update(succeed).status != "succeeded":
+    succeeded, _ = job.move(
+        "succeeded", fine_tuned_model=name, trained_tokens=result.trained_tokens
+    )
+    if not succeeded:
         # Cancelled while the adapter was loading: it must not stay servable.
         try:
             asyncio.run(unload_adapter(serving["server_url"], api_key, name))
