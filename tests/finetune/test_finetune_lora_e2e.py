@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import redis.asyncio as aioredis
 from lora_support import build_tiny_chat_model
 from prometheus_client import CollectorRegistry
 from test_finetune_samples import corpus
@@ -30,8 +31,10 @@ from tara.gateway.server import gateway_from_settings
 from tara.sandbox.server import running_sandbox
 from tara.serving import running_server
 from tara.settings import DEV_ADMIN_KEY, DEV_CLIENT_KEY, Settings
+from tcp_relay import REDIS_URL
 
-pytestmark = pytest.mark.integration
+# The gateway keeps its routing table in Redis: rollouts need state a controller could see.
+pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
 
 async def _tara(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -128,7 +131,11 @@ async def _canary_answer(gateway: str, candidate: str) -> httpx.Response:
 
 @pytest.mark.timeout(300)  # PyTorch imports take a while on a loaded CI machine
 async def test_a_lora_adapter_trains_on_the_cpu_and_serves_a_canary(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    redis_client: aioredis.Redis,
+    namespace: str,
 ) -> None:
     dataset, work, state = tmp_path / "ds", tmp_path / "lora", tmp_path / "state"
     async with running_sandbox(seed=3) as sandbox:
@@ -180,7 +187,12 @@ async def test_a_lora_adapter_trains_on_the_cpu_and_serves_a_canary(
         assert (code, report["outcome"]) == (0, "pass"), report
         assert report["candidate"]["samples"] >= 10
 
-        settings = Settings(state_backend="memory", upstream={"base_url": sandbox})
+        settings = Settings(
+            redis_url=REDIS_URL,
+            redis_namespace=namespace,
+            upstream={"base_url": sandbox},
+            telemetry={"sqlite_path": tmp_path / "log.db"},
+        )
         gateway = gateway_from_settings(settings, registry=CollectorRegistry())
         async with running_server(gateway) as base_url:
             answer = await _canary_answer(base_url, name)
