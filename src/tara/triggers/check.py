@@ -187,7 +187,7 @@ async def run_check(
     model of each track as the routing table has it (default: the configured
     tracks'). Starts no run.
     """
-    from tara.telemetry.log import open_log
+    from tara.telemetry.log_backends import open_log
 
     cfg = settings.triggers
     now = time.time() if now is None else now
