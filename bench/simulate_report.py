@@ -152,7 +152,7 @@ def main() -> None:
         f"`.venv/bin/python bench/simulate_report.py --runs {args.runs} --seed {args.seed} "
         f"--workers {args.workers}`). Every rollout runs through the controller's own verdict "
         "functions (`tara.rollout.analysis`); the tests replay traced rollouts through "
-        "`tara.rollout.decide.step` and check they end the same way at the same look.",
+        "`step` (`tara.rollout.decide`) and check they end the same way at the same look.",
         "",
         f"**{args.runs} seeded rollouts per scenario and per effect size**, default settings "
         "(stages 10% / 25% / 50% for 3 / 4 / 7 days; 10-minute looks in stage 1, hourly after; "

@@ -15,8 +15,8 @@ import pytest
 from gateway_harness import MESSAGES, UPSTREAM_KEY
 
 from tara.gateway.server import gateway_from_settings, serve_command
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.store_redis import RedisRoutingStore
+from tara.rollout.routing_store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.sandbox import running_sandbox
 from tara.sandbox.config import Latency, ModelBehaviour, default_config
 from tara.serving import free_port
@@ -95,8 +95,7 @@ async def test_serve_process_drains_a_stream_on_sigterm() -> None:
         stderr = err.decode()
         code = proc.returncode
     assert received.endswith(b"data: [DONE]\n\n")
-    # uvicorn re-raises the signal once it has shut down gracefully.
-    assert code in (0, -signal.SIGTERM)
+    assert code == 0  # a graceful drain is a success, not a death by signal
     assert "gateway stopping" in stderr
     assert "using the built-in development admin key" in stderr
     assert UPSTREAM_KEY not in stderr

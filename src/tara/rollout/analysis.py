@@ -42,11 +42,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from tara.rollout import histograms
 from tara.rollout.bucketing import BUCKETS
 from tara.rollout.config import RolloutSettings
 from tara.rollout.plan import Stage
 from tara.rollout.sequential import RateTest, mean_log_evidence, mean_margin, rate_log_evidence
+from tara.telemetry.quantiles import counts_above_many, histogram_quantiles
 from tara.telemetry.windows import LATENCY_BOUNDS, WindowStats
 
 StatsInput = WindowStats | BaseException | None
@@ -308,15 +308,19 @@ def latency_verdicts(
     above_lower = RateTest(allowed, pass_half, fail=True).threshold(ns)
     safe_ns = np.maximum(ns, 1.0)
     upper = np.where(
-        enough & (above_upper >= 0), histograms.quantiles(s, 1 - above_upper / safe_ns), np.nan
+        enough & (above_upper >= 0),
+        histogram_quantiles(s, LATENCY_BOUNDS, 1 - above_upper / safe_ns),
+        np.nan,
     )
     lower = np.where(
-        enough & (above_lower <= ns), histograms.quantiles(s, 1 - above_lower / safe_ns), np.nan
+        enough & (above_lower <= ns),
+        histogram_quantiles(s, LATENCY_BOUNDS, 1 - above_lower / safe_ns),
+        np.nan,
     )
     usable_u = np.isfinite(upper) & (nc > 0)
     usable_l = np.isfinite(lower) & (nc > 0)
-    slow_fail = histograms.counts_above(c, np.where(usable_u, ratio * upper, math.inf))
-    slow_pass = histograms.counts_above(c, np.where(usable_l, ratio * lower, 0.0))
+    slow_fail = counts_above_many(c, LATENCY_BOUNDS, np.where(usable_u, ratio * upper, math.inf))
+    slow_pass = counts_above_many(c, LATENCY_BOUNDS, np.where(usable_l, ratio * lower, 0.0))
     fail = usable_u & RateTest(allowed, fail_half, fail=True).rejects(slow_fail, nc)
     passing = usable_l & RateTest(allowed, pass_half, fail=False).rejects(slow_pass, nc)
     share = np.where(nc > 0, slow_fail / np.maximum(nc, 1.0), np.nan)
@@ -337,7 +341,7 @@ def check_latency(
     v = latency_verdicts(canary.latency, stable.latency, cfg, levels)
     upper, lower = float(v.stable_upper[0]), float(v.stable_lower[0])
     evidence.update(
-        stable_quantile=histograms.quantile(stable.latency, q),
+        stable_quantile=stable.latency_quantile(q),
         stable_quantile_upper=_finite(upper), stable_quantile_lower=_finite(lower),
         threshold_seconds=_finite(ratio * upper), slow_share=_finite(float(v.slow_share[0])),
         fail_at=int(RateTest(allowed, levels.fail / 2, fail=True).threshold(nc)),

@@ -33,36 +33,16 @@ from tara.rollout.actions import Action, Alert
 from tara.rollout.analysis import StatsInput
 from tara.rollout.config import RolloutSettings
 from tara.rollout.decide import step
-from tara.rollout.model import TERMINAL, Decision, Phase, Rollout
+from tara.rollout.metric_source import MetricSource, stage_window_start
+from tara.rollout.model import TERMINAL, Decision, DecisionName, Phase, Rollout
 from tara.rollout.rollout_store import StaleLeaderError
-from tara.rollout.stats_source import MetricSource, stage_window_start
-from tara.rollout.webhooks import Notifier
+from tara.rollout.webhooks import EventSink
 from tara.telemetry.metrics import MetricsRecorder
 
 log = logging.getLogger(__name__)
 
-DECISION_LABELS = {"advance": "promote"}
-"""Decision names as the ``decision`` label shows them (the design's vocabulary)."""
-
-DECISIONS = (
-    "start", "hold", "promote", "succeed", "pause", "resume", "rollback", "abort", "error",
-    "stalled", "flag",
-)  # fmt: skip
+DECISION_LABELS = tuple(dict.fromkeys(d.metric_label for d in DecisionName))
 """Every ``decision`` label value, created at 0 so dashboards and alerts see them early."""
-
-EVENTS = {
-    "start": "started",
-    "advance": "promoted",
-    "promote": "promoted",
-    "succeed": "succeeded",
-    "pause": "paused",
-    "resume": "resumed",
-    "rollback": "rolled_back",
-    "abort": "aborted",
-    "stalled": "stalled",
-    "flag": "flagged",
-}
-"""Decisions that are announced to webhooks, and the event name each gets."""
 
 
 class RolloutService(Protocol):
@@ -135,8 +115,10 @@ def analysis_due(rollout: Rollout, now: float) -> bool:
 
 def event_body(rollout: Rollout, decision: Decision) -> dict[str, Any]:
     """The JSON a webhook receives for one decision."""
+    event = decision.decision.event
+    assert event is not None, f"{decision.decision} is not announced"
     return {
-        "event": EVENTS[decision.decision],
+        "event": event,
         "rollout_id": rollout.id,
         "track": rollout.track,
         "segment": rollout.segment.label,
@@ -178,7 +160,7 @@ class Controller:
         lease: Lease,
         settings: RolloutSettings,
         metrics: MetricsRecorder | None,
-        notifier: Notifier,
+        notifier: EventSink,
         *,
         clock: Callable[[], float] = time.time,
         tracks: Iterable[str] = (),
@@ -196,17 +178,21 @@ class Controller:
         self._tenure_started = -math.inf
         self._inflight: asyncio.Future[TickReport] | None = None
         self.last_tick: float | None = None
-        """Clock time the last tick finished without a store error."""
+        """Clock time the last tick finished without a store error (a standby's too)."""
+        self.last_attempt: float | None = None
+        """Clock time the last tick finished, errors or not (the loop is alive)."""
         self.last_report: TickReport | None = None
         if metrics is not None:
             for track in tracks:
-                for decision in DECISIONS:
-                    metrics.rollout_decisions.labels(track, decision)
+                for label in DECISION_LABELS:
+                    metrics.rollout_decisions.labels(track, label)
 
     async def tick(self) -> TickReport:
         """One pass over every rollout, if this controller leads."""
         if not await self.lease.acquire():
             self._tenure = None
+            # A standby that reached the lease store is as ready as it can be.
+            self.last_tick = self._clock()
             return TickReport(leader=False)
         report = TickReport(leader=True, token=self.lease.token)
         if report.token != self._tenure:
@@ -298,8 +284,8 @@ class Controller:
             if isinstance(action, Alert):
                 log.warning("ALERT %s", action.message)
         last = saved.last_decision
-        if last is not None and last.decision == "hold":  # holds stay out of the history
-            self._count(saved, "hold", report)
+        if last is not None and last.decision is DecisionName.HOLD:  # holds stay out of history
+            self._count(saved, DecisionName.HOLD, report)
         return saved
 
     def _observe(self, rollout: Rollout, report: TickReport) -> None:
@@ -309,7 +295,7 @@ class Controller:
             self._seen[rollout.id] = _identity(fresh[-1])
         for decision in fresh:
             self._count(rollout, decision.decision, report)
-            if decision.decision in EVENTS:
+            if decision.decision.event is not None:
                 self._notifier.notify(event_body(rollout, decision))
         if self._metrics is not None and (fresh or rollout.phase not in TERMINAL):
             segment = rollout.segment.label
@@ -321,11 +307,10 @@ class Controller:
                 stage = len(rollout.plan.stages)  # the 100% stage after the partial ones
             self._metrics.rollout_stage.labels(rollout.track, segment).set(stage)
 
-    def _count(self, rollout: Rollout, decision: str, report: TickReport) -> None:
+    def _count(self, rollout: Rollout, decision: DecisionName, report: TickReport) -> None:
         report.decisions.append((rollout.id, decision))
         if self._metrics is not None:
-            label = DECISION_LABELS.get(decision, decision)
-            self._metrics.rollout_decisions.labels(rollout.track, label).inc()
+            self._metrics.rollout_decisions.labels(rollout.track, decision.metric_label).inc()
 
     async def run(self, *, once: bool = False, burst: bool = False) -> None:
         """Tick every ``tick_interval``: once, until no rollout is live (``burst``), or forever.
@@ -347,6 +332,7 @@ class Controller:
             log.exception("controller: tick failed")
             report = TickReport(leader=self.lease.token is not None, errors=1)
         self.last_report = report
+        self.last_attempt = self._clock()
         if report.decisions:
             log.info("controller: %s", ", ".join(f"{r} {d}" for r, d in report.decisions))
         return report

@@ -17,8 +17,9 @@ stats for the rollout's segment since the current stage began. What it does:
 * ``FAIL``: roll back at once, even when paused (a paused canary still
   serves students).
 * ``INCONCLUSIVE``: hold (an outage hitting both variants lands here).
-* ``PASS``: advance once the stage's minimum time, requests and ratings are
-  reached; after the last stage the canary becomes stable, with a report.
+* ``PASS``: promote to the next stage once the stage's minimum time, requests
+  and ratings are reached; after the last stage the canary becomes stable,
+  with a report.
 """
 
 from __future__ import annotations
@@ -28,21 +29,28 @@ from typing import Any
 from tara.rollout.actions import Action, Alert
 from tara.rollout.analysis import Analysis, Measurement, Outcome, StatsInput, analyse
 from tara.rollout.config import RolloutSettings
-from tara.rollout.model import TERMINAL, Decision, Phase, Rollout, Transition, advance, rollback
+from tara.rollout.model import (
+    STAGE_ENTRIES,
+    TERMINAL,
+    Decision,
+    DecisionName,
+    Phase,
+    Rollout,
+    Transition,
+    promote_to_next_stage,
+    rollback,
+)
 from tara.rollout.model import pause as pause_rollout
 from tara.rollout.model import start as start_rollout
 from tara.rollout.report import compare, success_report
-from tara.rollout.stats_source import STAGE_ENTRIES
 from tara.telemetry.windows import WindowStats
 
 MISMATCH = "sample ratio mismatch"
 """How the reason of a pause for a sample ratio mismatch begins."""
-FLAG = "flag"
-"""The decision that flags a rollout (recorded once; see :func:`flags`)."""
 
 
 def _hold(rollout: Rollout, now: float, reason: str, analysis: Analysis) -> Transition:
-    decision = Decision(now, "hold", reason, {"analysis": analysis})
+    decision = Decision(now, DecisionName.HOLD, reason, {"analysis": analysis})
     return rollout.decided(decision, record=False, consecutive_errors=0), []
 
 
@@ -50,7 +58,7 @@ def _on_error(rollout: Rollout, now: float, analysis: Analysis, cfg: RolloutSett
     errors = rollout.consecutive_errors + 1
     limit = cfg.max_consecutive_errors
     reason = f"{analysis.reason} ({errors} in a row, pause at {limit})"
-    decision = Decision(now, "error", reason, {"consecutive_errors": errors})
+    decision = Decision(now, DecisionName.ERROR, reason, {"consecutive_errors": errors})
     new = rollout.decided(decision, consecutive_errors=errors)
     if errors != limit or rollout.phase is not Phase.PROGRESSING:
         return new, []
@@ -61,7 +69,7 @@ def _on_error(rollout: Rollout, now: float, analysis: Analysis, cfg: RolloutSett
 
 def flags(rollout: Rollout) -> list[str]:
     """Why the rollout is flagged (the reasons of its ``flag`` decisions), oldest first."""
-    return [d.reason for d in rollout.history if d.decision == FLAG]
+    return [d.reason for d in rollout.history if d.decision is DecisionName.FLAG]
 
 
 def _mismatch_known(rollout: Rollout) -> bool:
@@ -70,9 +78,9 @@ def _mismatch_known(rollout: Rollout) -> bool:
     for d in reversed(rollout.history):
         if d.decision in STAGE_ENTRIES:
             return False
-        if d.decision == "resume":
+        if d.decision is DecisionName.RESUME:
             resumed = True
-        elif d.decision == "pause" and d.reason.startswith(MISMATCH) and resumed:
+        elif d.decision is DecisionName.PAUSE and d.reason.startswith(MISMATCH) and resumed:
             return True
     return False
 
@@ -94,7 +102,8 @@ def _flag(rollout: Rollout, now: float, parity: Measurement) -> Transition:
     """Record the rating-rate flag once, and say so."""
     reason = f"{parity.reason}; promotion waits for the configured evidence"
     new = rollout.decided(
-        Decision(now, FLAG, reason, {"rating_rate": parity.to_dict()}), consecutive_errors=0
+        Decision(now, DecisionName.FLAG, reason, {"rating_rate": parity.to_dict()}),
+        consecutive_errors=0,
     )
     return new, [Alert(rollout.id, f"rollout {rollout.id} flagged: {reason}")]
 
@@ -127,7 +136,7 @@ def _stalled(
         f"rollout {rollout.id} stage {rollout.stage_index + 1} has not passed after "
         f"{limit:.0f}s: {reason}"
     )
-    decision = Decision(now, "stalled", message, {"analysis": analysis.to_dict()})
+    decision = Decision(now, DecisionName.STALLED, message, {"analysis": analysis.to_dict()})
     new = rollout.decided(decision, consecutive_errors=0, stall_alerted=True)
     return new, [Alert(rollout.id, message)]
 
@@ -191,4 +200,5 @@ def _verdict(
         reason += "".join(f"\nflag: {f}" for f in flagged)
     else:
         reason = f"stage {rollout.stage_index + 1} passed"
-    return advance(rollout, Decision(now, "succeed" if last else "advance", reason, evidence))
+    name = DecisionName.SUCCEED if last else DecisionName.STAGE_PASSED
+    return promote_to_next_stage(rollout, Decision(now, name, reason, evidence))

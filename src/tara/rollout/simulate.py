@@ -634,10 +634,6 @@ def parse_outage(text: str) -> Outage:
 
 def simulate_command(args: argparse.Namespace, settings: Settings) -> int:
     """``tara simulate``: run scenarios, print a table (or JSON); exit 1 if a goal is missed."""
-    if getattr(args, "simulate_command", None) == "plan":
-        from tara.rollout.forecast import plan_command
-
-        return plan_command(args, settings)
     traffic = traffic_from(args)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     summaries = []

@@ -24,34 +24,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Literal
 
 from tara.settings import Settings
-from tara.telemetry.interactions import Interaction, InteractionSink
+from tara.telemetry.interactions import Interaction, InteractionSink, is_canary_attempt
 from tara.telemetry.log import Feedback as LogFeedback
-from tara.telemetry.log import InteractionLog, open_log
+from tara.telemetry.log import InteractionLog
+from tara.telemetry.log_backends import open_log
 from tara.telemetry.log_writer import InteractionLogWriter
 from tara.telemetry.metrics import MetricsRecorder
-from tara.telemetry.request_index import (
-    Feedback,
-    IndexedRequest,
-    IndexUnavailableError,
-    MemoryRequestIndex,
-    RequestIndex,
-)
+from tara.telemetry.request_index import CountedFeedback, IndexedRequest, IndexUnavailableError
 from tara.telemetry.request_index_redis import RedisRequestIndex
-from tara.telemetry.user_retries import (
-    MemoryRetryMemory,
-    RedisRetryMemory,
-    RetryMemory,
-    UserRetryDetector,
-)
-from tara.telemetry.window_memory import MemoryWindowStore
+from tara.telemetry.user_retries import UserRetryDetector
 from tara.telemetry.window_recorder import WindowRecorder
-from tara.telemetry.window_redis import RedisWindowStore
-from tara.telemetry.window_store import WindowStore
+
+if TYPE_CHECKING:
+    from tara.state import SharedState
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +56,6 @@ FEEDBACK_TAGS: tuple[str, ...] = (
 """Tags a rating may carry: ``cultural`` is a cultural-appropriateness complaint,
 ``language`` an answer in the wrong language or register."""
 
-CANARY_ATTEMPT_SUFFIX = "-canary"
-"""Request-id suffix of the record of a failed canary attempt (the exchange's naming)."""
-
 
 @dataclass(frozen=True, slots=True)
 class FeedbackAccepted:
@@ -80,7 +65,7 @@ class FeedbackAccepted:
     replaced: bool
 
 
-FeedbackOutcome = FeedbackAccepted | Literal["unknown", "unavailable"]
+FeedbackResult = FeedbackAccepted | Literal["unknown", "unavailable"]
 """What :meth:`Telemetry.submit_feedback` did: stored it, or why not (unknown or
 expired request id; shared index unreachable)."""
 
@@ -96,7 +81,7 @@ class _Questions:
         self._detector = detector
 
     def record(self, interaction: Interaction) -> None:
-        if not interaction.request_id.endswith(CANARY_ATTEMPT_SUFFIX):
+        if not is_canary_attempt(interaction.request_id):
             self._detector.record(interaction)
 
 
@@ -107,36 +92,39 @@ class Telemetry:
         self,
         settings: Settings,
         metrics: MetricsRecorder,
+        state: SharedState,
         *,
-        redis: aioredis.Redis | None = None,
         interaction_log: InteractionLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Build the parts: Redis-backed when ``redis`` is given, else in memory.
+        """Build the parts over ``state``'s window stats, request index and retry memory.
 
         ``interaction_log`` defaults to the one ``settings.database_url`` names.
         """
         stats = settings.stats
         self.metrics = metrics
         self.clock = clock
-        store: WindowStore
-        self.index: RequestIndex
-        memory: RetryMemory
-        if redis is not None:
-            ns = settings.redis_namespace
-            store = RedisWindowStore(redis, namespace=ns, settings=stats)
-            self.index = RedisRequestIndex(redis, namespace=ns, settings=stats)
-            memory = RedisRetryMemory(redis, namespace=ns)
-        else:
-            store = MemoryWindowStore(stats)
-            self.index = MemoryRequestIndex(stats)
-            memory = MemoryRetryMemory()
+        store = state.windows
+        self.index = state.requests
+        memory = state.retries
+        if isinstance(self.index, RedisRequestIndex):
+            self.index.on_drop = lambda reason, n: metrics.telemetry_drop(
+                "request_index", reason, n
+            )
         self.store = store
         self.log = interaction_log or open_log(settings.database_url, settings.telemetry)
         self.writer = InteractionLogWriter.from_settings(
             self.log, settings.telemetry, on_drop=metrics.dropped
         )
-        self.recorder = WindowRecorder(store, stats)
+        writer = self.writer
+        metrics.interaction_log_up.set_function(lambda: float(writer.up))
+        metrics.interaction_spool_records.set_function(lambda: float(writer.spool.records))
+        metrics.interaction_spool_bytes.set_function(lambda: float(writer.spool.size))
+        self.recorder = WindowRecorder(
+            store,
+            stats,
+            on_drop=lambda reason, n: metrics.telemetry_drop("window_stats", reason, n),
+        )
         self.detector = UserRetryDetector(memory, self.recorder, stats, on_retry=self._on_retry)
         self._sinks = (_Questions(self.detector), self.recorder, self.index, self.writer)
         self._bucket_seconds = store.layout.bucket_seconds
@@ -154,9 +142,13 @@ class Telemetry:
 
     # -- lifecycle -------------------------------------------------------------
     async def __aenter__(self) -> Telemetry:
-        """Migrate the log and start every background loop."""
-        await self.log.migrate()
-        self.writer.start()
+        """Start every background loop.
+
+        The log is migrated by its writer: start-up waits a few seconds for
+        that, but a database that is down does not keep the gateway from
+        answering students (records are spooled until it is back).
+        """
+        await self.writer.started()
         self.recorder.start()
         self.index.start()
         self.detector.start()
@@ -200,7 +192,7 @@ class Telemetry:
         tags: Sequence[str] = (),
         relevance: float | None = None,
         comment: str | None = None,
-    ) -> FeedbackOutcome:
+    ) -> FeedbackResult:
         """Join a rating to the request it rates and record it everywhere.
 
         The index swaps the stored feedback atomically and returns what it
@@ -208,7 +200,7 @@ class Telemetry:
         overwritten: a second rating replaces the first instead of counting twice.
         """
         tags = tuple(dict.fromkeys(tags))
-        new = Feedback(rating, tags, relevance)
+        new = CountedFeedback(rating, tags, relevance)
         try:
             change = await self.index.set_feedback(request_id, new)
         except IndexUnavailableError as exc:

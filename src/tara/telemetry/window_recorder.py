@@ -3,9 +3,12 @@
 :class:`WindowRecorder` is an :class:`InteractionSink`. ``record`` only adds
 numbers to a local map keyed by the request's window bucket; a background
 loop hands the whole map to :meth:`WindowStore.add` once per flush interval
-(one round trip for all requests of that second). If the store fails, the
+(one round trip for all requests of that second). If the store is down, the
 batch is merged back and retried on the next flush; the map is bounded by
-``max_pending_keys`` buckets, the oldest dropped (and counted) first.
+``max_pending_keys`` buckets, the oldest dropped (and counted as
+``backlog_full``) first. If the store answers but refuses the batch, a bucket
+in it is bad: the batch is split in halves until the bad bucket stands alone;
+it is dropped (counted as ``rejected``) and every other bucket is written.
 
 Feedback and user retries are filed under the bucket of the request they
 concern, however late they arrive, so they count for the right variant and
@@ -26,18 +29,32 @@ from operator import attrgetter
 from typing import cast
 
 from tara.telemetry.flush_loop import FlushLoop
-from tara.telemetry.interactions import Interaction
-from tara.telemetry.request_index import Feedback
+from tara.telemetry.interactions import Interaction, OnDrop
+from tara.telemetry.request_index import CountedFeedback
 from tara.telemetry.stats_config import TelemetryStatsSettings
+from tara.telemetry.window_fields import (
+    COMPLETION_TOKENS,
+    FALLBACKS,
+    LATENCY_SUM,
+    PROMPT_TOKENS,
+    REQUESTS,
+    UNIDENTIFIED,
+    USER_RETRIES,
+    Family,
+    add_feedback,
+    member,
+)
 from tara.telemetry.window_store import WindowKey, WindowStore, bucket_start, merge_fields
-from tara.telemetry.windows import LATENCY_BOUNDS, STUDENT_FIELD
+from tara.telemetry.windows import LATENCY_BOUNDS
 
 log = logging.getLogger(__name__)
 
 
-_LAT = tuple(f"lat:{i}" for i in range(len(LATENCY_BOUNDS) + 1))
-_TTFT = tuple(f"ttft:{i}" for i in range(len(LATENCY_BOUNDS) + 1))
+_LAT = tuple(member(Family.LATENCY, i) for i in range(len(LATENCY_BOUNDS) + 1))
+_TTFT = tuple(member(Family.TTFT, i) for i in range(len(LATENCY_BOUNDS) + 1))
 """Histogram field names by bucket, built once: formatting them cost a µs per request."""
+_ERR = Family.ERROR.value + ":"
+_STUDENT = Family.STUDENT.value + ":"
 
 
 def add_interaction(into: dict[str, float], ix: Interaction) -> None:
@@ -53,32 +70,32 @@ def add_interaction(into: dict[str, float], ix: Interaction) -> None:
     if not ix.error_class:
         if ix.latency_s is not None:
             lat = _LAT[bisect_left(LATENCY_BOUNDS, ix.latency_s)]
-            lat_sum = into.get("lat_sum", 0) + ix.latency_s
+            lat_sum = into.get(LATENCY_SUM, 0) + ix.latency_s
         if ix.ttft_s is not None:
             ttft = _TTFT[bisect_left(LATENCY_BOUNDS, ix.ttft_s)]
-    student = None if ix.student_hash is None else STUDENT_FIELD + ix.student_hash
+    student = None if ix.student_hash is None else _STUDENT + ix.student_hash
     get = into.get
-    into["req"] = get("req", 0) + 1
+    into[REQUESTS] = get(REQUESTS, 0) + 1
     if ix.fallback:
-        into["fb"] = get("fb", 0) + 1
+        into[FALLBACKS] = get(FALLBACKS, 0) + 1
     elif student is None:
-        into["anon"] = get("anon", 0) + 1
+        into[UNIDENTIFIED] = get(UNIDENTIFIED, 0) + 1
     else:
         into[student] = 1
     if ix.error_class:
-        name = f"err:{ix.error_class}"
+        name = _ERR + ix.error_class
         into[name] = get(name, 0) + 1
     if lat is not None:
         into[lat] = get(lat, 0) + 1
-        into["lat_sum"] = lat_sum
+        into[LATENCY_SUM] = lat_sum
     if ttft is not None:
         into[ttft] = get(ttft, 0) + 1
     if ix.prompt_tokens:
-        into["tok_in"] = get("tok_in", 0) + ix.prompt_tokens
+        into[PROMPT_TOKENS] = get(PROMPT_TOKENS, 0) + ix.prompt_tokens
     if ix.completion_tokens:
-        into["tok_out"] = get("tok_out", 0) + ix.completion_tokens
+        into[COMPLETION_TOKENS] = get(COMPLETION_TOKENS, 0) + ix.completion_tokens
     if ix.user_retry:
-        into["uretry"] = get("uretry", 0) + 1
+        into[USER_RETRIES] = get(USER_RETRIES, 0) + 1
 
 
 def interaction_delta(ix: Interaction) -> dict[str, float]:
@@ -88,31 +105,28 @@ def interaction_delta(ix: Interaction) -> dict[str, float]:
     return out
 
 
-def feedback_delta(previous: Feedback | None, current: Feedback) -> dict[str, float]:
+def feedback_delta(previous: CountedFeedback | None, current: CountedFeedback) -> dict[str, float]:
     """Fields that turn ``previous`` feedback into ``current`` (empty if they are equal)."""
     out: dict[str, float] = {}
     for sign, fb in ((-1, previous), (1, current)):
-        if fb is None:
-            continue
-        if fb.rating is not None:
-            _bump(out, f"rat:{fb.rating}", sign)
-        for tag in set(fb.tags):
-            _bump(out, f"tag:{tag}", sign)
-        if fb.relevance is not None:
-            _bump(out, "rel_n", sign)
-            _bump(out, "rel_sum", sign * fb.relevance)
+        if fb is not None:
+            add_feedback(out, fb.rating, fb.tags, fb.relevance, sign)
     return {name: v for name, v in out.items() if abs(v) > 1e-12}
-
-
-def _bump(out: dict[str, float], name: str, value: float) -> None:
-    out[name] = out.get(name, 0) + value
 
 
 class WindowRecorder:
     """Accumulates window deltas in memory and flushes them to a :class:`WindowStore`."""
 
-    def __init__(self, store: WindowStore, settings: TelemetryStatsSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: WindowStore,
+        settings: TelemetryStatsSettings | None = None,
+        *,
+        on_drop: OnDrop | None = None,
+    ) -> None:
         settings = settings or TelemetryStatsSettings()
+        self.on_drop: OnDrop = on_drop or (lambda reason, count: None)
+        """Told ``(reason, buckets)`` for buckets lost: ``rejected`` or ``backlog_full``."""
         self._store = store
         self._bucket_seconds = store.layout.bucket_seconds
         self._max_keys = settings.max_pending_keys
@@ -123,7 +137,7 @@ class WindowRecorder:
         self.flush_failures = 0
         """Flushes the store refused; their deltas were kept for the next one."""
         self.dropped_keys = 0
-        """Buckets dropped unflushed because ``max_pending_keys`` was reached."""
+        """Buckets dropped unflushed: ``max_pending_keys`` reached, or refused by the store."""
 
     @property
     def pending_keys(self) -> int:
@@ -151,7 +165,9 @@ class WindowRecorder:
         except Exception:  # a malformed record must not break the request path
             log.exception("window recorder: cannot count request %s", ix.request_id)
 
-    def record_feedback(self, key: WindowKey, previous: Feedback | None, current: Feedback) -> None:
+    def record_feedback(
+        self, key: WindowKey, previous: CountedFeedback | None, current: CountedFeedback
+    ) -> None:
         """File a (possibly replaced) rating under the bucket of the request it rates."""
         self.add(key, feedback_delta(previous, current))
 
@@ -181,12 +197,50 @@ class WindowRecorder:
         try:
             await self._store.add(batch)
         except Exception as exc:
-            self.flush_failures += 1
-            self._merge_back(batch)
-            log.warning("window recorder: flush of %d buckets failed: %s", len(batch), exc)
-            return False
+            left = await self._split(batch) if await self._reachable() else batch
+            if left:
+                self.flush_failures += 1
+                self._merge_back(left)
+                log.warning("window recorder: flush of %d buckets failed: %s", len(left), exc)
+                return False
         self.flushes += 1
         return True
+
+    async def _reachable(self) -> bool:
+        try:
+            await self._store.ping()
+        except Exception:
+            return False
+        return True
+
+    async def _split(
+        self, batch: dict[WindowKey, dict[str, float]]
+    ) -> dict[WindowKey, dict[str, float]]:
+        """Write a refused batch half by half, dropping the buckets refused alone.
+
+        Returns what is left unwritten because the store went down meanwhile.
+        """
+        items = list(batch.items())
+        todo = [(0, len(items))]  # the next range is last
+        while todo:
+            lo, hi = todo.pop()
+            part = dict(items[lo:hi])
+            try:
+                await self._store.add(part)
+            except Exception as exc:
+                if not await self._reachable():
+                    left = dict(items[lo:hi])
+                    for a, b in todo:
+                        left.update(items[a:b])
+                    return left
+                if hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    todo += [(mid, hi), (lo, mid)]
+                    continue
+                log.error("window recorder: the store refused bucket %s: %s", items[lo][0], exc)
+                self.dropped_keys += 1
+                self.on_drop("rejected", 1)
+        return {}
 
     async def aclose(self) -> None:
         """Stop the loop and flush what is left (one try)."""
@@ -206,4 +260,5 @@ class WindowRecorder:
         for key in sorted(self._pending, key=attrgetter("bucket_start"))[:excess]:
             del self._pending[key]
         self.dropped_keys += excess
+        self.on_drop("backlog_full", excess)
         log.warning("window recorder: dropped %d unflushed buckets (store down?)", excess)

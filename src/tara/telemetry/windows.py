@@ -7,25 +7,25 @@ replicas and many time buckets merge by summing, and they map one-to-one to
 the flat field/number form that a Redis hash stores (``HINCRBY`` per field).
 A replaced rating is a delta with ``-1`` on the old value and ``+1`` on the new.
 
-Distinct students are not additive: a delta names each student it saw as a
-``stu:<student hash>`` field, and a store keeps those per bucket as a
-:class:`StudentSketch` (memory) or a HyperLogLog (Redis), whose union over the
-buckets read is :attr:`WindowStats.students`. Sample-ratio checks compare it
-with the canary's weight; :attr:`WindowStats.unidentified` (requests without a
-student id, always served by stable) and :attr:`WindowStats.fallbacks` (stable
-answers to canary requests that failed) say what in stable's request count is
-not stable's own share.
+Distinct students are not additive: a delta names each student it saw
+(:attr:`~tara.telemetry.window_fields.Family.STUDENT`), and a store keeps them
+per bucket as a distinct-count sketch whose union over the buckets read is
+:attr:`WindowStats.students`. Sample-ratio checks compare it with the canary's
+weight; :attr:`WindowStats.unidentified` (requests without a student id,
+always served by stable) and :attr:`WindowStats.fallbacks` (stable answers to
+canary requests that failed) say what in stable's request count is not
+stable's own share.
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
+from tara.telemetry import window_fields as wf
+from tara.telemetry.quantiles import count_above, histogram_quantile
+from tara.telemetry.window_fields import Family, member, split
 
 LATENCY_BOUNDS: tuple[float, ...] = tuple(round(0.005 * 1.25**i, 6) for i in range(50))
 """Upper bounds (seconds) of the latency/TTFT histogram buckets: 5 ms to ~280 s,
@@ -37,26 +37,10 @@ ERROR_CLASSES = ("timeout", "connection", "rate_limited", "upstream", "gateway")
 NEGATIVE_RATING = 2
 """Ratings at or below this count as negative feedback."""
 
-STUDENT_FIELD = "stu:"
-"""Prefix of the delta fields that name a student seen in a bucket (value ignored)."""
-
 
 def latency_bucket(seconds: float) -> int:
     """Index of the histogram bucket that holds ``seconds``."""
     return bisect.bisect_left(LATENCY_BOUNDS, seconds)
-
-
-def _quantile(hist: list[int], q: float) -> float | None:
-    total = sum(hist)
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for i, count in enumerate(hist):
-        seen += count
-        if seen >= rank and count:
-            return LATENCY_BOUNDS[i] if i < len(LATENCY_BOUNDS) else math.inf
-    return math.inf  # pragma: no cover - unreachable with a non-empty histogram
 
 
 def _empty_hist() -> list[int]:
@@ -130,12 +114,16 @@ class WindowStats:
         return self.completion_tokens / self.answered if self.answered > 0 else None
 
     def latency_quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the ``q`` quantile of latency."""
-        return _quantile(self.latency, q)
+        """The ``q`` quantile of latency, seconds (:mod:`tara.telemetry.quantiles`)."""
+        return histogram_quantile(self.latency, LATENCY_BOUNDS, q)
 
     def ttft_quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the ``q`` quantile of TTFT."""
-        return _quantile(self.ttft, q)
+        """The ``q`` quantile of time to first token, seconds (:mod:`tara.telemetry.quantiles`)."""
+        return histogram_quantile(self.ttft, LATENCY_BOUNDS, q)
+
+    def slower_than(self, seconds: float) -> float:
+        """How many answers took longer than ``seconds`` (bucket split as for quantiles)."""
+        return count_above(self.latency, LATENCY_BOUNDS, seconds)
 
     # -- combination -----------------------------------------------------
     def merge(self, other: WindowStats) -> WindowStats:
@@ -166,64 +154,70 @@ class WindowStats:
             if value:
                 out[name] = value
 
-        put("req", self.requests)
+        put(wf.REQUESTS, self.requests)
         for cls_, n in self.errors.items():
-            put(f"err:{cls_}", n)
+            put(member(Family.ERROR, cls_), n)
         for i, n in enumerate(self.latency):
-            put(f"lat:{i}", n)
-        put("lat_sum", self.latency_sum)
+            put(member(Family.LATENCY, i), n)
+        put(wf.LATENCY_SUM, self.latency_sum)
         for i, n in enumerate(self.ttft):
-            put(f"ttft:{i}", n)
+            put(member(Family.TTFT, i), n)
         for i, n in enumerate(self.ratings):
-            put(f"rat:{i + 1}", n)
-        put("rel_sum", self.relevance_sum)
-        put("rel_n", self.relevance_count)
+            put(member(Family.RATING, i + 1), n)
+        put(wf.RELEVANCE_SUM, self.relevance_sum)
+        put(wf.RELEVANCE_COUNT, self.relevance_count)
         for tag, n in self.tags.items():
-            put(f"tag:{tag}", n)
-        put("uretry", self.user_retries)
-        put("tok_in", self.prompt_tokens)
-        put("tok_out", self.completion_tokens)
-        put("anon", self.unidentified)
-        put("fb", self.fallbacks)
+            put(member(Family.TAG, tag), n)
+        put(wf.USER_RETRIES, self.user_retries)
+        put(wf.PROMPT_TOKENS, self.prompt_tokens)
+        put(wf.COMPLETION_TOKENS, self.completion_tokens)
+        put(wf.UNIDENTIFIED, self.unidentified)
+        put(wf.FALLBACKS, self.fallbacks)
         return out
 
     def add_fields(self, fields: Mapping[str, float]) -> None:
-        """Add a flat field mapping (as from :meth:`to_fields` or Redis) into this object."""
+        """Add a flat field mapping (as from :meth:`to_fields` or Redis) into this object.
+
+        Zero fields are skipped: a counter that went ``+1`` then ``-1`` in two
+        flushes (a replaced rating's tag) stays in a Redis hash as 0, and is
+        no tag or error class at all.
+        """
         for name, value in fields.items():
-            self._add_field(name, value)
+            if value:
+                self._add_field(name, value)
 
     def _add_field(self, name: str, value: float) -> None:  # noqa: C901 - a flat dispatch
-        kind, _, arg = name.partition(":")
+        kind, arg = split(name)
         n = int(value)
-        if kind == "req":
+        if kind == wf.REQUESTS:
             self.requests += n
-        elif kind == "err":
+        elif kind == Family.ERROR:
             self.errors[arg] = self.errors.get(arg, 0) + n
-        elif kind == "lat":
+        elif kind == Family.LATENCY:
             self.latency[int(arg)] += n
-        elif kind == "lat_sum":
+        elif kind == wf.LATENCY_SUM:
             self.latency_sum += float(value)
-        elif kind == "ttft":
+        elif kind == Family.TTFT:
             self.ttft[int(arg)] += n
-        elif kind == "rat":
+        elif kind == Family.RATING:
             self.ratings[int(arg) - 1] += n
-        elif kind == "rel_sum":
+        elif kind == wf.RELEVANCE_SUM:
             self.relevance_sum += float(value)
-        elif kind == "rel_n":
+        elif kind == wf.RELEVANCE_COUNT:
             self.relevance_count += n
-        elif kind == "tag":
+        elif kind == Family.TAG:
             self.tags[arg] = self.tags.get(arg, 0) + n
-        elif kind == "uretry":
+        elif kind == wf.USER_RETRIES:
             self.user_retries += n
-        elif kind == "tok_in":
+        elif kind == wf.PROMPT_TOKENS:
             self.prompt_tokens += n
-        elif kind == "tok_out":
+        elif kind == wf.COMPLETION_TOKENS:
             self.completion_tokens += n
-        elif kind == "anon":
+        elif kind == wf.UNIDENTIFIED:
             self.unidentified += n
-        elif kind == "fb":
+        elif kind == wf.FALLBACKS:
             self.fallbacks += n
-        # Student names (``stu:``) are kept by the stores as a sketch, never summed here.
+        # Students (Family.STUDENT) are kept by the stores as a sketch, never summed here.
         # Unknown fields come from a newer writer; ignoring them keeps old readers working.
 
     @classmethod
@@ -232,78 +226,3 @@ class WindowStats:
         stats = cls()
         stats.add_fields(fields)
         return stats
-
-
-class StudentSketch:
-    """Distinct students of a bucket: exact while few, then a HyperLogLog.
-
-    The Redis store uses Redis's own HyperLogLog (``PFADD``/``PFCOUNT``); this
-    one serves the memory store with the same precision: 2**14 registers, a
-    standard error of 0.81%. Up to :attr:`EXACT_UP_TO` names it keeps their
-    64-bit hashes and counts exactly. Sketches merge by union.
-    """
-
-    __slots__ = ("_hashes", "_registers")
-
-    PRECISION = 14
-    EXACT_UP_TO = 256
-
-    def __init__(self) -> None:
-        self._hashes: set[int] | None = set()
-        self._registers: np.ndarray[tuple[int], np.dtype[np.uint8]] | None = None
-
-    @staticmethod
-    def hash(name: str) -> int:
-        """The 64-bit hash a name is counted by."""
-        digest = hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-        return int.from_bytes(digest, "big")
-
-    def add(self, name: str) -> None:
-        """Count ``name`` (again is harmless)."""
-        self._add_hash(self.hash(name))
-
-    def _add_hash(self, h: int) -> None:
-        if self._hashes is not None:
-            self._hashes.add(h)
-            if len(self._hashes) > self.EXACT_UP_TO:
-                self._densify()
-            return
-        assert self._registers is not None
-        rest_bits = 64 - self.PRECISION
-        rest = h & ((1 << rest_bits) - 1)
-        rank = rest_bits - rest.bit_length() + 1
-        index = h >> rest_bits
-        if rank > self._registers[index]:
-            self._registers[index] = rank
-
-    def _densify(self) -> None:
-        hashes, self._hashes = self._hashes or set(), None
-        self._registers = np.zeros(1 << self.PRECISION, dtype=np.uint8)
-        for h in hashes:
-            self._add_hash(h)
-
-    def merge(self, other: StudentSketch) -> None:
-        """Add every student of ``other`` into this sketch."""
-        if other._hashes is not None:
-            for h in other._hashes:
-                self._add_hash(h)
-            return
-        if self._registers is None:
-            self._densify()
-        assert self._registers is not None
-        assert other._registers is not None
-        np.maximum(self._registers, other._registers, out=self._registers)
-
-    def count(self) -> int:
-        """Distinct students added, exact up to :attr:`EXACT_UP_TO`, estimated beyond."""
-        if self._hashes is not None:
-            return len(self._hashes)
-        assert self._registers is not None
-        m = self._registers.size
-        zeros = int(np.count_nonzero(self._registers == 0))
-        if zeros:
-            linear = m * math.log(m / zeros)  # small counts: linear counting is more exact
-            if linear <= 2.5 * m:
-                return round(linear)
-        harmonic = float(np.sum(np.exp2(-self._registers.astype(np.float64))))
-        return round(0.7213 / (1 + 1.079 / m) * m * m / harmonic)

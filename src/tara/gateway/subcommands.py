@@ -1,0 +1,18 @@
+"""``tara serve``: the gateway's subcommand (options here, the handler in :mod:`.server`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tara.commands import handled_by
+
+if TYPE_CHECKING:
+    from tara.commands import Subparsers
+
+
+def add_serve(sub: Subparsers) -> None:
+    """``tara serve [--host H] [--port P]``."""
+    p = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
+    p.add_argument("--host", default=None, help="listen address (default: server.host)")
+    p.add_argument("--port", type=int, default=None, help="listen port (default: server.port)")
+    handled_by(p, "tara.gateway.server:serve_command")

@@ -1,0 +1,156 @@
+"""The thin reader that turns telemetry into :class:`~tara.triggers.model.Observations`.
+
+Two streaming passes over the interaction log, each a bounded range query:
+
+- the current and previous period (``[now - 2·period, now)``), summed per
+  language×subject into the same additive :class:`WindowStats` the gateway
+  keeps (feedback counts for the period of the request it rates, as in the
+  window store), plus the subjects, languages and grades seen;
+- high-quality interactions (rating ≥ ``finetune.min_rating``) over
+  ``volume_lookback``, each counted for its language×subject only if it is
+  newer than that scope's last run.
+
+Per-track latency comes from the shared window store when there is one
+(every series the log saw, plus each configured track's ``all`` series);
+without one (a lone CLI process with in-memory state) it comes from the
+same log pass. Memory holds a few counters per scope, whatever the log size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from tara.telemetry.interactions import Interaction
+from tara.telemetry.log import InteractionFilter, InteractionLog
+from tara.telemetry.window_fields import add_feedback
+from tara.telemetry.window_recorder import add_interaction
+from tara.telemetry.window_store import Series, WindowStore
+from tara.telemetry.windows import WindowStats
+from tara.triggers.config import TriggerSettings
+from tara.triggers.model import Dimension, Observations, Scope
+from tara.triggers.state import TriggerState
+
+Fields = dict[str, float]
+
+
+def topic(ix: Interaction) -> Scope:
+    """The language×subject scope of an interaction."""
+    return Scope(language=ix.language, subject=ix.subject)
+
+
+@dataclass(slots=True)
+class _Period:
+    topics: dict[Scope, Fields] = field(default_factory=dict)
+    tracks: dict[str, Fields] = field(default_factory=dict)
+    seen: dict[Dimension, Counter[str]] = field(
+        default_factory=lambda: {"subject": Counter(), "language": Counter(), "grade": Counter()}
+    )
+
+    def add(self, ix: Interaction) -> None:
+        fields = self.topics.setdefault(topic(ix), {})
+        add_interaction(fields, ix)
+        add_feedback(fields, ix.rating, ix.tags, ix.relevance)
+        add_interaction(self.tracks.setdefault(ix.track, {}), ix)
+        seen = self.seen
+        if ix.subject is not None:
+            seen["subject"][ix.subject] += 1
+        if ix.language is not None:
+            seen["language"][ix.language] += 1
+        if ix.grade is not None:
+            seen["grade"][ix.grade] += 1
+
+    def topic_stats(self) -> dict[Scope, WindowStats]:
+        return {scope: WindowStats.from_fields(f) for scope, f in self.topics.items()}
+
+
+class TelemetryReader:
+    """Reads what the rules need from the interaction log and (optionally) the window store."""
+
+    def __init__(
+        self,
+        log: InteractionLog,
+        cfg: TriggerSettings,
+        *,
+        min_rating: int,
+        windows: WindowStore | None = None,
+        tracks: Iterable[str] = (),
+    ) -> None:
+        self._log = log
+        self._cfg = cfg
+        self._min_rating = min_rating
+        self._windows = windows
+        self._tracks = tuple(tracks)
+
+    async def read(
+        self, now: float, state: TriggerState, *, volume_since: float | None = None
+    ) -> Observations:
+        """Observations as of ``now``; ``volume_since`` overrides every scope's last run."""
+        period = self._cfg.period.total_seconds()
+        obs = Observations(now=now, period=period)
+        current, previous = _Period(), _Period()
+        series: set[Series] = {
+            Series(t, "all", v) for t in self._tracks for v in ("stable", "canary")
+        }
+        where = InteractionFilter(since=now - 2 * period, until=now)
+        async for ix in self._log.iter_interactions(where):
+            (current if ix.created_at >= now - period else previous).add(ix)
+            series.add(Series(ix.track, ix.segment, ix.variant))
+        obs.current, obs.previous = current.topic_stats(), previous.topic_stats()
+        obs.seen_current, obs.seen_previous = current.seen, previous.seen
+        await self._read_volume(obs, state, volume_since)
+        for scope in obs.current:
+            obs.high_quality.setdefault(scope, 0)
+            obs.volume_since.setdefault(scope, self._since(scope, state, volume_since, now))
+        if self._windows is None:
+            obs.tracks_current = {t: WindowStats.from_fields(f) for t, f in current.tracks.items()}
+            obs.tracks_previous = {
+                t: WindowStats.from_fields(f) for t, f in previous.tracks.items()
+            }
+        else:
+            obs.tracks_current = await self._read_tracks(series, now - period, now)
+            obs.tracks_previous = await self._read_tracks(series, now - 2 * period, now - period)
+        return obs
+
+    def _since(
+        self, scope: Scope, state: TriggerState, override: float | None, now: float
+    ) -> float:
+        if override is not None:
+            return override
+        start = now - self._cfg.volume_lookback.total_seconds()
+        last = state.last_run(scope)
+        return start if last is None else max(start, last)
+
+    async def _read_volume(
+        self, obs: Observations, state: TriggerState, override: float | None
+    ) -> None:
+        start = (
+            override
+            if override is not None
+            else obs.now - self._cfg.volume_lookback.total_seconds()
+        )
+        where = InteractionFilter(
+            since=start, until=obs.now, min_rating=self._min_rating, rated_only=True
+        )
+        counts: Counter[Scope] = Counter()
+        async for ix in self._log.iter_interactions(where):
+            scope = topic(ix)
+            since = obs.volume_since.get(scope)
+            if since is None:
+                since = obs.volume_since[scope] = self._since(scope, state, override, obs.now)
+            if ix.created_at >= since:
+                counts[scope] += 1
+        for scope in obs.volume_since:
+            obs.high_quality[scope] = counts[scope]
+
+    async def _read_tracks(
+        self, series: set[Series], t0: float, t1: float
+    ) -> dict[str, WindowStats]:
+        assert self._windows is not None
+        got = await self._windows.read_many(sorted(series), t0, t1)
+        out: dict[str, WindowStats] = {}
+        for s, stats in got.items():
+            if stats.requests:
+                out.setdefault(s.track, WindowStats()).merge(stats)
+        return out
