@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tara.telemetry.quantiles import count_above, histogram_quantile, sample_quantile
+from tara.telemetry.quantiles import (
+    count_above,
+    counts_above_many,
+    histogram_quantile,
+    histogram_quantiles,
+    sample_quantile,
+)
 from tara.telemetry.windows import LATENCY_BOUNDS, WindowStats, latency_bucket
 
 B = LATENCY_BOUNDS
@@ -103,6 +109,26 @@ def test_count_above_reads_the_quantile_back(counts: list[int]) -> None:
             assert total == 0
             continue
         assert count_above(hist, B, estimate) == pytest.approx((1 - q) * total, abs=1e-6)
+
+
+@given(
+    st.lists(
+        st.lists(st.integers(min_value=0, max_value=30), min_size=len(B) + 1, max_size=len(B) + 1),
+        min_size=1,
+        max_size=4,
+    ),
+    st.floats(min_value=0.01, max_value=0.99),
+    st.floats(min_value=0.001, max_value=400.0),
+)
+def test_the_array_forms_read_each_row_as_the_one_histogram_forms_do(
+    hists: list[list[int]], q: float, threshold: float
+) -> None:
+    quantiles = histogram_quantiles(hists, B, q)
+    above = counts_above_many(hists, B, threshold)
+    for row, hist in enumerate(hists):
+        one = histogram_quantile(hist, B, q)
+        assert math.isnan(quantiles[row]) if one is None else quantiles[row] == pytest.approx(one)
+        assert above[row] == pytest.approx(count_above(hist, B, threshold))
 
 
 def test_window_stats_use_the_same_estimator() -> None:
