@@ -290,12 +290,35 @@ async def test_a_restarted_controller_does_not_repeat_old_events() -> None:
     w = World()
     started = await w.service.start(TRACK, "ft-1")  # before any controller leads
     w.clock.now += 5
-    ctl = w.controller()
-    report = await ctl.tick()
+    first = w.controller()
+    report = await first.tick()
     assert report.leader
     assert report.active == 1
-    assert w.events.names == []
+    # The operator's start waited in the rollout's outbox for a leader; it is announced once.
+    assert w.events.names == ["started"]
+    assert (await w.service.get(started.id)).outbox == ()
+    await first.lease.release()  # restarted
+    second = w.controller()
+    for _ in range(3):
+        w.clock.now += 1
+        await second.tick()
+    assert w.events.names == ["started"]
+    assert w.sample("tara_rollout_decisions_total", track=TRACK, decision="start") == 1
     assert stage_window_start(await w.service.get(started.id)) == started.history[0].at
+
+
+async def test_a_lost_lease_is_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    w = World()
+    first, second = w.controller(), w.controller()
+    assert (await first.tick()).leader
+    w.clock.now += 11  # the 10 s lease ran out: the second controller takes over
+    assert (await second.tick()).leader
+    assert not (await first.tick()).leader
+    assert not (await first.tick()).leader  # one lost tenure is counted once
+    lost = "tara_controller_leadership_lost_total"
+    assert w.sample(lost, reason="expired") == 1
+    assert w.sample(lost, reason="fenced") == 0
+    assert "lost leadership of tenure 1 (expired)" in caplog.text
 
 
 async def test_analysis_is_due_at_the_stage_interval() -> None:
@@ -373,6 +396,7 @@ class RedisWorld:
             client, namespace=namespace, settings=STATS, clock=self.clock
         )
         self.events = Events()
+        self.registry = CollectorRegistry()
 
     def controller(self, ttl: float, source: Any = None, lease_clock: Any = None) -> Controller:
         lease = RedisLease(self.client, self.namespace, ttl, clock=lease_clock or time.monotonic)
@@ -381,7 +405,7 @@ class RedisWorld:
             source or WindowMetricSource(self.windows),
             lease,
             self.cfg,
-            MetricsRecorder.on(CollectorRegistry()),
+            MetricsRecorder.on(self.registry),
             self.events,
             clock=self.clock,
         )
@@ -453,3 +477,7 @@ async def test_a_stale_leader_is_fenced_off(redis_client: aioredis.Redis, namesp
     assert decisions(stored) == ["start"]
     assert not (await stale.tick()).leader
     assert successor.token == 2
+    assert (
+        w.registry.get_sample_value("tara_controller_leadership_lost_total", {"reason": "fenced"})
+        == 1
+    )
