@@ -32,6 +32,7 @@ from tara.telemetry.window_store_memory import MemoryWindowStore
 from tara.telemetry.window_store_redis import RedisWindowStore
 from tara.telemetry.windows import latency_bucket
 from tcp_relay import RedisProxy
+from waiting import eventually
 
 TRACK = "tara-tutor"
 STABLES = {TRACK: "tara-stable"}
@@ -241,6 +242,7 @@ async def test_a_controller_killed_mid_stage_resumes_with_the_time_left() -> Non
     assert second.lease.token == 2
 
 
+@pytest.mark.redis
 async def test_unreadable_stats_pause_and_alert_but_never_roll_back(
     redis_proxy: RedisProxy, redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -331,11 +333,12 @@ async def test_analysis_is_due_at_the_stage_interval() -> None:
 
 async def test_shutdown_lets_a_running_tick_finish_then_steps_down() -> None:
     w = World()
-    gate = asyncio.Event()
+    gate, reading = asyncio.Event(), asyncio.Event()
     windows = WindowMetricSource(w.windows)
 
     class Slow:
         async def read(self, rollout: Rollout, t0: float, t1: float) -> Any:
+            reading.set()
             await gate.wait()
             return await windows.read(rollout, t0, t1)
 
@@ -347,10 +350,10 @@ async def test_shutdown_lets_a_running_tick_finish_then_steps_down() -> None:
     started = await w.service.start(TRACK, "ft-1")
     w.clock.now += 1
     runner = asyncio.create_task(ctl.run())
-    await asyncio.sleep(0.05)  # the tick now waits for the stats
+    await reading.wait()  # the tick now waits for the stats
     stopping = asyncio.create_task(ctl.shutdown(runner, timeout=5.0))
-    await asyncio.sleep(0.05)
-    assert not stopping.done()
+    await eventually(runner.done, "shutdown to stop the loop")
+    assert not stopping.done()  # ... but it waits for the running tick
     gate.set()
     await stopping
     assert runner.cancelled()
@@ -465,7 +468,12 @@ async def test_a_stale_leader_is_fenced_off(redis_client: aioredis.Redis, namesp
     w.clock.now += 2
     tick = asyncio.create_task(stale.tick())
     await paused.wait()
-    await asyncio.sleep(0.3)  # its lease expires in Redis
+    owner = stale.lease.owner_key  # type: ignore[attr-defined]
+
+    async def expired() -> bool:
+        return not await redis_client.exists(owner)
+
+    await eventually(expired, "its lease to expire in Redis")
     successor = RedisLease(redis_client, namespace, 5.0)
     assert await successor.acquire()  # elected, has not written anything yet
     resumed.set()

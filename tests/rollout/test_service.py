@@ -63,7 +63,7 @@ class Env:
         return RolloutService(self.rollouts, self.routing, SETTINGS, STABLE, clock=Clock())
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def env(request: pytest.FixtureRequest) -> Env:
     if request.param == "memory":
         rollouts: RolloutStore = MemoryRolloutStore()
