@@ -39,7 +39,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Literal
 
 from tara.loops import poll
 from tara.rollout.actions import Action, Alert, Notify
@@ -47,9 +47,11 @@ from tara.rollout.analysis import StatsInput
 from tara.rollout.config import RolloutSettings
 from tara.rollout.decide import step
 from tara.rollout.decisions import DecisionName
+from tara.rollout.lease import Lease
 from tara.rollout.metric_source import MetricSource, stage_window_start
 from tara.rollout.model import TERMINAL, Phase, Rollout
 from tara.rollout.rollout_store import StaleLeaderError
+from tara.rollout.service import RolloutService
 from tara.rollout.webhooks import EventSink
 from tara.telemetry.metrics import MetricsRecorder
 
@@ -60,46 +62,6 @@ DECISION_LABELS = tuple(dict.fromkeys(d.metric_label for d in DecisionName))
 
 LostReason = Literal["expired", "fenced"]
 """Why a tenure ended: the lease ran out, or a write showed that a newer leader exists."""
-
-
-class RolloutService(Protocol):
-    """What the controller needs of :class:`tara.rollout.service.RolloutService`."""
-
-    async def list(self, track: str | None = None, *, active_only: bool = False) -> list[Rollout]:
-        """Every rollout (or the live ones)."""
-        ...
-
-    async def apply(
-        self,
-        before: Rollout,
-        after: Rollout,
-        actions: Sequence[Action],
-        *,
-        fence: int | None = None,
-    ) -> Rollout | None:
-        """Persist a step's result and carry out its routing actions; ``None`` if it lost."""
-        ...
-
-    async def sync_routing(self) -> None:
-        """Make the routing table match the stored rollouts."""
-        ...
-
-
-class Lease(Protocol):
-    """The controller's view of :class:`tara.rollout.lease.Lease`."""
-
-    @property
-    def token(self) -> int | None:
-        """The tenure's fencing token, ``None`` when not leading."""
-        ...
-
-    async def acquire(self) -> bool:
-        """Become or stay leader."""
-        ...
-
-    async def release(self) -> None:
-        """Stop leading."""
-        ...
 
 
 @dataclass(slots=True)
