@@ -29,16 +29,15 @@ from typing import Any
 from tara.rollout.actions import Action, Alert
 from tara.rollout.analysis import Analysis, Measurement, Outcome, StatsInput, analyse
 from tara.rollout.config import RolloutSettings
+from tara.rollout.decisions import STAGE_ENTRIES, Decision, DecisionName
 from tara.rollout.model import (
-    STAGE_ENTRIES,
     TERMINAL,
-    Decision,
-    DecisionName,
     Phase,
     Rollout,
     Transition,
     promote_to_next_stage,
     rollback,
+    transition,
 )
 from tara.rollout.model import pause as pause_rollout
 from tara.rollout.model import start as start_rollout
@@ -51,7 +50,7 @@ MISMATCH = "sample ratio mismatch"
 
 def _hold(rollout: Rollout, now: float, reason: str, analysis: Analysis) -> Transition:
     decision = Decision(now, DecisionName.HOLD, reason, {"analysis": analysis})
-    return rollout.decided(decision, record=False, consecutive_errors=0), []
+    return transition(rollout, decision, record=False, consecutive_errors=0)
 
 
 def _on_error(rollout: Rollout, now: float, analysis: Analysis, cfg: RolloutSettings) -> Transition:
@@ -59,12 +58,12 @@ def _on_error(rollout: Rollout, now: float, analysis: Analysis, cfg: RolloutSett
     limit = cfg.max_consecutive_errors
     reason = f"{analysis.reason} ({errors} in a row, pause at {limit})"
     decision = Decision(now, DecisionName.ERROR, reason, {"consecutive_errors": errors})
-    new = rollout.decided(decision, consecutive_errors=errors)
+    new, notices = transition(rollout, decision, consecutive_errors=errors)
     if errors != limit or rollout.phase is not Phase.PROGRESSING:
-        return new, []
+        return new, notices
     why = f"stats unreadable {errors} times in a row: {analysis.reason}"
     paused, actions = pause_rollout(new, now, actor="controller", reason=why)
-    return paused, [*actions, Alert(rollout.id, f"rollout {rollout.id} paused: {why}")]
+    return paused, [*notices, *actions, Alert(rollout.id, f"rollout {rollout.id} paused: {why}")]
 
 
 def flags(rollout: Rollout) -> list[str]:
@@ -101,11 +100,9 @@ def _mismatch(rollout: Rollout, now: float, srm: Measurement, analysis: Analysis
 def _flag(rollout: Rollout, now: float, parity: Measurement) -> Transition:
     """Record the rating-rate flag once, and say so."""
     reason = f"{parity.reason}; promotion waits for the configured evidence"
-    new = rollout.decided(
-        Decision(now, DecisionName.FLAG, reason, {"rating_rate": parity.to_dict()}),
-        consecutive_errors=0,
-    )
-    return new, [Alert(rollout.id, f"rollout {rollout.id} flagged: {reason}")]
+    decision = Decision(now, DecisionName.FLAG, reason, {"rating_rate": parity.to_dict()})
+    new, notices = transition(rollout, decision, consecutive_errors=0)
+    return new, [*notices, Alert(rollout.id, f"rollout {rollout.id} flagged: {reason}")]
 
 
 def _gate(rollout: Rollout, canary: WindowStats, now: float) -> str | None:
@@ -137,8 +134,8 @@ def _stalled(
         f"{limit:.0f}s: {reason}"
     )
     decision = Decision(now, DecisionName.STALLED, message, {"analysis": analysis.to_dict()})
-    new = rollout.decided(decision, consecutive_errors=0, stall_alerted=True)
-    return new, [Alert(rollout.id, message)]
+    new, notices = transition(rollout, decision, consecutive_errors=0, stall_alerted=True)
+    return new, [*notices, Alert(rollout.id, message)]
 
 
 def step(
