@@ -22,7 +22,8 @@ from typing import Any
 
 from tara.rollout.config import RolloutSettings
 from tara.rollout.forecast import forecast, format_forecast
-from tara.rollout.simulate import SCENARIOS, Effect, Scenario, Traffic, simulate
+from tara.rollout.scenarios import SCENARIOS, Effect, Scenario, Traffic
+from tara.rollout.simulate import simulate
 from tara.rollout.traffic import VariantProfile
 
 OUT = Path(__file__).with_name("simulate_report.md")

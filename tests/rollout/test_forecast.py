@@ -16,7 +16,7 @@ from tara.rollout.forecast import (
     smallest_caught,
     stage_floor_seconds,
 )
-from tara.rollout.simulate import Traffic
+from tara.rollout.scenarios import Traffic
 from tara.settings import Settings
 
 SHORT = RolloutSettings(

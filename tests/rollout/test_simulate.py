@@ -15,20 +15,22 @@ import pytest
 
 from tara.cli import build_parser, main
 from tara.rollout.config import RolloutSettings, StageSettings
-from tara.rollout.simulate import (
-    OUTCOMES,
+from tara.rollout.scenarios import (
     SCENARIOS,
     Effect,
     Goal,
     Outage,
     Traffic,
-    format_table,
     parse_outage,
+    with_effects,
+)
+from tara.rollout.simulate import (
+    OUTCOMES,
+    format_table,
     replay,
     run,
     simulate,
     simulate_command,
-    with_effects,
 )
 from tara.rollout.traffic import VariantProfile
 from tara.settings import Settings

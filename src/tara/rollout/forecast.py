@@ -26,16 +26,8 @@ import numpy as np
 from tara.rollout.bucketing import BUCKETS
 from tara.rollout.config import RolloutSettings
 from tara.rollout.plan import plan_from_settings
-from tara.rollout.simulate import (
-    DAY,
-    HOUR,
-    ROLLED_BACK,
-    Effect,
-    Scenario,
-    Traffic,
-    run,
-    traffic_from,
-)
+from tara.rollout.scenarios import HOUR, Effect, Scenario, Traffic
+from tara.rollout.simulate import DAY, ROLLED_BACK, run, traffic_from
 from tara.rollout.traffic import VariantProfile
 
 if TYPE_CHECKING:

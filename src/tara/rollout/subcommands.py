@@ -42,7 +42,7 @@ SCENARIOS = (
 
 
 def _outage(text: str) -> Any:
-    from tara.rollout.simulate import parse_outage
+    from tara.rollout.scenarios import parse_outage
 
     return parse_outage(text)
 
