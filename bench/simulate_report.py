@@ -56,7 +56,8 @@ def _scenario(task: tuple[str, Any, int, int]) -> dict[str, Any]:
         stable = replace(VariantProfile(), rating_rate=ratings / (rph * 0.99))
         traffic = Traffic(requests_per_hour=rph, students=students, stable=stable)
         result = forecast(RolloutSettings(), traffic, PLAN_RUNS, seed)
-        return {"kind": kind, "text": format_forecast(result), "cpu": time.process_time() - began}
+        text = format_forecast(result)
+        return {"kind": kind, "text": text, "seed": seed, "cpu": time.process_time() - began}
     scenario = what if isinstance(what, Scenario) else Scenario("sweep", "", what, "rollback")
     summary = simulate(scenario, RolloutSettings(), runs, seed)
     return {"kind": kind, "summary": summary, "cpu": time.process_time() - began}
@@ -145,7 +146,7 @@ def main() -> None:
     cpu = sum(r["cpu"] for r in results)
     scenarios = [r["summary"] for r in results if r["kind"] == "scenario"]
     sweeps = iter(r["summary"] for r in results if r["kind"] == "sweep")
-    plans = [r["text"] for r in results if r["kind"] == "plan"]
+    plans = [(r["text"], r["seed"]) for r in results if r["kind"] == "plan"]
     lines = [
         "# Canary statistics: simulated rollouts",
         "",
@@ -190,10 +191,10 @@ def main() -> None:
     for label, items in SWEEPS.items():
         lines += [*_sweep_rows(label, [(name, next(sweeps)) for name, _ in items]), ""]
     lines += ["## Plans: `tara simulate plan`", ""]
-    for (rph, ratings, students), text in zip(PLANS, plans, strict=True):
+    for (rph, ratings, students), (text, seed) in zip(PLANS, plans, strict=True):
         lines += [
             f"`tara simulate plan --requests-per-hour {rph:g} --ratings-per-hour {ratings:g} "
-            f"--students {students} --runs {PLAN_RUNS}` (seed as in the method line)",
+            f"--students {students} --runs {PLAN_RUNS} --seed {seed}`",
             "",
             "```",
             text,
