@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 
@@ -294,17 +295,27 @@ MISMATCH = (
 )
 
 
+SRM = CFG.model_copy(update={"srm_grace": timedelta(seconds=30)})
+"""Stages of 100 s: a mismatch may pause after 30 s of a stage."""
+
+
+def test_a_mismatch_in_the_first_moments_of_a_stage_is_not_acted_on() -> None:
+    stable = counted(window(18000, 90, (180, 270, 900, 3600, 4050), 1.0), 1900)
+    r, _ = step(running(), counted(good(), 100), stable, SRM, 20.0)
+    assert r.phase is Phase.PROGRESSING
+
+
 def test_a_sample_ratio_mismatch_pauses_with_the_numbers_and_decides_nothing() -> None:
     stable = counted(window(18000, 90, (180, 270, 900, 3600, 4050), 1.0), 1900)
     for canary in (good(), bad()):  # a failing canary is not rolled back on that data either
-        r, actions = step(running(), counted(canary, 100), stable, CFG, 150.0)
+        r, actions = step(running(), counted(canary, 100), stable, SRM, 150.0)
         assert (r.phase, r.stage_index) == (Phase.PAUSED, 0)
         d = r.history[-1]
         assert (d.decision, d.actor, d.reason) == ("pause", "controller", MISMATCH)
         assert d.evidence["sample_ratio"]["evidence"]["canary_student_share"] == 0.05
         assert kinds(actions) == ["Notify", "Alert"]
         assert actions[1] == Alert("r1", f"rollout r1 paused in stage 1: {MISMATCH}")
-    held, actions = step(r, counted(bad(), 100), stable, CFG, 160.0)
+    held, actions = step(r, counted(bad(), 100), stable, SRM, 160.0)
     assert (held.phase, kinds(actions), counted_only(actions)) == (
         Phase.PAUSED,
         ["Notify"],
@@ -316,14 +327,14 @@ def test_a_sample_ratio_mismatch_pauses_with_the_numbers_and_decides_nothing() -
 
 def test_after_an_operator_resumes_a_mismatch_the_stage_decides_again() -> None:
     stable = counted(window(18000, 90, (180, 270, 900, 3600, 4050), 1.0), 1900)
-    paused, _ = step(running(), counted(good(), 100), stable, CFG, 50.0)
+    paused, _ = step(running(), counted(good(), 100), stable, SRM, 50.0)
     resumed, _ = resume(paused, 60.0, actor="asha", reason="routing fixed, data understood")
-    back, _ = step(resumed, counted(bad(), 100), stable, CFG, 70.0)
+    back, _ = step(resumed, counted(bad(), 100), stable, SRM, 70.0)
     assert back.phase is Phase.ROLLED_BACK
     assert (back.history[-1].decision, back.history[-1].actor) == ("rollback", "controller")
-    moved, _ = step(resumed, counted(good(), 100), stable, CFG, 200.0)
+    moved, _ = step(resumed, counted(good(), 100), stable, SRM, 200.0)
     assert moved.stage_index == 1
-    again, _ = step(moved, counted(good(), 100), stable, CFG, 210.0)
+    again, _ = step(moved, counted(good(), 100), stable, SRM, 240.0)
     assert (again.phase, again.history[-1].decision) == (Phase.PAUSED, "pause")  # a new stage
 
 

@@ -101,6 +101,10 @@ class RolloutSettings(BaseModel):
     may roll it back: an upstream outage raising both variants' errors holds the rollout."""
     srm_confidence: float = Field(0.999, gt=0.5, lt=1)
     """Confidence needed to call a sample ratio mismatch (and pause the rollout)."""
+    srm_grace: timedelta = timedelta(minutes=15)
+    """No stage is paused for a sample ratio mismatch before it has run this long: a new
+    weight takes a moment to reach every gateway replica, and a stage's window starts with
+    the bucket (10 s) in which it began, at the old weight."""
     srm_tolerance: float = Field(0.1, ge=0, lt=1)
     """Relative drift of the canary's share of students or requests from its weight that is
     never called a mismatch (a 10% weight may read 9% to 11%): it absorbs the distinct-count

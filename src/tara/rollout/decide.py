@@ -7,8 +7,8 @@ stats for the rollout's segment since the current stage began. What it does:
   a row pause and alert. Never roll back on errors — a metrics outage is not
   a bad model (the Flagger mistake).
 * Sample ratio mismatch (the canary's share of students or requests is off
-  its weight): pause and alert with the numbers, and decide nothing on that
-  data — no rollback, no promotion — until an operator resumes (then the
+  its weight, once the stage has run ``srm_grace``): pause and alert with the
+  numbers, and decide nothing on that data — no rollback, no promotion — until an operator resumes (then the
   mismatch is known and the stage goes on) or rolls back.
 * Rating rates that differ: flag the rollout once (a recorded ``flag``
   decision and an alert); the flag travels with every later promotion and the
@@ -158,7 +158,8 @@ def step(
     ):
         return _on_error(rollout, now, analysis, cfg)
     srm = analysis.guard("sample_ratio")
-    if srm is not None and not _mismatch_known(rollout):
+    settled = rollout.stage_elapsed(now) >= cfg.srm_grace.total_seconds()
+    if srm is not None and settled and not _mismatch_known(rollout):
         return _mismatch(rollout, now, srm, analysis)
     said: list[Action] = []
     parity = analysis.guard("rating_rate")

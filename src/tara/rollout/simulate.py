@@ -274,6 +274,7 @@ def _decide(
             & (c_req >= stage.min_requests)
             & (c_rated >= stage.min_ratings)
         )
+        srm &= now[rows] - began[rows] >= cfg.srm_grace.total_seconds()
         paused[at] = srm
         flagged[at] = parity & ~srm
         failed[at] = fail & ~srm
