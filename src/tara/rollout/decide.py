@@ -8,8 +8,9 @@ stats for the rollout's segment since the current stage began. What it does:
   a bad model (the Flagger mistake).
 * Sample ratio mismatch (the canary's share of students or requests is off
   its weight, once the stage has run ``srm_grace``): pause and alert with the
-  numbers, and decide nothing on that data — no rollback, no promotion — until an operator resumes (then the
-  mismatch is known and the stage goes on) or rolls back.
+  numbers, and decide nothing on that data — no rollback, no promotion —
+  until an operator resumes (then the mismatch is known and the stage goes
+  on) or rolls back.
 * Rating rates that differ: flag the rollout once (a recorded ``flag``
   decision and an alert); the flag travels with every later promotion and the
   success report, and promotion still waits for the stage's configured

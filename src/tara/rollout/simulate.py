@@ -11,8 +11,8 @@ a good canary is wrongly rolled back, how fast a bad one is caught, how many
 requests it served meanwhile.
 
 The scenarios (canary effects, outages, goals) are in
-:mod:`tara.rollout.scenarios`. ``tara simulate plan`` answers the operator's question before a rollout:
-with this traffic, how long will each stage take, and what is the smallest
+:mod:`tara.rollout.scenarios`. ``tara simulate plan`` answers the operator's
+question before a rollout: with this traffic, how long will each stage take, and what is the smallest
 rating drop, error rate and slowdown caught with 95% probability by the end of
 each stage (by simulation over a grid of effects).
 """
