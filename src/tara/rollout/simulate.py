@@ -12,9 +12,9 @@ requests it served meanwhile.
 
 The scenarios (canary effects, outages, goals) are in
 :mod:`tara.rollout.scenarios`. ``tara simulate plan`` answers the operator's
-question before a rollout: with this traffic, how long will each stage take, and what is the smallest
-rating drop, error rate and slowdown caught with 95% probability by the end of
-each stage (by simulation over a grid of effects).
+question before a rollout: with this traffic, how long will each stage take,
+and what is the smallest rating drop, error rate and slowdown caught with 95%
+probability by the end of each stage (by simulation over a grid of effects).
 """
 
 from __future__ import annotations
