@@ -85,6 +85,18 @@ class Lease(Protocol):
         ...
 
 
+class Companion(Protocol):
+    """Work that rides along the controller's tick while it leads (the fine-tuning loop)."""
+
+    async def tick(self, token: int | None) -> object:
+        """One pass with the leader's fencing token (``None``: not leading, stop acting)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop its background work."""
+        ...
+
+
 @dataclass(slots=True)
 class TickReport:
     """What one tick did (logged, shown by ``tara controller --once``, asserted by tests)."""
@@ -164,6 +176,7 @@ class Controller:
         *,
         clock: Callable[[], float] = time.time,
         tracks: Iterable[str] = (),
+        companions: Sequence[Companion] = (),
     ) -> None:
         self._service = service
         self._source = source
@@ -172,6 +185,7 @@ class Controller:
         self._metrics = metrics
         self._notifier = notifier
         self._clock = clock
+        self.companions = tuple(companions)
         self._tenure: int | None = None
         self._seen: dict[str, DecisionId | None] = {}
         """Per rollout, the newest decision already reported in this tenure."""
@@ -189,16 +203,25 @@ class Controller:
         """One pass over every rollout, if this controller leads."""
         if not await self.lease.acquire():
             self._tenure = None
+            await self._companions(None)
             return TickReport(leader=False)
         report = TickReport(leader=True, token=self.lease.token)
         if report.token != self._tenure:
             await self._begin_tenure(report)
+        await self._rollouts(report)
+        # The fine-tuning loop acts on what this tick decided, with a token still valid.
+        await self._companions(None if report.fenced else self.lease.token)
+        if not report.errors:
+            self.last_tick = self._clock()
+        return report
+
+    async def _rollouts(self, report: TickReport) -> None:
         try:
             rollouts = await self._service.list()
         except Exception as exc:  # the store is down: nothing to decide on
             log.error("controller: cannot list rollouts: %s", exc)
             report.errors += 1
-            return report
+            return
         for rollout in rollouts:
             self._remember(rollout)
             if analysis_due(rollout, self._clock()):
@@ -209,9 +232,13 @@ class Controller:
                 current = rollout
             self._observe(current, report)
             report.active += current.phase not in TERMINAL
-        if not report.errors:
-            self.last_tick = self._clock()
-        return report
+
+    async def _companions(self, token: int | None) -> None:
+        for companion in self.companions:
+            try:
+                await companion.tick(token)
+            except Exception:  # one companion's bug must not stop the rollouts
+                log.exception("controller: %s failed", type(companion).__name__)
 
     async def _begin_tenure(self, report: TickReport) -> None:
         """Forget what the last tenure reported (another leader may have since); repair routing."""
@@ -353,5 +380,7 @@ class Controller:
                 inflight.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await inflight
+        for companion in self.companions:
+            await companion.aclose()
         await self.lease.release()
         await self._notifier.aclose(max(0.0, deadline - time.monotonic()))

@@ -144,17 +144,20 @@ async def run_check(
     windows: WindowStore | None = None,
     metrics: MetricsRecorder | None = None,
     state_dir: Path | None = None,
+    state: TriggerState | None = None,
 ) -> CheckReport:
     """Read telemetry, evaluate every trigger, apply the cooldown; count fired ones in metrics.
 
     Opens (and closes) the interaction log the settings name; ``windows`` is
-    the shared window store when there is one. Starts no run.
+    the shared window store when there is one; ``state`` the trigger state
+    (default: ``triggers.json`` in ``state_dir``). Starts no run.
     """
     from tara.telemetry.log import open_log
 
     cfg = settings.triggers
     now = time.time() if now is None else now
-    state = TriggerState.load(state_dir or cfg.state_dir)
+    if state is None:
+        state = TriggerState.load(state_dir or cfg.state_dir)
     log = open_log(settings.database_url, settings.telemetry)
     try:
         await log.migrate()
