@@ -12,6 +12,7 @@ other segment's request ever reached the new model.
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from loop_harness import (
     asking,
     gateway_client,
     loop_settings,
+    poor_stable_hindi_math,
     sandbox_config,
     served_by_model,
 )
@@ -31,6 +33,7 @@ from prometheus_client import CollectorRegistry
 
 from tara.demo.embedded import embedded_stack
 from tara.retrain.run import Run, RunState
+from tara.sandbox.config import FineTuningConfig
 from tara.sandbox.server import running_sandbox, serving
 from tara.state import SharedState
 from waiting import eventually
@@ -110,3 +113,77 @@ async def test_a_poorly_rated_segment_is_retrained_and_promoted_with_nobody_in_b
     assert any(e["outcome"] == "started" and e["run_id"] == run.id for e in fired)
     assert registry.get_sample_value("tara_finetune_runs_total", {"status": "promoted"}) == 1
     assert registry.get_sample_value("tara_trigger_fired_total", {"trigger": "low_rating"}) >= 1
+
+
+def _ft_disliked(segment: tuple[str, str], model: str, rng: random.Random) -> int:
+    """The fine-tuned model turns out worse with students than the poor stable one."""
+    if model.startswith("ft:"):
+        return 1
+    return poor_stable_hindi_math(segment, model, rng)
+
+
+async def test_a_model_that_fails_the_gate_is_rejected_and_reaches_no_student(
+    tmp_path: Path,
+) -> None:
+    # Tuned from the bad candidate's behaviour (quality 0.40, a fifth of answers fail),
+    # with nothing gained: the gate must say no.
+    tuning = FineTuningConfig(
+        training_seconds=0.5, template_model="tara-candidate-bad", max_quality_gain=0.0
+    )
+    async with running_sandbox(sandbox_config(tuning), seed=3) as upstream:
+        settings = loop_settings(tmp_path, upstream)
+        async with embedded_stack(settings, CollectorRegistry()) as stack:
+            async with gateway_client(stack.base_url) as client, asking(Students(client)):
+                await eventually(lambda: _ended(stack.state), "the run to end", within=60)
+            run = await _only_run(stack.state)
+            assert await stack.service.list() == []
+        assert run is not None
+        assert run.state is RunState.REJECTED, run.reason
+        assert run.steps[-2].state is RunState.TRAINED
+        assert run.gate is not None
+        assert run.gate["outcome"] == "fail"
+        assert run.reason.startswith(f"gate fail for {run.fine_tuned_model} against tara-stable")
+        failed = {c["name"] for c in run.gate["checks"] if not c["passed"]}
+        assert "accuracy" in failed
+        assert run.rollout_id is None
+        assert run.fine_tuned_model is not None
+        assert await served_by_model(settings, run.fine_tuned_model) == set()
+
+
+async def test_a_rolled_back_canary_keeps_its_segment_cooling_down(tmp_path: Path) -> None:
+    async with running_sandbox(sandbox_config(), seed=3) as upstream:
+        settings = loop_settings(tmp_path, upstream)
+        async with embedded_stack(settings, CollectorRegistry()) as stack:
+            state = stack.state
+            async with (
+                gateway_client(stack.base_url) as client,
+                asking(Students(client, taste=_ft_disliked)),
+            ):
+                await eventually(lambda: _ended(state), "the run to end", within=90)
+                run = await _only_run(state)
+                assert run is not None
+                assert run.ended_at is not None
+                ended_at = run.ended_at
+
+                async def looked_again() -> bool:
+                    ledger = (await state.ledger.load()).ledger
+                    return ledger.checked_at is not None and ledger.checked_at > ended_at
+
+                await eventually(looked_again, "a trigger look after the rollback")
+            ledger = (await state.ledger.load()).ledger
+            assert len(await state.runs.list()) == 1
+            rollout = await stack.service.get(run.rollout_id or "")
+        assert run.state is RunState.ROLLED_BACK, run.reason
+        assert rollout.phase.value == "rolled_back"
+        assert rollout.history[-1].actor == "controller"
+        assert "rating drop" in run.reason
+        [decision] = [d for d in ledger.decisions if d["segment"] == "math:hi"]
+        assert not decision["start"]
+        assert decision["reason"].startswith("cooling down for 1")  # 14 days, give or take
+        assert "low_rating" in decision["triggers"]  # students still rate stable poorly
+        assert decision["cooldown_until"] >= ended_at + 14 * 86_400
+
+
+async def _ended(state: SharedState) -> bool:
+    run = await _only_run(state)
+    return run is not None and not run.open
