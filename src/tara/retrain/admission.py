@@ -135,7 +135,7 @@ def high_quality(results: Iterable[TriggerResult]) -> dict[Segment, int]:
     return counts
 
 
-def _last_activity(segment: Segment, runs: Sequence[Run], times: RunTimes) -> float | None:
+def last_activity(segment: Segment, runs: Sequence[Run], times: RunTimes) -> float | None:
     """When the segment (or one overlapping it) last started or finished a run."""
     moments = [t for r in runs if r.segment.overlaps(segment) for t in (r.created_at, r.ended_at)]
     moments.append(times.last_run(scope_of(segment)))
@@ -210,7 +210,7 @@ def admit(
         track = next((f.scope.track for f in firings if f.scope.track), limits.track)
         have = sum(n for s, n in counts.items() if segment.contains(s))
         since = _data_since(segment, runs, times, now - limits.volume_lookback)
-        last = _last_activity(segment, runs, times)
+        last = last_activity(segment, runs, times)
         verdict = _refusal(segment, have, opened, last, settings, limits, now)
         start = verdict is None
         if verdict is None:
