@@ -264,6 +264,8 @@ def loop_settings(
             "judge_model": "tara-judge",
             "requests_per_second": 500.0,
             "burst": 50,
+            "concurrency": 32,
+            "limit": 24,
             "gate": base.evaluation.gate.model_copy(
                 # Both models answer from one loopback sandbox: their p95s are scheduler noise.
                 update={"latency_slack_ms": 5000.0, "min_samples": 5}

@@ -363,6 +363,7 @@ class Retrainer:
             self._evaluation.cancel()
             self._evaluation = None
         self._tenure = None
+        self._gauges([], 0.0)  # the leader reports the runs; a stale copy here would mislead
 
     async def aclose(self) -> None:
         """Cancel the work in flight, wait for it to stop, close the backend and threads."""
