@@ -176,7 +176,8 @@ def test_a_rule_set_to_alert_starts_nothing_and_one_set_to_start_does() -> None:
     assert [r.name for r in admission.alerts] == ["data_volume", "low_rating"]
     loud = RetrainSettings(rule_actions={"new_language": RuleAction.START_RUN})
     assert loud.action("new_language") is RuleAction.START_RUN
-    assert loud.action("academic_year") is RuleAction.START_RUN  # the table replaces defaults
+    assert loud.action("academic_year") is RuleAction.ALERT  # the other defaults stay
+    assert loud.action("some_new_rule") is RuleAction.START_RUN
     assert RetrainSettings().action("base_model_retirement") is RuleAction.ALERT
 
 

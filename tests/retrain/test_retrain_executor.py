@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -117,9 +118,12 @@ async def test_a_job_is_created_once_however_often_the_step_runs(
     settings = via(relay, loop_settings(tmp_path, upstream))
     until = await fill_log(settings, 30)
     steps = runner(settings)
-    prepared = await steps.perform(Prepare("ft-7", "tara-tutor", SEGMENT, 0.0, until))
+    recipe = Prepare("ft-7", "tara-tutor", SEGMENT, 0.0, until)
+    prepared = await steps.perform(recipe)
     assert isinstance(prepared, Prepared)
-    uploaded = await steps.perform(Upload("ft-7", prepared.dataset_dir))
+    uploaded = await steps.perform(
+        Upload("ft-7", prepared.dataset_dir, prepared.dataset_hash, recipe)
+    )
     assert isinstance(uploaded, Uploaded)
     create = CreateJob(
         "ft-7", prepared.dataset_hash, uploaded.training_file, uploaded.validation_file, SEGMENT
@@ -142,11 +146,13 @@ async def test_a_step_is_retried_while_the_api_is_away_then_succeeds(
     settings = via(relay, loop_settings(tmp_path, upstream))
     until = await fill_log(settings, 30)
     steps = runner(settings)
-    prepared = await steps.perform(Prepare("ft-8", "tara-tutor", SEGMENT, 0.0, until))
+    recipe = Prepare("ft-8", "tara-tutor", SEGMENT, 0.0, until)
+    prepared = await steps.perform(recipe)
     assert isinstance(prepared, Prepared)
     await relay.stop()
+    step = Upload("ft-8", prepared.dataset_dir, prepared.dataset_hash, recipe)
     with caplog.at_level(logging.WARNING, logger="tara.retrain.executor"):
-        upload = asyncio.create_task(steps.perform(Upload("ft-8", prepared.dataset_dir)))
+        upload = asyncio.create_task(steps.perform(step))
         await eventually(lambda: "retrying" in caplog.text, "a retried upload")
         await relay.start()
         result = await upload
@@ -163,10 +169,11 @@ async def test_a_step_that_keeps_failing_or_cannot_succeed_fails_with_its_reason
     settings = settings.model_copy(update={"retrain": retrain})
     until = await fill_log(settings, 30)
     steps = runner(settings)
-    prepared = await steps.perform(Prepare("ft-9", "tara-tutor", SEGMENT, 0.0, until))
+    recipe = Prepare("ft-9", "tara-tutor", SEGMENT, 0.0, until)
+    prepared = await steps.perform(recipe)
     assert isinstance(prepared, Prepared)
     await relay.stop()
-    away = await steps.perform(Upload("ft-9", prepared.dataset_dir))
+    away = await steps.perform(Upload("ft-9", prepared.dataset_dir, prepared.dataset_hash, recipe))
     assert isinstance(away, StepFailed)
     assert away.step is Step.UPLOAD
     assert "cannot reach the fine-tuning API" in away.reason
@@ -176,4 +183,28 @@ async def test_a_step_that_keeps_failing_or_cannot_succeed_fails_with_its_reason
     assert isinstance(empty, StepFailed)
     assert "holds no examples" in empty.reason
     assert "retrying" not in caplog.text  # nothing to train on is not worth a second try
+    await steps.aclose()
+
+
+async def test_a_step_that_needs_a_dataset_another_controller_built_builds_it_again(
+    tmp_path: Path, sandbox: tuple[str, TcpRelay]
+) -> None:
+    upstream, relay = sandbox
+    settings = via(relay, loop_settings(tmp_path, upstream))
+    until = await fill_log(settings, 30)
+    recipe = Prepare("ft-10", "tara-tutor", SEGMENT, 0.0, until)
+    steps = runner(settings)
+    # "Another controller" prepared it somewhere this one cannot see.
+    elsewhere = await build_dataset(settings, recipe, tmp_path / "elsewhere")
+    shutil.rmtree(tmp_path / "elsewhere")
+    uploaded = await steps.perform(Upload("ft-10", "/gone", elsewhere.dataset_hash, recipe))
+    assert isinstance(uploaded, Uploaded), uploaded
+    assert (settings.retrain.data_dir / "ft-10" / "manifest.json").exists()
+    # The log changed under it: rebuilding gives other data, and the run must not train on it.
+    await fill_log(settings, 5)
+    later = Prepare("ft-10", "tara-tutor", SEGMENT, 0.0, time.time() + 1)
+    shutil.rmtree(settings.retrain.data_dir / "ft-10")
+    changed = await steps.perform(Upload("ft-10", "/gone", elsewhere.dataset_hash, later))
+    assert isinstance(changed, StepFailed)
+    assert "was built again and differs" in changed.reason
     await steps.aclose()

@@ -41,6 +41,8 @@ from tara.rollout.routing import Segment
 SETTINGS = RetrainSettings(poll_interval=timedelta(seconds=60))
 HI_MATH = Segment("math", "hi")
 NOW = 10_000.0
+RECIPE = Prepare("ft-1", "tara-tutor", HI_MATH, 500.0, 1000.0)
+"""How the run's dataset is built (again, where a step needs it and it is missing)."""
 
 
 FILLED_BY = {
@@ -68,11 +70,14 @@ def run(state: RunState = RunState.PENDING, **changes: Any) -> Run:
 # -- idle: each open state takes its step --------------------------------------------
 
 NEXT_STEP = [
-    (RunState.PENDING, Prepare("ft-1", "tara-tutor", HI_MATH, 500.0, 1000.0)),
-    (RunState.PREPARED, Upload("ft-1", "/runs/ft-1")),
+    (RunState.PENDING, RECIPE),
+    (RunState.PREPARED, Upload("ft-1", "/runs/ft-1", "h1", RECIPE)),
     (RunState.UPLOADED, CreateJob("ft-1", "h1", "file-t", "file-v", HI_MATH)),
     (RunState.TRAINING, PollJob("ft-1", "ftjob-1")),
-    (RunState.TRAINED, Evaluate("ft-1", "tara-tutor", HI_MATH, "/runs/ft-1", "ft:base:tara:1")),
+    (
+        RunState.TRAINED,
+        Evaluate("ft-1", "tara-tutor", HI_MATH, "/runs/ft-1", "ft:base:tara:1", "h1", RECIPE),
+    ),
     (RunState.EVALUATED, StartCanary("ft-1", "tara-tutor", HI_MATH, "ft:base:tara:1")),
     (RunState.CANARY, WatchRollout("ft-1", "ro-1")),
 ]
@@ -121,7 +126,7 @@ MOVES: list[tuple[RunState, Observation, RunState, object | None]] = [
         RunState.PENDING,
         Prepared("/runs/ft-1", "h1", {"train": 80, "validation": 10, "test": 10}),
         RunState.PREPARED,
-        Upload("ft-1", "/runs/ft-1"),
+        Upload("ft-1", "/runs/ft-1", "h1", RECIPE),
     ),
     (
         RunState.PREPARED,
@@ -135,7 +140,7 @@ MOVES: list[tuple[RunState, Observation, RunState, object | None]] = [
         RunState.TRAINING,
         JobSeen("ftjob-1", "succeeded", "base", "ft:base:tara:1", trained_tokens=900),
         RunState.TRAINED,
-        Evaluate("ft-1", "tara-tutor", HI_MATH, "/runs/ft-1", "ft:base:tara:1"),
+        Evaluate("ft-1", "tara-tutor", HI_MATH, "/runs/ft-1", "ft:base:tara:1", "h1", RECIPE),
     ),
     (RunState.TRAINING, JobSeen("ftjob-1", "succeeded", "base"), RunState.FAILED, None),
     (RunState.TRAINING, JobSeen("ftjob-1", "failed", "base", error="bad"), RunState.FAILED, None),

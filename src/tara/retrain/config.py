@@ -34,11 +34,8 @@ BUSINESS_RULES: tuple[str, ...] = (
     "academic_year",
     "base_model_retirement",
 )
-"""Rules that say something happened in the world, not that a model got worse: alert only."""
-
-
-def _default_actions() -> dict[str, RuleAction]:
-    return dict.fromkeys(BUSINESS_RULES, RuleAction.ALERT)
+"""Rules that say something happened in the world, not that a model got worse: by default
+they only alert."""
 
 
 class RetrainSettings(BaseModel):
@@ -53,8 +50,10 @@ class RetrainSettings(BaseModel):
     """How often the leader evaluates the trigger rules."""
     track: str | None = None
     """Track whose segments are fine-tuned and rolled out; unset: the first configured track."""
-    rule_actions: dict[str, RuleAction] = Field(default_factory=_default_actions)
-    """Per rule: ``start_run`` or ``alert``. A rule not named here starts a run."""
+    rule_actions: dict[str, RuleAction] = Field(default_factory=dict)
+    """Per rule, ``start_run`` or ``alert``, over the defaults: the business rules
+    (new subject, language or grade, academic year, base-model retirement) alert, every
+    other rule starts a run."""
     max_open_runs: int = Field(2, ge=1)
     """Runs open at once at most (any segment); a firing beyond it waits for a later look."""
     min_training_examples: int = Field(1000, ge=1)
@@ -76,5 +75,6 @@ class RetrainSettings(BaseModel):
     """Longest wait between two tries of a step."""
 
     def action(self, rule: str) -> RuleAction:
-        """What a firing of ``rule`` does."""
-        return self.rule_actions.get(rule, RuleAction.START_RUN)
+        """What a firing of ``rule`` does (``rule_actions``, else its default)."""
+        default = RuleAction.ALERT if rule in BUSINESS_RULES else RuleAction.START_RUN
+        return self.rule_actions.get(rule, default)

@@ -39,7 +39,13 @@ from tara.finetune.eval_cli import run_evaluation
 from tara.finetune.eval_report import report_json, write_report
 from tara.finetune.extract import ExtractFilter
 from tara.finetune.prepare import prepare
-from tara.finetune.train import META_DATASET, META_RUN, hyperparameters, load_dataset
+from tara.finetune.train import (
+    META_DATASET,
+    META_RUN,
+    Dataset,
+    hyperparameters,
+    load_dataset,
+)
 from tara.loops import run_in_thread
 from tara.retrain.steps import (
     AbortRollout,
@@ -188,9 +194,33 @@ class StepRunner:
         out = self.run_dir(step.run_id)
         return await run_in_thread(lambda: build_dataset(self._settings, step, out), self._threads)
 
+    async def dataset(self, where: str, expected: str, rebuild: Prepare) -> Dataset:
+        """The run's dataset: where it was written, or built again from the same slice.
+
+        A controller that takes over a run may not have the files its
+        predecessor wrote (a pod's own volume); the log slice is fixed, so the
+        build is the same unless the log changed meanwhile (then the run fails:
+        it would train or be judged on other data than it says).
+        """
+        try:
+            dataset = load_dataset(Path(where))
+        except ValueError:
+            dataset = None
+        if dataset is not None and dataset.hash == expected:
+            return dataset
+        log.warning("fine-tuning loop: no dataset of %s in %s; building it", rebuild.run_id, where)
+        prepared = await self.prepare(rebuild)
+        if prepared.dataset_hash != expected:
+            msg = (
+                f"the dataset of run {rebuild.run_id} was built again and differs (sha256 "
+                f"{prepared.dataset_hash[:12]}…, the run's is {expected[:12]}…): the log changed"
+            )
+            raise ValueError(msg)
+        return load_dataset(Path(prepared.dataset_dir))
+
     async def upload(self, step: Upload) -> Uploaded:
         """Upload the training file (and the validation file, when it holds examples)."""
-        dataset = load_dataset(Path(step.dataset_dir))
+        dataset = await self.dataset(step.dataset_dir, step.dataset_hash, step.rebuild)
         training = await self.backend.upload_file(dataset.train)
         validation = None
         if dataset.validation is not None:
@@ -226,13 +256,15 @@ class StepRunner:
     async def evaluate(self, step: Evaluate) -> Evaluated:
         """The gate against the segment's stable model on the test split, in a thread."""
         stable = await self._service.stable_model(step.track, step.segment)
+        dataset = await self.dataset(step.dataset_dir, step.dataset_hash, step.rebuild)
+        directory = dataset.directory
 
         async def gate() -> dict[str, Any]:
             result = await run_evaluation(
-                Path(step.dataset_dir), step.candidate, stable, self._settings, None, register=False
+                directory, step.candidate, stable, self._settings, None, register=False
             )
             report = report_json(result)
-            json_path, _ = write_report(report, Path(step.dataset_dir))
+            json_path, _ = write_report(report, directory)
             return {**report, "report_path": str(json_path)}
 
         report = await run_in_thread(gate, self._threads)

@@ -158,6 +158,9 @@ class Upload:
 
     run_id: str
     dataset_dir: str
+    dataset_hash: str
+    rebuild: Prepare
+    """How to build the dataset again where it is missing (another controller built it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +191,8 @@ class Evaluate:
     segment: Segment
     dataset_dir: str
     candidate: str
+    dataset_hash: str
+    rebuild: Prepare
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,10 +290,11 @@ def advance_run(
 def _work(run: Run, settings: RetrainSettings, now: float) -> list[Effect]:
     """The step the run takes from its state (nothing when it waits)."""
     state = run.state
+    recipe = Prepare(run.id, run.track, run.segment, run.data_since, run.data_until)
     if state is RunState.PENDING:
-        return [Prepare(run.id, run.track, run.segment, run.data_since, run.data_until)]
+        return [recipe]
     if state is RunState.PREPARED and run.dataset_dir is not None:
-        return [Upload(run.id, run.dataset_dir)]
+        return [Upload(run.id, run.dataset_dir, run.dataset_hash or "", recipe)]
     if state is RunState.UPLOADED and run.training_file is not None:
         return [
             CreateJob(
@@ -304,7 +310,10 @@ def _work(run: Run, settings: RetrainSettings, now: float) -> list[Effect]:
         due = run.checked_at is None or now - run.checked_at >= every
         return [PollJob(run.id, run.job_id)] if due else []
     if state is RunState.TRAINED and run.fine_tuned_model and run.dataset_dir:
-        return [Evaluate(run.id, run.track, run.segment, run.dataset_dir, run.fine_tuned_model)]
+        model, data = run.fine_tuned_model, run.dataset_dir
+        return [
+            Evaluate(run.id, run.track, run.segment, data, model, run.dataset_hash or "", recipe)
+        ]
     if state is RunState.EVALUATED and run.approved_by and run.fine_tuned_model:
         return [StartCanary(run.id, run.track, run.segment, run.fine_tuned_model)]
     if state is RunState.CANARY and run.rollout_id is not None:
