@@ -29,7 +29,8 @@ from tara.rollout.config import RolloutSettings, StageSettings
 from tara.sandbox.config import FineTuningConfig, Latency, SandboxConfig, default_config
 from tara.settings import DEV_CLIENT_KEY, Settings
 from tara.telemetry.interactions import Interaction
-from tara.telemetry.log import InteractionFilter, open_log
+from tara.telemetry.log import InteractionFilter
+from tara.telemetry.log_backends import open_log
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.triggers.config import TriggerSettings
 

@@ -71,7 +71,8 @@ from tara.retrain.steps import (
 from tara.rollout.model import Rollout, TransitionError
 from tara.rollout.service import RolloutConflict, RolloutNotFound, RolloutService, UnknownTrack
 from tara.settings import Settings
-from tara.telemetry.log import InteractionFilter, open_log
+from tara.telemetry.log import InteractionFilter
+from tara.telemetry.log_backends import open_log
 
 log = logging.getLogger(__name__)
 

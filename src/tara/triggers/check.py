@@ -152,7 +152,7 @@ async def run_check(
     the shared window store when there is one; ``state`` the trigger state
     (default: ``triggers.json`` in ``state_dir``). Starts no run.
     """
-    from tara.telemetry.log import open_log
+    from tara.telemetry.log_backends import open_log
 
     cfg = settings.triggers
     now = time.time() if now is None else now
