@@ -116,7 +116,7 @@ async def test_a_controller_killed_while_its_run_trains_is_resumed_without_a_sec
             headers = {"Authorization": "Bearer sk-sandbox"}
             async with httpx.AsyncClient(headers=headers) as sandbox:
                 job = (await sandbox.get(f"{jobs}/{run.job_id}")).json()
-                assert job["status"] in ("queued", "running")  # killed mid-training
+                assert job["status"] in ("validating_files", "queued", "running")  # mid-training
 
                 config = controller_config(settings, tmp_path / "controller.yaml")
                 async with controller(config, tmp_path / "second.log") as second:
