@@ -29,14 +29,17 @@ from tara.finetune.backend import open_backend
 from tara.gateway.server import gateway_from_settings
 from tara.retrain.executor import StepRunner, build_dataset
 from tara.retrain.steps import (
+    CanaryStarted,
     CreateJob,
     JobSeen,
     Prepare,
     Prepared,
+    StartCanary,
     Step,
     StepFailed,
     Upload,
     Uploaded,
+    Waiting,
 )
 from tara.rollout.routing import Segment
 from tara.rollout.service import RolloutService
@@ -208,3 +211,28 @@ async def test_a_step_that_needs_a_dataset_another_controller_built_builds_it_ag
     assert isinstance(changed, StepFailed)
     assert "was built again and differs" in changed.reason
     await steps.aclose()
+
+
+async def test_the_canary_is_found_again_or_waits_for_an_overlapping_rollout(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(state_backend="memory", retrain={"data_dir": tmp_path})
+    state = open_state(settings)
+    service = RolloutService.over(state, settings)
+    steps = StepRunner(settings, service, lambda: open_backend(settings))
+    everyone = await service.start("tara-tutor", "tara-candidate-good")
+    waits = await steps.perform(StartCanary("ft-1", "tara-tutor", SEGMENT, "ft:m:1"))
+    assert isinstance(waits, Waiting)
+    assert waits.reason.startswith("canary waits: track tara-tutor already has rollout")
+    assert f"{everyone.id} (progressing) on segment all, which overlaps math:hi" in waits.reason
+    await service.abort(everyone.id)
+    started = await steps.perform(StartCanary("ft-1", "tara-tutor", SEGMENT, "ft:m:1"))
+    assert isinstance(started, CanaryStarted)
+    again = await steps.perform(StartCanary("ft-1", "tara-tutor", SEGMENT, "ft:m:1"))
+    assert again == started  # found, not started twice
+    rollout = await service.get(started.rollout_id)
+    assert (rollout.segment, rollout.candidate_model) == (SEGMENT, "ft:m:1")
+    assert rollout.history[0].actor == "run ft-1"
+    unknown = await steps.perform(StartCanary("ft-1", "nope", SEGMENT, "ft:m:1"))
+    assert isinstance(unknown, StepFailed)
+    assert "unknown track 'nope'" in unknown.reason

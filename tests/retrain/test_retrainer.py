@@ -269,3 +269,27 @@ async def test_two_controllers_on_one_redis_start_one_run(
         assert len(runs) == 1, [r.id for r in runs]
         for ctl in controllers:
             await ctl.shutdown(None, 1.0)
+
+
+async def test_a_controller_that_stops_leading_stops_its_steps_and_reports_nothing(
+    tmp_path: Path,
+) -> None:
+    s = settings(tmp_path, interval=timedelta(seconds=0))
+    await fill(s, {2: 50, 4: 30, 5: 30})
+    registry = CollectorRegistry()
+    async with open_state(s) as state:
+        loop = retrainer(s, state, Sink(), registry)
+        loop.steps.perform = _never  # type: ignore[method-assign]
+        await evaluate_once(loop, 1)
+        await loop.tick(1)  # the run's first step is now in flight
+        [task] = loop._tasks.values()
+        gauge = {"state": "pending"}
+        assert registry.get_sample_value("tara_finetune_runs_open", gauge) == 1
+        assert await loop.tick(None) == RetrainReport()
+        await asyncio.sleep(0)
+        assert task.cancelled()
+        assert registry.get_sample_value("tara_finetune_runs_open", gauge) == 0
+        assert registry.get_sample_value("tara_finetune_run_state_age_seconds", gauge) == 0
+        [run] = await state.runs.list()
+        assert run.state is RunState.PENDING  # the next leader prepares it
+        await loop.aclose()

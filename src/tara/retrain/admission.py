@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from tara.retrain.config import RetrainSettings, RuleAction
 from tara.retrain.run import Run
 from tara.rollout.routing import Segment
+from tara.settings import Settings
 from tara.triggers.model import Scope, TriggerResult
 
 DATA_VOLUME = "data_volume"
@@ -123,6 +124,16 @@ class Limits:
     """The track a run belongs to when its rule's scope names none."""
     min_rating: int
     """What "high quality" means: rated at least this."""
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        """The limits the settings give; the track is ``retrain.track``, else the first one."""
+        return cls(
+            settings.triggers.cooldown.total_seconds(),
+            settings.triggers.volume_lookback.total_seconds(),
+            settings.retrain.track or next(iter(settings.tracks), ""),
+            settings.finetune.min_rating,
+        )
 
 
 def high_quality(results: Iterable[TriggerResult]) -> dict[Segment, int]:

@@ -122,14 +122,7 @@ def loop_view(
     now: float,
 ) -> dict[str, Any]:
     """:func:`overview` plus what the controller would decide on ``results`` now."""
-    retrain = settings.retrain
-    track = retrain.track or next(iter(settings.tracks), "")
-    limits = Limits(
-        settings.triggers.cooldown.total_seconds(),
-        settings.triggers.volume_lookback.total_seconds(),
-        track,
-        settings.finetune.min_rating,
-    )
+    retrain, limits = settings.retrain, Limits.of(settings)
     admission = admit(results, runs, ledger.triggers, retrain, limits, now)
     view = overview(ledger, runs, limits.cooldown, retrain.interval.total_seconds(), now)
     view["enabled"] = retrain.enabled

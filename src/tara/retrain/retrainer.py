@@ -169,11 +169,6 @@ class Retrainer:
                 metrics.finetune_runs.labels(state.value)
             self._gauges([], 0.0)
 
-    @property
-    def track(self) -> str:
-        """The track whose segments are fine-tuned (``retrain.track``, else the first one)."""
-        return self._settings.retrain.track or next(iter(self._settings.tracks), "")
-
     async def tick(self, token: int | None) -> RetrainReport:
         """One pass while leading with ``token``; ``None`` (not leading) stops work in flight."""
         report = RetrainReport()
@@ -238,17 +233,10 @@ class Retrainer:
     ) -> None:
         stored = await self._ledger.load()
         ledger = stored.ledger
-        settings = self._settings
-        limits = Limits(
-            settings.triggers.cooldown.total_seconds(),
-            settings.triggers.volume_lookback.total_seconds(),
-            self.track,
-            settings.finetune.min_rating,
-        )
         results = [v.result for v in check.verdicts]
-        admission = admit(
-            results, await self._runs.list(), ledger.triggers, settings.retrain, limits, now
-        )
+        runs = await self._runs.list()
+        retrain = self._settings.retrain
+        admission = admit(results, runs, ledger.triggers, retrain, Limits.of(self._settings), now)
         started: dict[str, str] = {}
         for decision in admission.started:
             run = Run(
@@ -257,7 +245,7 @@ class Retrainer:
                 decision.segment,
                 created_at=now,
                 data_since=decision.data_since,
-                data_until=now,
+                data_until=check.at,  # what the rules counted; a retried prepare reads the same
                 triggers=tuple(run_evidence(f, check.period) for f in decision.firings),
             ).entered(RunState.PENDING, now, decision.reason, decision.as_json())
             if not await self._runs.save(run, 0, fence=token):
