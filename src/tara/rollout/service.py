@@ -177,6 +177,13 @@ class RolloutService:
         except TransitionError:  # the controller started it first
             return await self.get(rollout.id)
 
+    async def current_stable_models(self) -> dict[str, str]:
+        """Each track's stable model now: the routing table's (a promotion changes it), else
+        the configured one."""
+        table = await self.routing.load_table()
+        routes = table.tracks if table is not None else {}
+        return self.stable_models | {name: route.stable_model for name, route in routes.items()}
+
     async def stable_model(self, track: str, segment: Segment) -> str:
         """The model the segment's students get now (its pin's, else the track's stable).
 

@@ -30,6 +30,7 @@ from rich.table import Table
 from tara.finetune.prepare_cli import parse_time
 from tara.retrain.operations import loop_view
 from tara.retrain.stores import Ledger, StoreError
+from tara.rollout.service import RolloutService
 from tara.settings import Settings
 from tara.state import open_state
 from tara.triggers.check import CheckReport, Verdict, iso, run_check
@@ -88,6 +89,10 @@ def render(report: CheckReport, console: Console) -> None:
     console.print(f"{len(report.fired)} fired; would run (not started):")
     for args in runs:
         console.print(f"  {shlex.join(args)}", markup=False)
+    for verdict in report.verdicts:
+        if verdict.would_start and verdict.base_model is not None:
+            track = verdict.result.scope.key
+            console.print(f"  then for {track}: train on {verdict.base_model}", markup=False)
 
 
 def _json_safe(value: object) -> object:
@@ -110,8 +115,15 @@ async def _check(
             ledger = (await state.ledger.load()).ledger
         else:  # nothing persists in this process's memory: the file, as before the loop
             ledger = Ledger(TriggerState.load(settings.triggers.state_dir))
+        # A promotion changes the stable model: a shared routing table knows which it is now.
+        stable = await RolloutService.over(state, settings).current_stable_models()
         report = await run_check(
-            settings, now=now, volume_since=since, windows=windows, state=ledger.triggers
+            settings,
+            now=now,
+            volume_since=since,
+            windows=windows,
+            stable_models=stable,
+            state=ledger.triggers,
         )
         runs = await state.runs.list()
     results = [v.result for v in report.verdicts]
