@@ -177,9 +177,9 @@ async def test_a_step_that_keeps_failing_or_cannot_succeed_fails_with_its_reason
     assert isinstance(prepared, Prepared)
     await relay.stop()
     away = await steps.perform(Upload("ft-9", prepared.dataset_dir, prepared.dataset_hash, recipe))
-    assert isinstance(away, StepFailed)
+    assert isinstance(away, StepFailed), away
     assert away.step is Step.UPLOAD
-    assert "cannot reach the fine-tuning API" in away.reason
+    assert "cannot reach the fine-tuning API" in away.reason, away.reason
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="tara.retrain.executor"):
         empty = await steps.perform(Prepare("ft-9", "tara-tutor", SEGMENT, until, until + 1))

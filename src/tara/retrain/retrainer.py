@@ -144,6 +144,7 @@ class Retrainer:
         new_id: Callable[[], str] = new_run_id,
     ) -> None:
         self._settings = settings
+        self._service = service
         self._runs = runs
         self._ledger = ledger
         self._notifier = notifier
@@ -225,6 +226,7 @@ class Retrainer:
             now=now,
             windows=self._windows,
             metrics=self._metrics,
+            stable_models=await self._service.current_stable_models(),
             state=stored.ledger.triggers,
         )
 
