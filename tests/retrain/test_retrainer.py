@@ -171,7 +171,7 @@ async def test_enough_data_starts_one_run_and_the_next_look_cools_down(tmp_path:
         assert run.data_until == pytest.approx(time.time(), abs=30)
         assert run.triggers[0]["trigger"] == "low_rating"
         ledger = (await state.ledger.load()).ledger
-        assert ledger.triggers.last_run(HI_MATH, "low_rating") == run.created_at
+        assert ledger.triggers.last_run(HI_MATH, "low_rating") == run.data_until
 
         # The run is open: the next look holds the segment.
         await evaluate_once(loop, 1)

@@ -252,8 +252,8 @@ class Retrainer:
             ).entered(RunState.PENDING, now, decision.reason, decision.as_json())
             if not await self._runs.save(run, 0, fence=token):
                 continue  # the id is taken (never, in practice): the next look starts it
-            for firing in decision.firings:
-                ledger.triggers.record(firing.name, scope_of(decision.segment), now)
+            for firing in decision.firings:  # "since its last run" starts where this one's ends
+                ledger.triggers.record(firing.name, scope_of(decision.segment), check.at)
             started[decision.segment.label] = run.id
             report.started.append(run.id)
             self._announce(run, None)
