@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -195,7 +196,7 @@ async def test_triggers_check_shows_open_runs_cooldowns_and_what_a_look_would_do
     namespace: str,
 ) -> None:
     settings = Settings(redis_url=REDIS_URL, redis_namespace=namespace)
-    async with open_state(settings, redis=redis_client) as state:
+    async with contextlib.aclosing(open_state(settings, redis=redis_client)) as state:
         await state.runs.save(run("ft-trains", RunState.TRAINING, 900), 0)
         await state.runs.save(run("ft-done", RunState.ROLLED_BACK, 700, segment=TA_PHYSICS), 0)
         await state.ledger.save(Ledger(TriggerState(), NOW - 30), 0)

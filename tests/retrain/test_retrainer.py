@@ -8,6 +8,7 @@ race. No run here gets past ``pending``: the steps have their own tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from datetime import timedelta
@@ -125,7 +126,7 @@ async def test_a_firing_with_too_little_data_starts_no_run_and_says_why(tmp_path
     s = settings(tmp_path)
     await fill(s, {2: 30, 5: 10})  # mean 2.75 over 40 ratings: low_rating fires
     sink, registry = Sink(), CollectorRegistry()
-    async with open_state(s) as state:
+    async with contextlib.aclosing(open_state(s)) as state:
         loop = retrainer(s, state, sink, registry)
         report = await evaluate_once(loop, 1)
         assert report.started == []
@@ -147,7 +148,7 @@ async def test_a_small_sample_does_not_even_fire(tmp_path: Path) -> None:
     await fill(s, {1: 10, 5: 60})  # 70 ratings, but mean 4.4 ...
     await fill(s, {1: 15}, language="ta")  # ... and ta×math is all 1s, over only 15 ratings
     sink = Sink()
-    async with open_state(s) as state:
+    async with contextlib.aclosing(open_state(s)) as state:
         loop = retrainer(s, state, sink)
         await evaluate_once(loop, 1)
         assert await state.runs.list() == []
@@ -160,7 +161,7 @@ async def test_enough_data_starts_one_run_and_the_next_look_cools_down(tmp_path:
     s = settings(tmp_path, interval=timedelta(seconds=0))
     await fill(s, {2: 50, 4: 30, 5: 30})  # mean 3.36, 60 rated ≥ 4
     sink = Sink()
-    async with open_state(s) as state:
+    async with contextlib.aclosing(open_state(s)) as state:
         loop = retrainer(s, state, sink)
         loop.steps.perform = _never  # type: ignore[method-assign]  # stays pending
         first = await evaluate_once(loop, 1)
@@ -210,7 +211,7 @@ async def test_a_fenced_leader_cannot_start_the_run_its_successor_started(
         update={"state_backend": "redis", "redis_namespace": namespace}
     )
     await fill(conf, {2: 50, 4: 30, 5: 30})
-    async with open_state(conf, redis=redis_client) as state:
+    async with contextlib.aclosing(open_state(conf, redis=redis_client)) as state:
         old = retrainer(conf, state, Sink())
         new = retrainer(conf, state, Sink())
         for loop in (old, new):
@@ -241,7 +242,7 @@ async def test_two_controllers_on_one_redis_start_one_run(
         update={"state_backend": "redis", "redis_namespace": namespace}
     )
     await fill(conf, {2: 50, 4: 30, 5: 30})
-    async with open_state(conf, redis=redis_client) as state:
+    async with contextlib.aclosing(open_state(conf, redis=redis_client)) as state:
         controllers = []
         for _ in range(2):
             loop = retrainer(conf, state, Sink())
@@ -277,7 +278,7 @@ async def test_a_controller_that_stops_leading_stops_its_steps_and_reports_nothi
     s = settings(tmp_path, interval=timedelta(seconds=0))
     await fill(s, {2: 50, 4: 30, 5: 30})
     registry = CollectorRegistry()
-    async with open_state(s) as state:
+    async with contextlib.aclosing(open_state(s)) as state:
         loop = retrainer(s, state, Sink(), registry)
         loop.steps.perform = _never  # type: ignore[method-assign]
         await evaluate_once(loop, 1)

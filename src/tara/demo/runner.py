@@ -48,7 +48,8 @@ from tara.demo.timeline import (
 )
 from tara.retrain.operations import cancel_run
 from tara.retrain.run import Run, RunState
-from tara.rollout.model import TERMINAL, DecisionName, Rollout
+from tara.rollout.decisions import DecisionName
+from tara.rollout.model import TERMINAL, Rollout
 from tara.rollout.routing import Segment
 from tara.sandbox.config import Latency, SandboxConfig, default_config
 from tara.sandbox.server import running_sandbox

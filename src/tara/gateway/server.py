@@ -12,6 +12,7 @@ routing cache, the upstream pool and the state.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
 import prometheus_client
@@ -55,7 +56,7 @@ def gateway_from_settings(
             *routes_from_settings(settings, state),
             *retrain_routes(state.runs, state.ledger, settings),
         ],
-        services=[state, telemetry],
+        services=[contextlib.aclosing(state), telemetry],
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import shlex
@@ -108,7 +109,7 @@ def _json_safe(value: object) -> object:
 async def _check(
     settings: Settings, now: float | None, since: float | None
 ) -> tuple[CheckReport, dict[str, Any]]:
-    async with open_state(settings) as state:
+    async with contextlib.aclosing(open_state(settings)) as state:
         # Window stats in this process's memory would be empty: read the log instead.
         windows = state.windows if state.shared else None
         if state.shared:
