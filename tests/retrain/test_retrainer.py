@@ -35,6 +35,7 @@ from tara.telemetry.log_sqlite import SqliteInteractionLog
 from tara.telemetry.metrics import MetricsRecorder
 from tara.triggers.config import TriggerSettings
 from tara.triggers.model import Scope
+from tcp_relay import REDIS_URL
 from waiting import eventually
 
 HOUR = 3600.0
@@ -107,7 +108,7 @@ def retrainer(
 ) -> Retrainer:
     service = RolloutService.over(state, s)
     metrics = MetricsRecorder.on(registry or CollectorRegistry(), s.subjects, s.languages)
-    return Retrainer(s, state.runs, state.ledger, service, sink, metrics, windows=state.windows)
+    return Retrainer(s, state.runs, state.ledger, service, sink, metrics)
 
 
 async def evaluate_once(loop: Retrainer, token: int) -> RetrainReport:
@@ -208,7 +209,7 @@ async def test_a_fenced_leader_cannot_start_the_run_its_successor_started(
     tmp_path: Path, redis_client: aioredis.Redis, namespace: str
 ) -> None:
     conf = settings(tmp_path).model_copy(
-        update={"state_backend": "redis", "redis_namespace": namespace}
+        update={"state_backend": "redis", "redis_url": REDIS_URL, "redis_namespace": namespace}
     )
     await fill(conf, {2: 50, 4: 30, 5: 30})
     async with contextlib.aclosing(open_state(conf, redis=redis_client)) as state:
@@ -239,7 +240,7 @@ async def test_two_controllers_on_one_redis_start_one_run(
     tmp_path: Path, redis_client: aioredis.Redis, namespace: str
 ) -> None:
     conf = settings(tmp_path, interval=timedelta(seconds=0)).model_copy(
-        update={"state_backend": "redis", "redis_namespace": namespace}
+        update={"state_backend": "redis", "redis_url": REDIS_URL, "redis_namespace": namespace}
     )
     await fill(conf, {2: 50, 4: 30, 5: 30})
     async with contextlib.aclosing(open_state(conf, redis=redis_client)) as state:

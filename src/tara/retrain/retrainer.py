@@ -5,7 +5,7 @@ leader calls :meth:`Retrainer.tick` with its fencing token, after judging
 the rollouts. A tick never waits for slow work:
 
 1. **Triggers**, every ``retrain.interval``: the rules are evaluated over
-   the interaction log in a background task; when that finishes, a later
+   the interaction log in a thread of its own; when that finishes, a later
    tick runs the pure :func:`~tara.retrain.admission.admit`, saves each new
    run (fenced, check-and-set on revision 0, so two controllers can never
    both start one) and the triggers' ledger.
@@ -31,12 +31,13 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from tara.finetune.backend import TrainingBackend, open_backend
+from tara.loops import run_in_thread
 from tara.retrain.admission import Admission, Limits, admit, run_evidence, scope_of
 from tara.retrain.executor import StepRunner
 from tara.retrain.run import OPEN, Run, RunState
@@ -54,10 +55,11 @@ from tara.rollout.rollout_store import StaleLeaderError
 from tara.rollout.service import RolloutService
 from tara.rollout.webhooks import EventSink
 from tara.settings import Settings
+from tara.state import open_state
 from tara.telemetry.metrics import MetricsRecorder
-from tara.telemetry.window_store import WindowStore
 from tara.triggers.check import CheckReport, run_check
 from tara.triggers.model import TriggerResult
+from tara.triggers.state import TriggerState
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,33 @@ def firing_event(
     }
 
 
+async def evaluate_triggers(
+    settings: Settings,
+    now: float,
+    stable_models: Mapping[str, str],
+    triggers: TriggerState,
+    metrics: MetricsRecorder | None,
+) -> CheckReport:
+    """Every rule over the log as of ``now``, on a loop of its own (a thread's).
+
+    A week of interactions is a long read: it must not hold up the
+    controller's loop, whose lease renewals cannot wait. So it opens its own
+    connections: the shared window stats through a Redis client of its own,
+    and without Redis the log alone (another thread must not touch this
+    process's in-memory stores).
+    """
+    async with contextlib.aclosing(open_state(settings)) as state:
+        windows = state.windows if state.shared else None
+        return await run_check(
+            settings,
+            now=now,
+            windows=windows,
+            metrics=metrics,
+            stable_models=stable_models,
+            state=triggers,
+        )
+
+
 class Retrainer:
     """The controller's fine-tuning loop (module docstring); one per controller process."""
 
@@ -138,7 +167,6 @@ class Retrainer:
         notifier: EventSink,
         metrics: MetricsRecorder | None = None,
         *,
-        windows: WindowStore | None = None,
         backend: Callable[[], TrainingBackend] | None = None,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = new_run_id,
@@ -149,10 +177,12 @@ class Retrainer:
         self._ledger = ledger
         self._notifier = notifier
         self._metrics = metrics
-        self._windows = windows
         self._clock = clock
         self._new_id = new_id
-        self._threads = ThreadPoolExecutor(2, thread_name_prefix="tara-retrain")
+        # The trigger evaluation, and a prepare or an evaluation per open run.
+        self._threads = ThreadPoolExecutor(
+            1 + settings.retrain.max_open_runs, thread_name_prefix="tara-retrain"
+        )
         self.steps = StepRunner(
             settings, service, backend or (lambda: open_backend(settings)), self._threads
         )
@@ -220,14 +250,11 @@ class Retrainer:
         return self._settings.retrain.interval.total_seconds()
 
     async def _evaluate(self, now: float) -> CheckReport:
-        stored = await self._ledger.load()
-        return await run_check(
-            self._settings,
-            now=now,
-            windows=self._windows,
-            metrics=self._metrics,
-            stable_models=await self._service.current_stable_models(),
-            state=stored.ledger.triggers,
+        triggers = (await self._ledger.load()).ledger.triggers
+        stable = await self._service.current_stable_models()
+        settings, metrics = self._settings, self._metrics
+        return await run_in_thread(
+            lambda: evaluate_triggers(settings, now, stable, triggers, metrics), self._threads
         )
 
     async def _admit(

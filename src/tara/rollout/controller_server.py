@@ -94,7 +94,6 @@ def build_controller(
                 service,
                 notifier,
                 metrics,
-                windows=state.windows,
             )
         )
     controller = Controller(
