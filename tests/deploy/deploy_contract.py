@@ -46,7 +46,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("tara_finetune_runs_total", COUNTER, "status"),
         # operational metrics of the gateway (tara.telemetry.metrics)
         ("tara_request_errors_total", COUNTER, "track variant error_class"),
-        ("tara_rejected_requests_total", COUNTER, "status"),
+        ("tara_rejected_requests_total", COUNTER, "status route"),
         ("tara_requests_in_flight", GAUGE, ""),
         ("tara_interactions_dropped_total", COUNTER, "reason"),
         ("tara_routing_table_healthy", GAUGE, ""),

@@ -269,7 +269,9 @@ async def test_feedback_errors_over_http(tmp_path: Path) -> None:
             no_key = await client.post("/v1/feedback", json={"request_id": "x", "rating": 3})
             wrong_method = await client.get("/v1/feedback", headers=AUTH)
             huge = await client.post("/v1/feedback", content=b" " * 20_000, headers=AUTH)
-            refused = sample(gateway, "tara_rejected_requests_total", status="422")
+            refused = sample(
+                gateway, "tara_rejected_requests_total", status="422", route="feedback"
+            )
     assert unknown.status_code == 404
     assert unknown.json()["error"]["param"] == "request_id"
     assert bad.status_code == 422

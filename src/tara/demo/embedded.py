@@ -67,7 +67,7 @@ def build_embedded(
         sinks=telemetry.sinks,
         registry=registry,
         routes=[
-            feedback_route(telemetry, metrics.rejection),
+            feedback_route(telemetry),
             *admin_routes(service, stage_stats_reader(source)),
         ],
         services=[telemetry],

@@ -30,6 +30,7 @@ from tara.gateway.auth import KeyAuth, KeyChecker
 from tara.gateway.chat import ChatCompletions
 from tara.gateway.errors import error_body
 from tara.gateway.probes import Probes
+from tara.gateway.rejections import CHAT_PATH, CountRejections
 from tara.gateway.upstream import UpstreamClient
 from tara.rollout.store import RoutingStore
 from tara.rollout.store_memory import MemoryRoutingStore
@@ -40,7 +41,6 @@ from tara.telemetry.metrics import MetricsRecorder
 
 log = logging.getLogger(__name__)
 
-CHAT_PATH = "/v1/chat/completions"
 _JSON = "application/json"
 
 
@@ -82,24 +82,26 @@ class Gateway:
             exception_handlers={HTTPException: _http_error},
             lifespan=lambda _app: self.lifespan(),
         )
-        self._router = router
-        self._app: ASGIApp = self._dispatch
+        self._chat: ASGIApp = self.chat
+        others: ASGIApp = router
         if settings.auth.enabled:
             rules = [
                 ("/v1/", KeyChecker(settings.auth.client_keys)),
                 ("/admin/", KeyChecker([settings.auth.admin_key])),
             ]
-            self._app = KeyAuth(self._dispatch, rules, on_reject=metrics.rejection)
+            self._chat = KeyAuth(self.chat, rules, on_reject=self._chat_rejected)
+            others = KeyAuth(router, rules)
+        self._others = CountRejections(others, metrics.rejection)
+
+    def _chat_rejected(self, status: int) -> None:
+        self.metrics.rejection(status, "chat")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI entry point."""
-        await self._app(scope, receive, send)
-
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point: the chat endpoint first (one compare), then everything else."""
         if scope["type"] == "http" and scope["path"] == CHAT_PATH:
-            await self.chat(scope, receive, send)
+            await self._chat(scope, receive, send)
         else:
-            await self._router(scope, receive, send)
+            await self._others(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:

@@ -12,7 +12,7 @@ The client key is checked by the gateway's auth, like every ``/v1/`` path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,18 +117,16 @@ async def _read_bounded(request: Request) -> bytes | GatewayError:
     return b"".join(parts)
 
 
-def feedback_route(telemetry: Telemetry, on_reject: Callable[[int], None] | None = None) -> Route:
+def feedback_route(telemetry: Telemetry) -> Route:
     """The ``POST /v1/feedback`` route backed by ``telemetry``.
 
-    ``on_reject`` is told the status of every refused request (the gateway's
-    ``tara_rejected_requests_total``).
+    (The gateway counts its refusals in ``tara_rejected_requests_total``, like
+    every route's.)
     """
 
     async def endpoint(request: Request) -> Response:
         result = await _handle(request, telemetry)
         if isinstance(result, GatewayError):
-            if on_reject is not None:
-                on_reject(result.status)
             return _error(result)
         return result
 

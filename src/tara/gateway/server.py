@@ -76,7 +76,7 @@ def gateway_from_settings(
         sinks=telemetry.sinks,
         registry=registry,
         routes=[
-            feedback_route(telemetry, metrics.rejection),
+            feedback_route(telemetry),
             *routes_from_settings(settings, store, client, telemetry.store),
         ],
         services=services,
