@@ -59,7 +59,9 @@ class TextLimit:
         return f"1 to {self.max_chars} characters: {self.allowed}"
 
     def problem(self, value: str) -> str | None:
-        """What is wrong with ``value`` (non-empty), or ``None`` when it is allowed."""
+        """What is wrong with ``value``, or ``None`` when it is allowed."""
+        if not value:
+            return "it is empty"
         if self._text is not None:
             if self._text.fullmatch(value):
                 return None
