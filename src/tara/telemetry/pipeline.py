@@ -126,11 +126,11 @@ class Telemetry:
             ns = settings.redis_namespace
             store = RedisWindowStore(redis, namespace=ns, settings=stats)
             self.index = RedisRequestIndex(redis, namespace=ns, settings=stats)
-            memory = RedisRetryMemory(redis, namespace=ns)
+            memory = RedisRetryMemory(redis, namespace=ns, window=stats.user_retry_window_seconds)
         else:
             store = MemoryWindowStore(stats)
             self.index = MemoryRequestIndex(stats)
-            memory = MemoryRetryMemory()
+            memory = MemoryRetryMemory(stats.user_retry_window_seconds)
         self.store = store
         self.log = interaction_log or open_log(settings.database_url, settings.telemetry)
         self.writer = InteractionLogWriter.from_settings(
@@ -168,7 +168,7 @@ class Telemetry:
         Same order as shut-down: detected retries reach the recorder and the
         writer before those flush.
         """
-        await self.detector.flush()
+        await self.detector.flush(decide_all=True)
         await self.index.flush()
         await self.recorder.flush()
         await self.writer.flush()
