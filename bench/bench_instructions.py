@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import TRACK, drop_namespace, gateway_env, seed_table
+from bench_gateway import BENCH_KEY, TRACK, drop_namespace, gateway_env, seed_table
 from loadgen import QUESTIONS, new_students, question_bodies, run_load
 from procs import ROOT, TARA, child, wait_http
 from tara.serving import free_port
@@ -81,15 +81,15 @@ def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[T
 
     found = [
         Target("pass-through (aiohttp)", passthrough, {}, "bench-fast", "x", "/"),
-        Target("gateway, SQLite log", gateway, env, TRACK, "sk-tara-dev", "/readyz"),
+        Target("gateway, SQLite log", gateway, env, TRACK, BENCH_KEY, "/readyz"),
     ]
     if pg:
         pg_env = {**env, "TARA_DATABASE_URL": pg}
         found.append(
-            Target("gateway, PostgreSQL log", gateway, pg_env, TRACK, "sk-tara-dev", "/readyz")
+            Target("gateway, PostgreSQL log", gateway, pg_env, TRACK, BENCH_KEY, "/readyz")
         )
     log_off = {**env, "TARA_TELEMETRY__CAPTURE": "off"}
-    found.append(Target("gateway, log off", gateway, log_off, TRACK, "sk-tara-dev", "/readyz"))
+    found.append(Target("gateway, log off", gateway, log_off, TRACK, BENCH_KEY, "/readyz"))
     return found
 
 

@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the OpenAI-compatible gateway")
     p.add_argument("--host", default=None, help="listen address (default: server.host)")
     p.add_argument("--port", type=int, default=None, help="listen port (default: server.port)")
+    p.add_argument(
+        "--insecure-dev-keys",
+        action="store_true",
+        help="start with the built-in development keys even beyond loopback or with "
+        "Redis/PostgreSQL (refused otherwise)",
+    )
     _target(p, "tara.gateway.server:serve_command")
 
     p = sub.add_parser("sandbox", help="run the local OpenAI-compatible upstream")
