@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tara.gateway.auth import KeyAuth, KeyChecker
 from tara.gateway.chat import ChatCompletions
 from tara.gateway.errors import error_body
+from tara.gateway.openapi import OPENAPI_PATH, openapi_endpoint
 from tara.gateway.probes import Probes
 from tara.gateway.rejections import CHAT_PATH, CountRejections
 from tara.gateway.upstream import UpstreamClient
@@ -76,6 +77,7 @@ class Gateway:
             routes=[
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route(CHAT_PATH, self.chat),
+                Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]),
                 *self.probes.routes(),
                 *routes,
             ],
@@ -85,9 +87,11 @@ class Gateway:
         self._chat: ASGIApp = self.chat
         others: ASGIApp = router
         if settings.auth.enabled:
+            auth = settings.auth
             rules = [
-                ("/v1/", KeyChecker(settings.auth.client_keys)),
-                ("/admin/", KeyChecker([settings.auth.admin_key])),
+                ("/v1/", KeyChecker(auth.client_keys)),
+                ("/admin/", KeyChecker([auth.admin_key])),
+                (OPENAPI_PATH, KeyChecker([*auth.client_keys, auth.admin_key])),
             ]
             self._chat = KeyAuth(self.chat, rules, on_reject=self._chat_rejected)
             others = KeyAuth(router, rules)

@@ -15,7 +15,7 @@ The client key is checked by the gateway's auth, like every ``/v1/`` path.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -53,17 +53,23 @@ class FeedbackBody(BaseModel):
         strict=True, extra="ignore", frozen=True, use_attribute_docstrings=True
     )
 
-    request_id: str
+    request_id: str = Field(
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": limits.REQUEST_ID.max_chars,
+            "pattern": "^[A-Za-z0-9_.:-]+$",
+        }
+    )
     """The X-Tara-Request-Id of the answer rated."""
     rating: int = Field(ge=1, le=5)
     """An integer from 1 to 5."""
-    tags: list[str] | None = Field(
-        None, max_length=MAX_TAGS, json_schema_extra={"items": {"enum": list(FEEDBACK_TAGS)}}
+    tags: list[Annotated[str, Field(json_schema_extra={"enum": list(FEEDBACK_TAGS)})]] | None = (
+        Field(None, max_length=MAX_TAGS)
     )
     """At most 16 known tags (duplicates collapse)."""
     relevance: float | None = Field(None, ge=0, le=1)
     """A number from 0 to 1."""
-    comment: str | None = None
+    comment: str | None = Field(None, json_schema_extra={"maxLength": MAX_COMMENT_CHARS})
     """Free text, stored with the rating when capture is ``full``."""
 
     @field_validator("request_id")
