@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -125,12 +126,19 @@ def test_tara_serve_refuses_to_start_with_dev_keys(
 
 @pytest.mark.integration
 @pytest.mark.redis
-async def test_insecure_dev_keys_flag_lets_it_start(namespace: str, redis_client: object) -> None:
+async def test_insecure_dev_keys_flag_lets_it_start(
+    namespace: str, redis_client: object, tmp_path: Path
+) -> None:
     del redis_client  # cleans the namespace afterwards
     port = free_port()
+    env = serve_env(
+        TARA_REDIS_URL=REDIS,
+        TARA_REDIS_NAMESPACE=namespace,
+        TARA_TELEMETRY__SQLITE_PATH=str(tmp_path / "interactions.db"),
+    )
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped below
         [sys.executable, "-m", "tara", "serve", "--port", str(port), "--insecure-dev-keys"],
-        env=serve_env(TARA_REDIS_URL=REDIS, TARA_REDIS_NAMESPACE=namespace),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -152,7 +160,7 @@ async def test_insecure_dev_keys_flag_lets_it_start(namespace: str, redis_client
 
 
 @pytest.mark.integration
-async def test_serve_process_drains_a_stream_on_sigterm() -> None:
+async def test_serve_process_drains_a_stream_on_sigterm(tmp_path: Path) -> None:
     slow = ModelBehaviour(
         latency=Latency(ttft_median_ms=0, ttft_sigma=0, token_delay_ms=15),
         min_sentences=4,
@@ -168,6 +176,7 @@ async def test_serve_process_drains_a_stream_on_sigterm() -> None:
             "TARA_TRACKS": json.dumps({"tara-tutor": {"stable_model": "m-slow"}}),
             "TARA_AUTH__CLIENT_KEYS": json.dumps(["sk-proc"]),
             "TARA_SERVER__SHUTDOWN_TIMEOUT": "10",
+            "TARA_TELEMETRY__SQLITE_PATH": str(tmp_path / "interactions.db"),
         }
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, waited on in a thread
             [sys.executable, "-m", "tara", "serve", "--port", str(port)],
