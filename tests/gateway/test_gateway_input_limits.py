@@ -312,3 +312,24 @@ async def test_huge_context_headers_are_refused_and_nothing_is_stored(
     assert stored == []
     assert stats.requests == 0
     assert rejected == 300
+
+
+# -- the documented table -----------------------------------------------------------------
+def test_docs_state_the_limits_the_code_enforces() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
+    rows = {
+        cells[1].strip(): cells
+        for line in docs.read_text(encoding="utf-8").splitlines()
+        if line.startswith("| ") and len(cells := line.split("|")) > 5
+    }
+    for name, limit in [
+        ("student id", limits.STUDENT_ID),
+        ("subject", limits.SUBJECT),
+        ("language", limits.LANGUAGE),
+        ("grade", limits.GRADE),
+        ("request id", limits.REQUEST_ID),
+        ("comment", limits.COMMENT),
+    ]:
+        assert rows[name][3].strip() == f"{limit.max_chars} characters", name
+    assert rows["tags"][3].strip() == f"{limits.MAX_TAGS} tags"
+    assert rows["nesting"][3].strip() == f"{limits.MAX_JSON_DEPTH} levels"
