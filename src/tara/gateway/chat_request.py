@@ -116,9 +116,9 @@ def tara_headers(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, str]:
                 found[name] = "1"
             continue
         header, limit = _CHECKED[name]
-        text, problem = limit.decode(value)
+        text = limit.accept(value)
         if text is None:
-            raise _refuse(f"header {header}", header, limit, problem or "")
+            raise _refuse(f"header {header}", header, limit, limit.why(value))
         found[name] = text
     return found
 

@@ -53,13 +53,7 @@ class FeedbackBody(BaseModel):
         strict=True, extra="ignore", frozen=True, use_attribute_docstrings=True
     )
 
-    request_id: str = Field(
-        json_schema_extra={
-            "minLength": 1,
-            "maxLength": limits.REQUEST_ID.max_chars,
-            "pattern": "^[A-Za-z0-9_.:-]+$",
-        }
-    )
+    request_id: str = Field(json_schema_extra=limits.REQUEST_ID.json_schema())
     """The X-Tara-Request-Id of the answer rated."""
     rating: int = Field(ge=1, le=5)
     """An integer from 1 to 5."""
@@ -69,7 +63,7 @@ class FeedbackBody(BaseModel):
     """At most 16 known tags (duplicates collapse)."""
     relevance: float | None = Field(None, ge=0, le=1)
     """A number from 0 to 1."""
-    comment: str | None = Field(None, json_schema_extra={"maxLength": MAX_COMMENT_CHARS})
+    comment: str | None = Field(None, json_schema_extra=limits.COMMENT.json_schema())
     """Free text, stored with the rating when capture is ``full``."""
 
     @field_validator("request_id")

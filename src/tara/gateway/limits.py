@@ -28,13 +28,15 @@ class TextLimit:
     """The rule for one text value: 1 to ``max_chars`` characters from one set.
 
     ``allowed`` names the set in words (errors and docs quote it). With
-    ``ascii_class`` (a regex character class) the value is matched as bytes
-    or text in one step; without it any printable character is allowed, and
-    with ``line_breaks`` tab, CR and LF too. Printable excludes every control
-    and format character, NUL included, which PostgreSQL cannot store.
+    ``ascii_class`` (a regex character class) only those ASCII characters are
+    allowed; without it any printable character is, and with ``line_breaks``
+    tab, CR and LF too. Printable excludes every control and format
+    character, NUL included, which PostgreSQL cannot store. :meth:`accept`
+    is the cheap check of the request path; :meth:`problem` and :meth:`why`
+    explain a refusal.
     """
 
-    __slots__ = ("_bytes", "_text", "allowed", "line_breaks", "max_chars")
+    __slots__ = ("_bytes", "_text", "allowed", "ascii_class", "line_breaks", "max_chars")
 
     def __init__(
         self,
@@ -46,6 +48,7 @@ class TextLimit:
     ) -> None:
         self.max_chars = max_chars
         self.allowed = allowed
+        self.ascii_class = ascii_class
         self.line_breaks = line_breaks
         self._text: re.Pattern[str] | None = None
         self._bytes: re.Pattern[bytes] | None = None
@@ -58,36 +61,57 @@ class TextLimit:
         """The rule in words: ``1 to 64 characters: ASCII letters, ...``."""
         return f"1 to {self.max_chars} characters: {self.allowed}"
 
+    def json_schema(self) -> dict[str, Any]:
+        """The rule as JSON Schema string keywords (for the OpenAPI document)."""
+        schema: dict[str, Any] = {"minLength": 1, "maxLength": self.max_chars}
+        if self.ascii_class is not None:
+            schema["pattern"] = f"^[{self.ascii_class}]{{1,{self.max_chars}}}$"
+        return schema
+
+    def _fits(self, value: str) -> bool:
+        if self._text is not None:
+            return self._text.fullmatch(value) is not None
+        if not value or len(value) > self.max_chars:
+            return False
+        if value.isprintable():
+            return True
+        return self.line_breaks and value.translate(_LINE_BREAKS).isprintable()
+
+    def accept(self, raw: bytes) -> str | None:
+        """The text of header bytes that keep the rule, else ``None`` (see :meth:`why`)."""
+        if self._bytes is not None:
+            # Letters and digits alone (almost every value) need no regex.
+            if (raw.isalnum() and len(raw) <= self.max_chars) or self._bytes.fullmatch(raw):
+                return raw.decode("ascii")
+            return None
+        if raw.isascii():
+            text = raw.decode("ascii")
+        else:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        return text if self._fits(text) else None
+
     def problem(self, value: str) -> str | None:
         """What is wrong with ``value``, or ``None`` when it is allowed."""
+        if self._fits(value):
+            return None
         if not value:
             return "it is empty"
-        if self._text is not None:
-            if self._text.fullmatch(value):
-                return None
-        elif len(value) <= self.max_chars:
-            printable = value.isprintable()
-            if not printable and self.line_breaks:
-                printable = value.translate(_LINE_BREAKS).isprintable()
-            if printable:
-                return None
         if len(value) > self.max_chars:
             return f"it is {len(value)} characters long"
         return "it holds a character outside that set"
 
-    def decode(self, raw: bytes) -> tuple[str | None, str | None]:
-        """``(text, None)`` for allowed header bytes, else ``(None, what is wrong)``."""
-        if self._bytes is not None:
-            if self._bytes.fullmatch(raw):
-                return raw.decode("ascii"), None
-            if len(raw) > self.max_chars:
-                return None, f"it is {len(raw)} bytes long"
+    def why(self, raw: bytes) -> str:
+        """What is wrong with header bytes that :meth:`accept` refused."""
+        if len(raw) > self.max_chars * (1 if self._bytes is not None else 4):
+            return f"it is {len(raw)} bytes long"  # too long however it is read
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return None, "it is not valid UTF-8"
-        problem = self.problem(text)
-        return (text, None) if problem is None else (None, problem)
+            return "it is not valid UTF-8"
+        return self.problem(text) or "it holds a character outside that set"
 
 
 _LINE_BREAKS = str.maketrans("", "", "\t\r\n")

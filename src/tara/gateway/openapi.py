@@ -31,13 +31,8 @@ OPENAPI_PATH = "/openapi.json"
 _REF = "#/components/schemas/{model}"
 
 
-def _pattern(limit: TextLimit, ascii_class: str) -> str:
-    return f"^[{ascii_class}]{{1,{limit.max_chars}}}$"
-
-
-_SUBJECT = _pattern(limits.SUBJECT, r"A-Za-z0-9 _.\-")
-_LANGUAGE = _pattern(limits.LANGUAGE, r"A-Za-z0-9_\-")
-_GRADE = _pattern(limits.GRADE, r"A-Za-z0-9 _.\-")
+def _context(limit: TextLimit, description: str) -> Any:
+    return Field(None, description=description, json_schema_extra=limit.json_schema())
 
 
 class _Open(BaseModel):
@@ -61,12 +56,9 @@ class StreamOptions(_Open):
 class TaraContext(_Open):
     """Body ``metadata``: Tara's keys are taken out before forwarding, the rest passes."""
 
-    subject: str | None = Field(None, pattern=_SUBJECT)
-    """Subject of the question (``X-Tara-Subject`` wins)."""
-    language: str | None = Field(None, pattern=_LANGUAGE)
-    """Language of the answer, a BCP 47 tag (``X-Tara-Language`` wins)."""
-    grade: str | None = Field(None, pattern=_GRADE)
-    """The student's grade (``X-Tara-Grade`` wins)."""
+    subject: str | None = _context(limits.SUBJECT, "Subject (X-Tara-Subject wins).")
+    language: str | None = _context(limits.LANGUAGE, "A BCP 47 tag (X-Tara-Language wins).")
+    grade: str | None = _context(limits.GRADE, "The student's grade (X-Tara-Grade wins).")
 
 
 class ChatRequestBody(_Open):
@@ -79,7 +71,7 @@ class ChatRequestBody(_Open):
     stream: bool | None = None
     """Stream the answer as server-sent events."""
     stream_options: StreamOptions | None = None
-    user: str | None = Field(None, min_length=1, max_length=limits.STUDENT_ID.max_chars)
+    user: str | None = Field(None, json_schema_extra=limits.STUDENT_ID.json_schema())
     """The student id (``X-Tara-User`` wins); replaced by its hash before forwarding."""
     metadata: TaraContext | None = None
 
@@ -158,16 +150,15 @@ def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, An
 
 
 _CHAT_HEADERS = [
-    _header(
-        "X-Tara-User",
-        {"type": "string", "minLength": 1, "maxLength": limits.STUDENT_ID.max_chars},
-        f"The student id: {limits.STUDENT_ID.describe()}.",
+    *(
+        _header(name, {"type": "string", **limit.json_schema()}, limit.describe())
+        for name, limit in (
+            ("X-Tara-User", limits.STUDENT_ID),
+            ("X-Tara-Subject", limits.SUBJECT),
+            ("X-Tara-Language", limits.LANGUAGE),
+            ("X-Tara-Grade", limits.GRADE),
+        )
     ),
-    _header("X-Tara-Subject", {"type": "string", "pattern": _SUBJECT}, limits.SUBJECT.describe()),
-    _header(
-        "X-Tara-Language", {"type": "string", "pattern": _LANGUAGE}, limits.LANGUAGE.describe()
-    ),
-    _header("X-Tara-Grade", {"type": "string", "pattern": _GRADE}, limits.GRADE.describe()),
     _header(
         "X-Tara-Retry",
         {"type": "string", "enum": ["1", "0", "true", "false", "yes", "no"]},
