@@ -204,6 +204,9 @@ def main() -> int:
     parser.add_argument("--syscalls", action="store_true", help="also count system calls")
     parser.add_argument("--pg", default=None, help="PostgreSQL URL for a 'PostgreSQL log' row")
     parser.add_argument("--stream", action="store_true", help="streamed answers (SSE relay)")
+    parser.add_argument(
+        "--only", default=None, help="measure only the targets whose name contains this"
+    )
     args = parser.parse_args()
 
     sb_port = free_port()
@@ -222,6 +225,8 @@ def main() -> int:
             work = Path(tmp)
             base = 0.0
             for target in targets(upstream, work, args.pg, namespace):
+                if args.only and args.only not in target.name:
+                    continue
                 per_request = instructions(target, upstream, args.requests, work, args.stream)
                 base = base or per_request
                 lines.append(f"| {target.name} | {per_request:,.0f} | {per_request / base:.2f}x |")
