@@ -14,11 +14,11 @@ import uuid
 import redis.asyncio as aioredis
 
 from tara.telemetry.interactions import Interaction
-from tara.telemetry.request_index import Feedback
+from tara.telemetry.request_index import CountedFeedback
 from tara.telemetry.request_index_redis import RedisRequestIndex
 from tara.telemetry.user_retries import RedisRetryMemory, UserRetryDetector
 from tara.telemetry.window_recorder import WindowRecorder
-from tara.telemetry.window_redis import RedisWindowStore
+from tara.telemetry.window_store_redis import RedisWindowStore
 
 N = 20_000
 
@@ -77,7 +77,7 @@ async def main() -> None:
         latencies = []
         for i in range(500):
             t = time.perf_counter()
-            change = await other.set_feedback(f"req-{i}", Feedback(4, ("wrong",)))
+            change = await other.set_feedback(f"req-{i}", CountedFeedback(4, ("wrong",)))
             latencies.append(time.perf_counter() - t)
             assert change is not None
         q = statistics.quantiles(latencies, n=100)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import QUESTIONS, new_students, question_bodies, run_load
 from procs import ROOT, TARA, child, cpu_seconds, peak_rss_mb
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
-from tara.rollout.store_redis import RedisRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.serving import free_port
 
 TRACK = "tara-tutor"

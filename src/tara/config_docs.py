@@ -1,8 +1,10 @@
-"""The README's configuration table, generated from the settings models.
+"""The configuration reference (``docs/configuration.md``), generated from the settings models.
 
 Every leaf field becomes one row: its ``TARA_*`` variable, the config-file
 key, the default and the field's docstring. ``tests/test_docs.py`` checks that
-the README holds every variable, so a new setting cannot ship undocumented.
+the page holds the current table, so a new setting cannot ship undocumented.
+Run ``python -m tara.config_docs --write`` from the repository root to
+regenerate it; without ``--write`` the table is printed.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, SecretStr, TypeAdapter
@@ -70,19 +73,21 @@ START = "<!-- config-table:start -->"
 END = "<!-- config-table:end -->"
 
 
-def with_table(readme: str) -> str:
-    """``readme`` with the text between the config-table markers regenerated."""
-    head, _, rest = readme.partition(START)
+PAGE = Path("docs") / "configuration.md"
+"""The page holding the table, relative to the repository root."""
+
+
+def with_table(page: str) -> str:
+    """``page`` with the text between the config-table markers regenerated."""
+    head, _, rest = page.partition(START)
     _, _, tail = rest.partition(END)
     return f"{head}{START}\n{markdown_table()}\n{END}{tail}"
 
 
 if __name__ == "__main__":
     import sys
-    from pathlib import Path
 
     if sys.argv[1:] == ["--write"]:
-        path = Path("README.md")
-        path.write_text(with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+        PAGE.write_text(with_table(PAGE.read_text(encoding="utf-8")), encoding="utf-8")
     else:
         print(markdown_table())

@@ -1,9 +1,13 @@
-"""The one way background loops are written: ``async for _ in poll(interval)``."""
+"""How Tara runs async code: a command's event loop, and background loops as ``poll``.
+
+Background loops are written one way: ``async for _ in poll(interval)``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 
 async def poll(interval: float, *, once: bool = False) -> AsyncIterator[None]:
@@ -17,3 +21,13 @@ async def poll(interval: float, *, once: bool = False) -> AsyncIterator[None]:
         if once:
             return
         await asyncio.sleep(interval)
+
+
+def run_in_loop(coro: Coroutine[Any, Any, Any]) -> None:
+    """Run a command's coroutine to the end on uvloop when available (else asyncio)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)

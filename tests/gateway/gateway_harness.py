@@ -10,7 +10,7 @@ import httpx
 
 from tara.gateway.app import Gateway, build_gateway
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
-from tara.rollout.store import RoutingStore
+from tara.rollout.routing_store import RoutingStore
 from tara.serving import free_port
 from tara.settings import Settings
 from tara.telemetry.interactions import Interaction, InteractionSink

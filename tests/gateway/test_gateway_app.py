@@ -12,7 +12,7 @@ from gateway_harness import AUTH, MESSAGES, UPSTREAM_KEY, ListSink, gateway_sett
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tara.rollout.store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_memory import MemoryRoutingStore
 
 CONTRACT_METRICS = [
     "tara_requests_total",

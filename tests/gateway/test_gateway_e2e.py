@@ -23,7 +23,7 @@ from gateway_harness import (
 )
 
 from tara.gateway.app import Gateway, build_gateway
-from tara.rollout.store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_memory import MemoryRoutingStore
 from tara.sandbox import running_sandbox
 from tara.sandbox.config import SandboxConfig, default_config, zero_latency
 from tara.serving import running_server

@@ -26,7 +26,7 @@ from tara.gateway.errors import GatewayError
 from tara.gateway.feedback import MAX_COMMENT_CHARS, FeedbackRequest, parse_feedback
 from tara.gateway.identity import StudentHasher
 from tara.gateway.server import gateway_from_settings
-from tara.rollout.store_redis import RedisRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.sandbox import running_sandbox
 from tara.sandbox.config import default_config, zero_latency
 from tara.settings import DEV_STUDENT_HASH_KEY, Settings

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from gateway_harness import AUTH, MESSAGES, canary_table, gateway_settings, in_process
 
 from tara.gateway.app import Gateway
-from tara.rollout.store_redis import RedisRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 
 pytestmark = pytest.mark.redis
 

@@ -76,13 +76,14 @@ async def test_every_route_counts_its_refusals(tmp_path: Path) -> None:
             (await client.post("/v1/models", headers=AUTH)).status_code,
             (await client.get("/admin/rollouts", headers=AUTH)).status_code,
             (await client.get("/admin/rollouts/r-none", headers=ADMIN)).status_code,
+            # Memory state has no controller to judge a rollout: starting one is refused.
             (await client.post("/admin/rollouts", json={}, headers=ADMIN)).status_code,
             (await client.get("/no/such/route")).status_code,
             (await client.get("/v1/models", headers=AUTH)).status_code,  # fine: not counted
             (await client.get("/healthz")).status_code,
         ]
         seen = counted(gateway)
-    assert statuses == [401, 400, 401, 422, 404, 413, 401, 405, 401, 404, 422, 404, 200, 200]
+    assert statuses == [401, 400, 401, 422, 404, 413, 401, 405, 401, 404, 409, 404, 200, 200]
     assert seen == {
         ("chat", "401"): 1,
         ("chat", "400"): 1,
@@ -94,6 +95,6 @@ async def test_every_route_counts_its_refusals(tmp_path: Path) -> None:
         ("models", "405"): 1,
         ("admin", "401"): 1,
         ("admin", "404"): 1,
-        ("admin", "422"): 1,
+        ("admin", "409"): 1,
         ("other", "404"): 1,
     }

@@ -16,8 +16,8 @@ import pytest
 from gateway_harness import MESSAGES, UPSTREAM_KEY
 
 from tara.gateway.server import dev_keys_refusal, gateway_from_settings, serve_command
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.store_redis import RedisRoutingStore
+from tara.rollout.routing_store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.sandbox import running_sandbox
 from tara.sandbox.config import Latency, ModelBehaviour, default_config
 from tara.serving import free_port

@@ -18,18 +18,18 @@ from redis.backoff import NoBackoff
 from tara.rollout.config import RolloutSettings, StageSettings
 from tara.rollout.controller import Controller, analysis_due
 from tara.rollout.lease import MemoryLease, MemoryLeaseBoard, RedisLease
+from tara.rollout.metric_source import WindowMetricSource, stage_window_start
 from tara.rollout.model import Phase, Rollout
-from tara.rollout.rollout_store import MemoryRolloutStore
+from tara.rollout.rollout_store_memory import MemoryRolloutStore
 from tara.rollout.rollout_store_redis import RedisRolloutStore
+from tara.rollout.routing_store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.rollout.service import RolloutService
-from tara.rollout.stats_source import WindowMetricSource, stage_window_start
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.store_redis import RedisRoutingStore
 from tara.telemetry.metrics import MetricsRecorder
 from tara.telemetry.stats_config import TelemetryStatsSettings
-from tara.telemetry.window_memory import MemoryWindowStore
-from tara.telemetry.window_redis import RedisWindowStore
 from tara.telemetry.window_store import WindowKey, WindowStore
+from tara.telemetry.window_store_memory import MemoryWindowStore
+from tara.telemetry.window_store_redis import RedisWindowStore
 from tara.telemetry.windows import latency_bucket
 from tcp_relay import RedisProxy
 
@@ -71,7 +71,7 @@ class Clock:
 
 
 class Events:
-    """A :class:`~tara.rollout.webhooks.Notifier` that keeps what it is given."""
+    """A :class:`~tara.rollout.webhooks.EventSink` that keeps what it is given."""
 
     def __init__(self) -> None:
         self.events: list[Mapping[str, Any]] = []

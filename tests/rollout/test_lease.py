@@ -13,7 +13,8 @@ from tara.rollout.config import RolloutSettings
 from tara.rollout.lease import MemoryLease, MemoryLeaseBoard, RedisLease
 from tara.rollout.model import Rollout
 from tara.rollout.plan import plan_from_settings
-from tara.rollout.rollout_store import MemoryRolloutStore, StaleLeaderError
+from tara.rollout.rollout_store import StaleLeaderError
+from tara.rollout.rollout_store_memory import MemoryRolloutStore
 from tara.rollout.rollout_store_redis import RedisRolloutStore, leader_token_key
 from tara.rollout.routing import Segment
 from tcp_relay import RedisProxy

@@ -15,12 +15,8 @@ from tara import keys
 from tara.rollout.config import RolloutSettings
 from tara.rollout.model import Phase, Rollout
 from tara.rollout.plan import plan_from_settings
-from tara.rollout.rollout_store import (
-    MemoryRolloutStore,
-    RolloutStore,
-    RolloutStoreError,
-    StaleLeaderError,
-)
+from tara.rollout.rollout_store import RolloutStore, RolloutStoreError, StaleLeaderError
+from tara.rollout.rollout_store_memory import MemoryRolloutStore
 from tara.rollout.rollout_store_redis import RedisRolloutStore, leader_token_key
 from tara.rollout.routing import Segment
 from tcp_relay import RedisProxy

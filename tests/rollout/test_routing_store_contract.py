@@ -12,9 +12,9 @@ from redis.backoff import NoBackoff
 
 from tara import keys
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
-from tara.rollout.store import RoutingStore, RoutingStoreError
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.store_redis import RedisRoutingStore
+from tara.rollout.routing_store import RoutingStore, RoutingStoreError
+from tara.rollout.routing_store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.serving import free_port
 
 

@@ -14,18 +14,19 @@ from tara.rollout.actions import Action, Notify
 from tara.rollout.config import RolloutSettings, StageSettings
 from tara.rollout.decide import step
 from tara.rollout.model import Phase, Rollout, TransitionError
-from tara.rollout.rollout_store import MemoryRolloutStore, RolloutStore
+from tara.rollout.rollout_store import RolloutStore
+from tara.rollout.rollout_store_memory import MemoryRolloutStore
 from tara.rollout.rollout_store_redis import RedisRolloutStore, leader_token_key
 from tara.rollout.routing import RoutingTable, Segment, TrackRoute, route
+from tara.rollout.routing_store import RoutingStore, RoutingStoreError
+from tara.rollout.routing_store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.rollout.service import (
     RolloutConflict,
     RolloutNotFound,
     RolloutService,
     UnknownTrack,
 )
-from tara.rollout.store import RoutingStore, RoutingStoreError
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.store_redis import RedisRoutingStore
 
 SETTINGS = RolloutSettings(
     stages=[

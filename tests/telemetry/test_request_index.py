@@ -14,7 +14,7 @@ from redis.backoff import NoBackoff
 
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.request_index import (
-    Feedback,
+    CountedFeedback,
     IndexedRequest,
     IndexUnavailableError,
     MemoryRequestIndex,
@@ -28,8 +28,8 @@ from tara.telemetry.request_index_redis import (
 )
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_recorder import WindowRecorder
-from tara.telemetry.window_redis import RedisWindowStore
 from tara.telemetry.window_store import bucket_start
+from tara.telemetry.window_store_redis import RedisWindowStore
 
 NOW = bucket_start(time.time(), 3600) - 3600 + 120
 FAST = TelemetryStatsSettings(index_lookup_wait=0)
@@ -87,14 +87,14 @@ async def test_feedback_replaces_and_reports_the_previous(make_index: IndexFacto
     index = make_index(FAST)
     index.record(make_ix())
     await index.flush()
-    first = await index.set_feedback("r1", Feedback(2, ("wrong",), 0.5))
+    first = await index.set_feedback("r1", CountedFeedback(2, ("wrong",), 0.5))
     assert first is not None
     assert first.previous is None
     assert first.request.variant == "canary"
-    second = await index.set_feedback("r1", Feedback(5))
+    second = await index.set_feedback("r1", CountedFeedback(5))
     assert second is not None
-    assert second.previous == Feedback(2, ("wrong",), 0.5)
-    assert await index.set_feedback("nope", Feedback(1)) is None
+    assert second.previous == CountedFeedback(2, ("wrong",), 0.5)
+    assert await index.set_feedback("nope", CountedFeedback(1)) is None
 
 
 async def test_requests_older_than_retention_are_unknown(make_index: IndexFactory) -> None:
@@ -102,7 +102,7 @@ async def test_requests_older_than_retention_are_unknown(make_index: IndexFactor
     index.record(make_ix("old", created_at=time.time() - 31 * 86_400))
     await index.flush()
     assert await index.lookup("old") is None
-    assert await index.set_feedback("old", Feedback(3)) is None
+    assert await index.set_feedback("old", CountedFeedback(3)) is None
 
 
 async def test_memory_index_keeps_the_most_recent_ids() -> None:
@@ -111,11 +111,11 @@ async def test_memory_index_keeps_the_most_recent_ids() -> None:
         index.record(make_ix(rid))
     assert await index.lookup("a") is None
     assert await index.lookup("c") is not None
-    await index.set_feedback("c", Feedback(4))
+    await index.set_feedback("c", CountedFeedback(4))
     index.record(make_ix("c"))  # recorded again: the feedback given stays
     entry = await index.lookup("c")
     assert entry is not None
-    assert entry.feedback == Feedback(4)
+    assert entry.feedback == CountedFeedback(4)
 
 
 @pytest.fixture
@@ -142,7 +142,7 @@ async def test_lookup_waits_for_another_replica_to_publish(
 async def test_feedback_at_b_waits_for_a_to_publish(replicas: list[RedisRequestIndex]) -> None:
     a, b = replicas
     a.record(make_ix("r1"))
-    rating = asyncio.create_task(b.set_feedback("r1", Feedback(5)))
+    rating = asyncio.create_task(b.set_feedback("r1", CountedFeedback(5)))
     await asyncio.sleep(0.15)  # b has tried at least once and found nothing
     assert not rating.done()
     await a.flush()
@@ -156,13 +156,13 @@ async def test_feedback_at_the_serving_replica_before_publishing(
 ) -> None:
     a, b = replicas
     a.record(make_ix("r1"))
-    change = await a.set_feedback("r1", Feedback(4, ("cultural",)))
+    change = await a.set_feedback("r1", CountedFeedback(4, ("cultural",)))
     assert change is not None
     assert change.previous is None
     await a.flush()  # publishing later keeps the feedback
     seen_by_b = await b.lookup("r1")
     assert seen_by_b is not None
-    assert seen_by_b.feedback == Feedback(4, ("cultural",))
+    assert seen_by_b.feedback == CountedFeedback(4, ("cultural",))
     assert seen_by_b.language == "ta"
 
 
@@ -173,12 +173,12 @@ async def test_concurrent_ratings_on_two_replicas_count_once(
     a.record(make_ix("r1"))
     await a.flush()
     ca, cb = await asyncio.gather(
-        a.set_feedback("r1", Feedback(1)), b.set_feedback("r1", Feedback(5))
+        a.set_feedback("r1", CountedFeedback(1)), b.set_feedback("r1", CountedFeedback(5))
     )
     assert ca is not None
     assert cb is not None
     # Serialised by Redis: whichever ran second replaced the first, never both "new".
-    assert (ca.previous, cb.previous) in [(None, Feedback(1)), (Feedback(5), None)]
+    assert (ca.previous, cb.previous) in [(None, CountedFeedback(1)), (CountedFeedback(5), None)]
 
 
 async def test_rating_via_b_lands_on_the_variant_and_bucket_served_by_a(
@@ -192,7 +192,11 @@ async def test_rating_via_b_lands_on_the_variant_and_bucket_served_by_a(
     a.record(served)
     recorder_a.record(served)
     await asyncio.gather(a.flush(), recorder_a.flush())
-    for fb in (Feedback(2, ("wrong",)), Feedback(4, ("wrong", "cultural")), Feedback(4)):
+    for fb in (
+        CountedFeedback(2, ("wrong",)),
+        CountedFeedback(4, ("wrong", "cultural")),
+        CountedFeedback(4),
+    ):
         change = await b.set_feedback("r1", fb)
         assert change is not None
         recorder_b.record_feedback(change.request.window_key(10), change.previous, fb)
@@ -225,7 +229,7 @@ async def test_outage_is_reported_and_publishing_resumes(
     with pytest.raises(IndexUnavailableError):
         await index.lookup("r2")
     with pytest.raises(IndexUnavailableError):
-        await index.set_feedback("r1", Feedback(3))
+        await index.set_feedback("r1", CountedFeedback(3))
     await redis_proxy.start()
     await index.flush()
     other = RedisRequestIndex(redis_client, namespace=namespace, settings=FAST)
@@ -299,15 +303,15 @@ async def test_unpublished_and_published_entries_are_local(
     queued = await a.lookup("r1")  # found before any flush, without Redis
     assert queued is not None
     assert queued.variant == "canary"
-    await a.set_feedback("r1", Feedback(3))
+    await a.set_feedback("r1", CountedFeedback(3))
     a.record(make_ix("r1"))  # a re-record before publishing keeps the local feedback
     await a.flush()
     held = await a.lookup("r1")
     assert held is not None
-    assert held.feedback == Feedback(3)
+    assert held.feedback == CountedFeedback(3)
     from_b = await b.lookup("r1")
     assert from_b is not None
-    assert from_b.feedback == Feedback(3)
+    assert from_b.feedback == CountedFeedback(3)
 
 
 async def test_a_failed_flush_keeps_the_newest_within_the_bound(

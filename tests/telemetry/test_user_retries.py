@@ -24,10 +24,10 @@ from tara.telemetry.user_retries import (
     question_of,
     retry_key,
 )
-from tara.telemetry.window_memory import MemoryWindowStore
 from tara.telemetry.window_recorder import WindowRecorder
-from tara.telemetry.window_redis import RedisWindowStore
 from tara.telemetry.window_store import bucket_start
+from tara.telemetry.window_store_memory import MemoryWindowStore
+from tara.telemetry.window_store_redis import RedisWindowStore
 
 NOW = float(bucket_start(time.time(), 60))
 AT_ONCE = TelemetryStatsSettings(user_retry_settle_seconds=0)

@@ -14,12 +14,12 @@ from redis.backoff import NoBackoff
 
 from tara.telemetry.flush_loop import FlushLoop
 from tara.telemetry.interactions import Interaction
-from tara.telemetry.request_index import Feedback
+from tara.telemetry.request_index import CountedFeedback
 from tara.telemetry.stats_config import TelemetryStatsSettings
-from tara.telemetry.window_memory import MemoryWindowStore
 from tara.telemetry.window_recorder import WindowRecorder, feedback_delta, interaction_delta
-from tara.telemetry.window_redis import RedisWindowStore
 from tara.telemetry.window_store import Deltas, WindowKey, bucket_start
+from tara.telemetry.window_store_memory import MemoryWindowStore
+from tara.telemetry.window_store_redis import RedisWindowStore
 from tara.telemetry.windows import latency_bucket
 
 NOW = bucket_start(time.time(), 3600) - 3600 + 120
@@ -67,19 +67,23 @@ def test_delta_of_a_failed_flagged_retry_has_no_latency() -> None:
 @pytest.mark.parametrize(
     ("previous", "current", "expected"),
     [
-        (None, Feedback(4), {"rat:4": 1}),
-        (Feedback(2, ("wrong",)), Feedback(5), {"rat:2": -1, "rat:5": 1, "tag:wrong": -1}),
-        (Feedback(3, ("cultural",)), Feedback(3, ("cultural",)), {}),
+        (None, CountedFeedback(4), {"rat:4": 1}),
         (
-            Feedback(None, ("a", "a"), 0.5),
-            Feedback(1, ("a", "b"), 0.25),
+            CountedFeedback(2, ("wrong",)),
+            CountedFeedback(5),
+            {"rat:2": -1, "rat:5": 1, "tag:wrong": -1},
+        ),
+        (CountedFeedback(3, ("cultural",)), CountedFeedback(3, ("cultural",)), {}),
+        (
+            CountedFeedback(None, ("a", "a"), 0.5),
+            CountedFeedback(1, ("a", "b"), 0.25),
             {"rat:1": 1, "tag:b": 1, "rel_sum": -0.25},
         ),
-        (Feedback(4, (), 0.5), Feedback(4), {"rel_n": -1, "rel_sum": -0.5}),
+        (CountedFeedback(4, (), 0.5), CountedFeedback(4), {"rel_n": -1, "rel_sum": -0.5}),
     ],
 )
 def test_feedback_delta(
-    previous: Feedback | None, current: Feedback, expected: dict[str, float]
+    previous: CountedFeedback | None, current: CountedFeedback, expected: dict[str, float]
 ) -> None:
     assert feedback_delta(previous, current) == pytest.approx(expected)
 
@@ -166,7 +170,9 @@ async def test_store_outage_then_recovery_loses_and_doubles_nothing(
     recorder.record(make_ix("before"))
     assert await recorder.flush()
     recorder.record(make_ix("a"))
-    recorder.record_feedback(WindowKey("tara-tutor", "all", "canary", NOW), None, Feedback(5))
+    recorder.record_feedback(
+        WindowKey("tara-tutor", "all", "canary", NOW), None, CountedFeedback(5)
+    )
     await redis_proxy.stop()
     assert not await recorder.flush()
     assert not await recorder.flush()
@@ -219,7 +225,9 @@ async def test_deltas_recorded_during_a_failing_flush_are_kept(
     recorder.record(make_ix("b"))
     recorder.record(make_ix("c", created_at=NOW + 10))
     key = WindowKey("tara-tutor", "all", "canary", NOW)
-    recorder.record_feedback(key, Feedback(3), Feedback(3))  # no change: nothing to add
+    recorder.record_feedback(
+        key, CountedFeedback(3), CountedFeedback(3)
+    )  # no change: nothing to add
     assert not await flushing
     await redis_proxy.start()
     assert await recorder.flush()

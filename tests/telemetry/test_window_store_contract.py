@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from tara.telemetry.stats_config import TelemetryStatsSettings
-from tara.telemetry.window_memory import MemoryWindowStore
-from tara.telemetry.window_redis import RedisWindowStore, bucket_key
 from tara.telemetry.window_store import Series, WindowKey, WindowLayout, WindowStore, bucket_start
+from tara.telemetry.window_store_memory import MemoryWindowStore
+from tara.telemetry.window_store_redis import RedisWindowStore, bucket_key
 
 StoreFactory = Callable[[TelemetryStatsSettings], WindowStore]
 HOUR = 3600

@@ -10,13 +10,13 @@ from triggers_traffic import CFG, DAY, HI_MATH, NOW, TA_PHYS, Maker, fill, traff
 
 from tara.telemetry.log_postgres import PostgresInteractionLog
 from tara.telemetry.log_sqlite import SqliteInteractionLog
-from tara.telemetry.window_memory import MemoryWindowStore
 from tara.telemetry.window_recorder import add_interaction
-from tara.telemetry.window_redis import RedisWindowStore
 from tara.telemetry.window_store import WindowKey, WindowStore, bucket_start
+from tara.telemetry.window_store_memory import MemoryWindowStore
+from tara.telemetry.window_store_redis import RedisWindowStore
 from tara.triggers.model import Scope
+from tara.triggers.reader import TelemetryReader
 from tara.triggers.state import TriggerState
-from tara.triggers.telemetry import TelemetryReader
 
 
 async def test_reader_sums_periods_scopes_and_volume_from_the_sqlite_log(tmp_path: Path) -> None:

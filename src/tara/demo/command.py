@@ -25,10 +25,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from tara.cli import run_in_loop
 from tara.demo.report import write_report
 from tara.demo.runner import DemoOptions, DemoState, Update, run_demo
 from tara.demo.scenario import PACES, scenarios_for
+from tara.loops import run_in_loop
 from tara.settings import Settings
 
 REPORT_NAME = "tara-demo-report.html"

@@ -31,7 +31,7 @@ from tara.demo.scenario import (
 )
 from tara.demo.students import Classroom, population
 from tara.demo.timeline import Marker, Sample, ScenarioResult, Timeline, numbers_from
-from tara.rollout.model import TERMINAL, Rollout
+from tara.rollout.model import TERMINAL, DecisionName, Rollout
 from tara.rollout.routing import Segment
 from tara.sandbox.config import Latency, SandboxConfig, default_config
 from tara.sandbox.server import running_sandbox
@@ -241,14 +241,14 @@ def decision_weights(decisions: Sequence[str], stages: Sequence[float]) -> list[
     weights: list[float] = []
     stage, weight = 0, 0.0
     for decision in decisions:
-        if decision == "start":
+        if decision == DecisionName.START:
             stage, weight = 0, stages[0]
-        elif decision in ("advance", "promote"):
+        elif decision in (DecisionName.STAGE_PASSED, DecisionName.PROMOTE):
             stage += 1
             weight = stages[stage] if stage < len(stages) else 1.0
-        elif decision == "succeed":
+        elif decision == DecisionName.SUCCEED:
             weight = 1.0
-        elif decision in ("rollback", "abort"):
+        elif decision in (DecisionName.ROLLBACK, DecisionName.ABORT):
             weight = 0.0
         weights.append(weight)  # pause, resume, error, stalled: unchanged
     return weights

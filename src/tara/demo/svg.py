@@ -13,18 +13,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tara.demo.timeline import Marker, ScenarioResult, Timeline
+from tara.rollout.model import DecisionName
 
 CANARY_COLOUR = "#d9480f"
 STABLE_COLOUR = "#1864ab"
-MARKER_COLOURS = {
-    "start": "#495057",
-    "advance": "#1c7ed6",
-    "promote": "#1c7ed6",
-    "succeed": "#2b8a3e",
-    "rollback": "#c92a2a",
-    "abort": "#c92a2a",
-    "pause": "#e67700",
-    "stalled": "#e67700",
+MARKER_COLOURS: dict[str, str] = {
+    DecisionName.START: "#495057",
+    DecisionName.STAGE_PASSED: "#1c7ed6",
+    DecisionName.PROMOTE: "#1c7ed6",
+    DecisionName.SUCCEED: "#2b8a3e",
+    DecisionName.ROLLBACK: "#c92a2a",
+    DecisionName.ABORT: "#c92a2a",
+    DecisionName.PAUSE: "#e67700",
+    DecisionName.STALLED: "#e67700",
 }
 
 Point = tuple[float, float | None]

@@ -15,17 +15,17 @@ from rich.text import Text
 
 from tara.demo.runner import DemoState
 from tara.demo.timeline import Numbers
-from tara.rollout.model import TERMINAL
+from tara.rollout.model import TERMINAL, DecisionName
 
 BAR_WIDTH = 40
-DECISION_STYLES = {
-    "start": "bold",
-    "advance": "bold blue",
-    "succeed": "bold green",
-    "rollback": "bold red",
-    "abort": "red",
-    "pause": "yellow",
-    "stalled": "yellow",
+DECISION_STYLES: dict[str, str] = {
+    DecisionName.START: "bold",
+    DecisionName.STAGE_PASSED: "bold blue",
+    DecisionName.SUCCEED: "bold green",
+    DecisionName.ROLLBACK: "bold red",
+    DecisionName.ABORT: "red",
+    DecisionName.PAUSE: "yellow",
+    DecisionName.STALLED: "yellow",
 }
 RECENT_DECISIONS = 8
 
@@ -78,7 +78,7 @@ def render(state: DemoState) -> RenderableType:
         weight = rollout.weight_bp / 10_000
         parts.append(Text(f"canary weight {weight_bar(weight)} {weight:.0%}"))
         last = rollout.last_decision
-        if live and last is not None and last.decision == "hold":
+        if live and last is not None and last.decision is DecisionName.HOLD:
             # Holds stay out of the history; this is what the stage still waits for.
             reason = last.reason.splitlines()[0] if last.reason else ""
             parts.append(Text(f"controller holds: {reason}", style="dim"))

@@ -9,13 +9,19 @@ examples is its own outcome (``inconclusive``), not a pass.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from typing import Literal
 
 from tara.finetune.eval_config import GateSettings
 from tara.finetune.scoring import ModelMetrics
 
-Outcome = Literal["pass", "fail", "inconclusive"]
+
+class GateOutcome(enum.StrEnum):
+    """The gate's verdict; too few answered examples is its own outcome, not a pass."""
+
+    PASS = "pass"  # noqa: S105 - a verdict, not a password
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +40,14 @@ class Check:
 class GateResult:
     """The gate's outcome and every check behind it."""
 
-    outcome: Outcome
+    outcome: GateOutcome
     checks: tuple[Check, ...]
     reason: str
 
     @property
     def passed(self) -> bool:
         """Whether the candidate may be rolled out."""
-        return self.outcome == "pass"
+        return self.outcome is GateOutcome.PASS
 
 
 def _at_least(name: str, rule: str, cand: float, stable: float, bound: float) -> Check:
@@ -107,8 +113,8 @@ def decide(candidate: ModelMetrics, stable: ModelMetrics, gate: GateSettings) ->
     fewest = min(candidate.answered, stable.answered)
     if fewest < gate.min_samples:
         reason = f"only {fewest} answered examples (at least {gate.min_samples} needed)"
-        return GateResult("inconclusive", results, reason)
+        return GateResult(GateOutcome.INCONCLUSIVE, results, reason)
     failed = [c.name for c in results if not c.passed]
     if failed:
-        return GateResult("fail", results, "failed: " + ", ".join(failed))
-    return GateResult("pass", results, "every check passed")
+        return GateResult(GateOutcome.FAIL, results, "failed: " + ", ".join(failed))
+    return GateResult(GateOutcome.PASS, results, "every check passed")

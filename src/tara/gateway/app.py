@@ -33,9 +33,9 @@ from tara.gateway.openapi import OPENAPI_PATH, openapi_endpoint
 from tara.gateway.probes import Probes
 from tara.gateway.rejections import CHAT_PATH, CountRejections
 from tara.gateway.upstream import UpstreamClient
-from tara.rollout.store import RoutingStore
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.table_cache import RoutingCache
+from tara.rollout.routing_cache import RoutingCache
+from tara.rollout.routing_store import RoutingStore
+from tara.rollout.routing_store_memory import MemoryRoutingStore
 from tara.settings import Settings, warn_about_defaults
 from tara.telemetry.interactions import InteractionSink
 from tara.telemetry.metrics import MetricsRecorder
@@ -70,7 +70,9 @@ class Gateway:
         self.chat = ChatCompletions(
             settings, lambda: self.cache.table, self.upstream, metrics, [metrics, *sinks]
         )
-        self.probes = Probes(self)
+        self.probes = Probes(
+            self.cache, metrics, settings.routing_refresh_seconds, lambda: self.ready
+        )
         self.ready = False
         """True between the end of start-up and the start of shut-down."""
         router = Starlette(

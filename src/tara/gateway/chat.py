@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from tara.gateway.body import ClientGoneError, read_body
 from tara.gateway.chat_request import parse_chat_request
 from tara.gateway.errors import GatewayError, send_error
-from tara.gateway.exchange import CLIENT_CLOSED, Exchange
+from tara.gateway.exchange import CLIENT_CLOSED, Exchange, Forwarding
 from tara.gateway.identity import StudentHasher
 from tara.gateway.retries import RetryPolicy
 from tara.gateway.upstream import UpstreamClient
@@ -143,12 +143,16 @@ class ChatCompletions:
     ) -> None:
         self.settings = settings
         self.table = table
-        self.upstream = upstream
         self.metrics = metrics
         self.sinks = tuple(sinks)
-        self.policy = RetryPolicy(settings.upstream)
-        self.fallback_to_stable = settings.upstream.fallback_to_stable
-        self.hasher = StudentHasher(settings.auth.student_hash_key.get_secret_value())
+        self.forwarding = Forwarding(
+            upstream,
+            RetryPolicy(settings.upstream),
+            settings.upstream,
+            metrics,
+            StudentHasher(settings.auth.student_hash_key.get_secret_value()),
+            self.stable_model,
+        )
         self.max_body = settings.server.max_body_bytes
         self.watch_after = settings.server.disconnect_watch_after
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -189,7 +193,7 @@ class ChatCompletions:
             error = GatewayError(404, message, code="model_not_found", param="model")
             await self._reject(send, error, request_id)
             return
-        exchange = Exchange(self, request, where, request_id, send, t0, created)
+        exchange = Exchange(self.forwarding, request, where, request_id, send, t0, created)
         await self._serve(exchange, receive)
 
     async def _serve(self, exchange: Exchange, receive: Receive) -> None:
@@ -205,7 +209,7 @@ class ChatCompletions:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            exchange.outcome.status = CLIENT_CLOSED
+            exchange.result.status = CLIENT_CLOSED
             log.debug("client went away during request %s", exchange.request_id)
         finally:
             watch.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,13 +21,16 @@ import aiohttp
 from starlette.types import Send
 
 from tara.gateway.errors import SERVER_ERROR, UPSTREAM_ERROR, GatewayError
+from tara.gateway.identity import StudentHasher
+from tara.gateway.retries import RetryPolicy
 from tara.gateway.sse import StreamTap, error_event, parse_completion
-from tara.gateway.upstream import Opened, UpstreamError
+from tara.gateway.upstream import Opened, UpstreamClient, UpstreamError
 from tara.rollout.routing import Route
-from tara.telemetry.interactions import Interaction
+from tara.settings import UpstreamSettings
+from tara.telemetry.interactions import Interaction, canary_attempt_id
+from tara.telemetry.metrics import MetricsRecorder
 
 if TYPE_CHECKING:
-    from tara.gateway.chat import ChatCompletions
     from tara.gateway.chat_request import ChatRequest
 
 log = logging.getLogger(__name__)
@@ -35,8 +39,21 @@ CLIENT_CLOSED = 499
 """Status recorded when the client went away first (nginx's convention)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Forwarding:
+    """What every exchange of one endpoint shares: where and how requests go upstream."""
+
+    upstream: UpstreamClient
+    policy: RetryPolicy
+    settings: UpstreamSettings
+    metrics: MetricsRecorder
+    hasher: StudentHasher
+    stable_model: Callable[[str], str]
+    """The track's current stable model (where a failing canary's request falls back)."""
+
+
 @dataclass(slots=True)
-class Outcome:
+class ExchangeResult:
     """What happened to the request, filled in as the exchange runs."""
 
     status: int = 0
@@ -54,12 +71,12 @@ class Exchange:
 
     __slots__ = (
         "created",
-        "endpoint",
         "finishing",
-        "outcome",
+        "forwarding",
         "request",
         "request_id",
         "response",
+        "result",
         "route",
         "send",
         "started",
@@ -69,7 +86,7 @@ class Exchange:
 
     def __init__(
         self,
-        endpoint: ChatCompletions,
+        forwarding: Forwarding,
         request: ChatRequest,
         route: Route,
         request_id: str,
@@ -77,7 +94,7 @@ class Exchange:
         t0: float,
         created: float,
     ) -> None:
-        self.endpoint = endpoint
+        self.forwarding = forwarding
         self.request = request
         self.route = route
         self.request_id = request_id
@@ -86,12 +103,12 @@ class Exchange:
         """Arrival on the monotonic clock (the event loop's), for durations."""
         self.created = created
         """Arrival as Unix time, for the record."""
-        self.student_hash = endpoint.hasher(request.student_id) if request.student_id else None
+        self.student_hash = forwarding.hasher(request.student_id) if request.student_id else None
         self.response: aiohttp.ClientResponse | None = None
         self.started = False
         self.finishing = False
         """Set just before the last send: a disconnect after that changes nothing."""
-        self.outcome = Outcome()
+        self.result = ExchangeResult()
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The ``X-Tara-*`` response headers for the current route."""
@@ -115,9 +132,9 @@ class Exchange:
             opened.response.release()
         except Exception:
             log.exception("gateway error serving request %s", self.request_id)
-            self.outcome.error_class = "gateway"
+            self.result.error_class = "gateway"
             if not self.started:
-                self.outcome.status = 500
+                self.result.status = 500
                 error = GatewayError(500, "internal gateway error", type=SERVER_ERROR)
                 await self._send_error(error)
             elif not self.finishing:
@@ -130,11 +147,11 @@ class Exchange:
 
     # -- upstream -----------------------------------------------------------
     async def _open(self, route: Route) -> Opened:
-        endpoint, req = self.endpoint, self.request
+        fwd, req = self.forwarding, self.request
         payload = req.upstream_body(route.model, self.student_hash)
 
         def on_retry(failure: UpstreamError, wait: float) -> None:
-            endpoint.metrics.upstream_retry(req.track, route.variant, failure.error_class)
+            fwd.metrics.upstream_retry(req.track, route.variant, failure.error_class)
             log.warning(
                 "upstream attempt failed (%s%s) for %s/%s, retrying in %.2fs",
                 failure.error_class,
@@ -144,28 +161,26 @@ class Exchange:
                 wait,
             )
 
-        return await endpoint.policy.run(
-            lambda: endpoint.upstream.open(payload, stream=req.stream), on_retry
-        )
+        return await fwd.policy.run(lambda: fwd.upstream.open(payload, stream=req.stream), on_retry)
 
     async def _open_with_fallback(self) -> Opened | None:
         try:
             return await self._open(self.route)
         except UpstreamError as failure:
             last = failure
-        endpoint = self.endpoint
-        if self.route.variant == "canary" and endpoint.fallback_to_stable:
-            self.outcome.failed_canary.append(self._canary_record(last))
-            endpoint.metrics.fallback(self.request.track, last.error_class)
+        fwd = self.forwarding
+        if self.route.variant == "canary" and fwd.settings.fallback_to_stable:
+            self.result.failed_canary.append(self._canary_record(last))
+            fwd.metrics.fallback(self.request.track, last.error_class)
             log.warning(
                 "canary %s failed (%s) for %s; falling back to stable",
                 self.route.model,
                 last.error_class,
                 self.request.track,
             )
-            stable = endpoint.stable_model(self.request.track)
+            stable = fwd.stable_model(self.request.track)
             self.route = Route("stable", stable, self.route.segment, self.route.rollout_id)
-            self.outcome.fallback = True
+            self.result.fallback = True
             try:
                 return await self._open(self.route)
             except UpstreamError as failure:
@@ -177,8 +192,8 @@ class Exchange:
             last.error_class,
             last.attempts,
         )
-        self.outcome.status = last.status
-        self.outcome.error_class = last.error_class
+        self.result.status = last.status
+        self.result.error_class = last.error_class
         await self._send_error(last.to_error())
         return None
 
@@ -197,7 +212,7 @@ class Exchange:
 
     async def _relay_body(self, opened: Opened) -> None:
         response, body = opened.response, opened.first
-        out = self.outcome
+        out = self.result
         out.status = response.status
         if response.status < 300:
             out.answer, out.prompt_tokens, out.completion_tokens = parse_completion(body)
@@ -213,7 +228,7 @@ class Exchange:
         await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _relay_stream(self, opened: Opened) -> None:
-        send, out = self.send, self.outcome
+        send, out = self.send, self.result
         tap = StreamTap(drop_usage_chunk=not self.request.client_wants_usage)
         first = tap.feed(opened.first)
         if tap.content_seen:
@@ -245,8 +260,8 @@ class Exchange:
     async def _pump(self, tap: StreamTap) -> str | None:
         """Forward events until the upstream ends; the error class if it broke."""
         assert self.response is not None
-        content, send, out = self.response.content, self.send, self.outcome
-        settings = self.endpoint.settings.upstream
+        content, send, out = self.response.content, self.send, self.result
+        settings = self.forwarding.settings
         idle, deadline = settings.idle_timeout, self.t0 + settings.total_timeout
         loop = asyncio.get_running_loop()
         try:
@@ -272,7 +287,7 @@ class Exchange:
     def _canary_record(self, failure: UpstreamError) -> Interaction:
         req, route = self.request, self.route
         return Interaction(
-            request_id=f"{self.request_id}-canary",
+            request_id=canary_attempt_id(self.request_id),
             created_at=self.created,
             track=req.track,
             segment=route.segment,
@@ -291,7 +306,7 @@ class Exchange:
 
     def records(self, ended: float) -> list[Interaction]:
         """The interaction records of this request (a failed canary attempt first)."""
-        req, route, out = self.request, self.route, self.outcome
+        req, route, out = self.request, self.route, self.result
         served = Interaction(
             request_id=self.request_id,
             created_at=self.created,

@@ -8,7 +8,7 @@ in ``tara_routing_table_healthy`` (the routing cache logs the change).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,18 +17,29 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tara.loops import poll
-
-if TYPE_CHECKING:
-    from tara.gateway.app import Gateway
+from tara.rollout.routing_cache import RoutingCache
+from tara.telemetry.metrics import MetricsRecorder
 
 _JSON = "application/json"
 
 
 class Probes:
-    """The unauthenticated operational endpoints of one gateway."""
+    """The unauthenticated operational endpoints of one gateway.
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    ``ready`` says whether start-up has finished (and shut-down not begun).
+    """
+
+    def __init__(
+        self,
+        cache: RoutingCache,
+        metrics: MetricsRecorder,
+        refresh_seconds: float,
+        ready: Callable[[], bool],
+    ) -> None:
+        self._cache = cache
+        self._metrics = metrics
+        self._refresh_seconds = refresh_seconds
+        self._ready = ready
 
     def routes(self) -> list[Route]:
         """``/healthz``, ``/readyz`` and ``/metrics``."""
@@ -44,16 +55,16 @@ class Probes:
         (The routing cache itself logs once when refreshes start failing and
         once when they succeed again.)
         """
-        cache = self.gateway.cache
+        cache = self._cache
         healthy = bool(cache.healthy)
-        self.gateway.metrics.routing_table(
+        self._metrics.routing_table(
             healthy=healthy, age_seconds=cache.age_seconds(), version=cache.table.version
         )
         return healthy
 
     async def watch_routing_table(self) -> None:
         """Keep the gauges and the log current between scrapes."""
-        async for _ in poll(self.gateway.settings.routing_refresh_seconds):
+        async for _ in poll(self._refresh_seconds):
             self.observe_routing_table()
 
     async def healthz(self, _request: Request) -> Response:
@@ -62,11 +73,10 @@ class Probes:
 
     async def readyz(self, _request: Request) -> Response:
         """Readiness: start-up done; reports the routing table's freshness."""
-        gateway = self.gateway
-        if not gateway.ready:
+        if not self._ready():
             return Response(b'{"status":"starting"}', status_code=503, media_type=_JSON)
         healthy = self.observe_routing_table()
-        cache = gateway.cache
+        cache = self._cache
         body = {
             "status": "ready",
             "routing_table": {
@@ -79,7 +89,7 @@ class Probes:
 
     async def metrics(self, _request: Request) -> Response:
         """Prometheus text exposition of the gateway's registry."""
-        if self.gateway.ready:
+        if self._ready():
             self.observe_routing_table()
-        data = generate_latest(self.gateway.metrics.registry)
+        data = generate_latest(self._metrics.registry)
         return Response(data, media_type=CONTENT_TYPE_LATEST)

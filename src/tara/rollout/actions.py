@@ -6,10 +6,27 @@ The pure decision code returns these; the controller loop carries them out
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 from tara.rollout.routing import Segment
+
+
+class Event(enum.StrEnum):
+    """What listeners (webhooks) are told happened to a rollout: the ``event`` of a webhook body."""
+
+    STARTED = "started"
+    PROMOTED = "promoted"
+    """Moved to the next stage, by the controller (stage passed) or by hand."""
+    SUCCEEDED = "succeeded"
+    """The canary passed the last stage and is now the stable model."""
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+    STALLED = "stalled"
+    """A stage has run far past its duration without passing (alerted once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +71,7 @@ class Notify:
     """Tell listeners (webhooks, logs) that something happened; ``data`` is JSON-ready."""
 
     rollout_id: str
-    event: str
+    event: Event
     message: str
     data: dict[str, Any] = field(default_factory=dict)
 

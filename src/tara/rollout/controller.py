@@ -33,35 +33,16 @@ from tara.rollout.actions import Action, Alert
 from tara.rollout.analysis import StatsInput
 from tara.rollout.config import RolloutSettings
 from tara.rollout.decide import step
-from tara.rollout.model import TERMINAL, Decision, Phase, Rollout
+from tara.rollout.metric_source import MetricSource, stage_window_start
+from tara.rollout.model import TERMINAL, Decision, DecisionName, Phase, Rollout
 from tara.rollout.rollout_store import StaleLeaderError
-from tara.rollout.stats_source import MetricSource, stage_window_start
-from tara.rollout.webhooks import Notifier
+from tara.rollout.webhooks import EventSink
 from tara.telemetry.metrics import MetricsRecorder
 
 log = logging.getLogger(__name__)
 
-DECISION_LABELS = {"advance": "promote"}
-"""Decision names as the ``decision`` label shows them (the design's vocabulary)."""
-
-DECISIONS = (
-    "start", "hold", "promote", "succeed", "pause", "resume", "rollback", "abort", "error",
-    "stalled",
-)  # fmt: skip
+DECISION_LABELS = tuple(dict.fromkeys(d.metric_label for d in DecisionName))
 """Every ``decision`` label value, created at 0 so dashboards and alerts see them early."""
-
-EVENTS = {
-    "start": "started",
-    "advance": "promoted",
-    "promote": "promoted",
-    "succeed": "succeeded",
-    "pause": "paused",
-    "resume": "resumed",
-    "rollback": "rolled_back",
-    "abort": "aborted",
-    "stalled": "stalled",
-}
-"""Decisions that are announced to webhooks, and the event name each gets."""
 
 
 class RolloutService(Protocol):
@@ -134,8 +115,10 @@ def analysis_due(rollout: Rollout, now: float) -> bool:
 
 def event_body(rollout: Rollout, decision: Decision) -> dict[str, Any]:
     """The JSON a webhook receives for one decision."""
+    event = decision.decision.event
+    assert event is not None, f"{decision.decision} is not announced"
     return {
-        "event": EVENTS[decision.decision],
+        "event": event,
         "rollout_id": rollout.id,
         "track": rollout.track,
         "segment": rollout.segment.label,
@@ -177,7 +160,7 @@ class Controller:
         lease: Lease,
         settings: RolloutSettings,
         metrics: MetricsRecorder | None,
-        notifier: Notifier,
+        notifier: EventSink,
         *,
         clock: Callable[[], float] = time.time,
         tracks: Iterable[str] = (),
@@ -199,8 +182,8 @@ class Controller:
         self.last_report: TickReport | None = None
         if metrics is not None:
             for track in tracks:
-                for decision in DECISIONS:
-                    metrics.rollout_decisions.labels(track, decision)
+                for label in DECISION_LABELS:
+                    metrics.rollout_decisions.labels(track, label)
 
     async def tick(self) -> TickReport:
         """One pass over every rollout, if this controller leads."""
@@ -297,8 +280,8 @@ class Controller:
             if isinstance(action, Alert):
                 log.warning("ALERT %s", action.message)
         last = saved.last_decision
-        if last is not None and last.decision == "hold":  # holds stay out of the history
-            self._count(saved, "hold", report)
+        if last is not None and last.decision is DecisionName.HOLD:  # holds stay out of history
+            self._count(saved, DecisionName.HOLD, report)
         return saved
 
     def _observe(self, rollout: Rollout, report: TickReport) -> None:
@@ -308,7 +291,7 @@ class Controller:
             self._seen[rollout.id] = _identity(fresh[-1])
         for decision in fresh:
             self._count(rollout, decision.decision, report)
-            if decision.decision in EVENTS:
+            if decision.decision.event is not None:
                 self._notifier.notify(event_body(rollout, decision))
         if self._metrics is not None and (fresh or rollout.phase not in TERMINAL):
             segment = rollout.segment.label
@@ -320,11 +303,10 @@ class Controller:
                 stage = len(rollout.plan.stages)  # the 100% stage after the partial ones
             self._metrics.rollout_stage.labels(rollout.track, segment).set(stage)
 
-    def _count(self, rollout: Rollout, decision: str, report: TickReport) -> None:
+    def _count(self, rollout: Rollout, decision: DecisionName, report: TickReport) -> None:
         report.decisions.append((rollout.id, decision))
         if self._metrics is not None:
-            label = DECISION_LABELS.get(decision, decision)
-            self._metrics.rollout_decisions.labels(rollout.track, label).inc()
+            self._metrics.rollout_decisions.labels(rollout.track, decision.metric_label).inc()
 
     async def run(self, *, once: bool = False, burst: bool = False) -> None:
         """Tick every ``tick_interval``: once, until no rollout is live (``burst``), or forever.

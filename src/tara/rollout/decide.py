@@ -9,7 +9,7 @@ stats for the rollout's segment since the current stage began. What it does:
 * ``FAIL``: roll back at once, even when paused (a paused canary still
   serves students).
 * ``INCONCLUSIVE``: hold.
-* ``PASS``: advance once the stage's minimum time, requests and ratings are
+* ``PASS``: promote to the next stage once the stage's minimum time, requests and ratings are
   reached; after the last stage the canary becomes stable, with a report.
 """
 
@@ -18,7 +18,16 @@ from __future__ import annotations
 from tara.rollout.actions import Action, Alert
 from tara.rollout.analysis import Analysis, Outcome, StatsInput, analyse
 from tara.rollout.config import RolloutSettings
-from tara.rollout.model import TERMINAL, Decision, Phase, Rollout, Transition, advance, rollback
+from tara.rollout.model import (
+    TERMINAL,
+    Decision,
+    DecisionName,
+    Phase,
+    Rollout,
+    Transition,
+    promote_to_next_stage,
+    rollback,
+)
 from tara.rollout.model import pause as pause_rollout
 from tara.rollout.model import start as start_rollout
 from tara.rollout.report import compare, success_report
@@ -26,7 +35,7 @@ from tara.telemetry.windows import WindowStats
 
 
 def _hold(rollout: Rollout, now: float, reason: str, analysis: Analysis) -> Transition:
-    decision = Decision(now, "hold", reason, {"analysis": analysis})
+    decision = Decision(now, DecisionName.HOLD, reason, {"analysis": analysis})
     return rollout.decided(decision, record=False, consecutive_errors=0), []
 
 
@@ -34,7 +43,7 @@ def _on_error(rollout: Rollout, now: float, analysis: Analysis, cfg: RolloutSett
     errors = rollout.consecutive_errors + 1
     limit = cfg.max_consecutive_errors
     reason = f"{analysis.reason} ({errors} in a row, pause at {limit})"
-    decision = Decision(now, "error", reason, {"consecutive_errors": errors})
+    decision = Decision(now, DecisionName.ERROR, reason, {"consecutive_errors": errors})
     new = rollout.decided(decision, consecutive_errors=errors)
     if errors != limit or rollout.phase is not Phase.PROGRESSING:
         return new, []
@@ -68,7 +77,7 @@ def _stalled(
         f"rollout {rollout.id} stage {rollout.stage_index + 1} has not passed after "
         f"{limit:.0f}s: {reason}"
     )
-    decision = Decision(now, "stalled", message, {"analysis": analysis.to_dict()})
+    decision = Decision(now, DecisionName.STALLED, message, {"analysis": analysis.to_dict()})
     new = rollout.decided(decision, consecutive_errors=0, stall_alerted=True)
     return new, [Alert(rollout.id, message)]
 
@@ -110,4 +119,5 @@ def step(
         reason = "canary passed every stage; it is now stable\n" + success_report(comparison)
     else:
         reason = f"stage {rollout.stage_index + 1} passed"
-    return advance(rollout, Decision(now, "succeed" if last else "advance", reason, evidence))
+    name = DecisionName.SUCCEED if last else DecisionName.STAGE_PASSED
+    return promote_to_next_stage(rollout, Decision(now, name, reason, evidence))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tara.rollout.actions import Action, Notify, PromoteToStable, Rollback, SetWeight
+from tara.rollout.actions import Action, Event, Notify, PromoteToStable, Rollback, SetWeight
 from tara.rollout.bucketing import BUCKETS
 from tara.rollout.plan import Plan, Stage
 from tara.rollout.routing import Segment
@@ -36,6 +36,62 @@ class Phase(enum.StrEnum):
 
 
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED})
+"""Phases a rollout never leaves."""
+RUNNING = frozenset({Phase.PROGRESSING, Phase.PAUSED})
+"""Phases in which the canary serves its stage's share of students."""
+
+
+class DecisionName(enum.StrEnum):
+    """What a decision was: the ``decision`` of a history entry (the stored, shown value).
+
+    Promoting is one act with two causes: the controller promotes when a stage
+    passed (stored as ``advance``, an older spelling kept for stored records
+    and scripts) and an operator promotes by hand (``promote``). Metrics and
+    webhooks call both ``promote``/``promoted``.
+    """
+
+    START = "start"
+    HOLD = "hold"
+    """Nothing to do yet; counted in metrics but kept out of the history."""
+    STAGE_PASSED = "advance"
+    """The stage passed: the controller promoted the rollout to the next stage."""
+    PROMOTE = "promote"
+    """An operator promoted the rollout by hand (after the last stage: made it stable)."""
+    SUCCEED = "succeed"
+    """The last stage passed: the canary became the stable model."""
+    PAUSE = "pause"
+    RESUME = "resume"
+    ROLLBACK = "rollback"
+    ABORT = "abort"
+    ERROR = "error"
+    """The stats could not be read (held; paused after too many in a row)."""
+    STALLED = "stalled"
+
+    @property
+    def metric_label(self) -> str:
+        """The ``decision`` label in ``tara_rollout_decisions_total`` (promotions: ``promote``)."""
+        return DecisionName.PROMOTE.value if self is DecisionName.STAGE_PASSED else self.value
+
+    @property
+    def event(self) -> Event | None:
+        """The webhook event this decision is announced as (``None``: not announced)."""
+        return _EVENTS.get(self)
+
+
+_EVENTS = {
+    DecisionName.START: Event.STARTED,
+    DecisionName.STAGE_PASSED: Event.PROMOTED,
+    DecisionName.PROMOTE: Event.PROMOTED,
+    DecisionName.SUCCEED: Event.SUCCEEDED,
+    DecisionName.PAUSE: Event.PAUSED,
+    DecisionName.RESUME: Event.RESUMED,
+    DecisionName.ROLLBACK: Event.ROLLED_BACK,
+    DecisionName.ABORT: Event.ABORTED,
+    DecisionName.STALLED: Event.STALLED,
+}
+
+STAGE_ENTRIES = frozenset({DecisionName.START, DecisionName.STAGE_PASSED, DecisionName.PROMOTE})
+"""Decisions that begin a stage (``succeed`` ends the last one)."""
 
 
 class TransitionError(Exception):
@@ -52,7 +108,7 @@ class Decision:
     """One decision: when, what, why, and the numbers it rested on."""
 
     at: float
-    decision: str
+    decision: DecisionName
     reason: str
     evidence: Mapping[str, Any]
     """The numbers compared; values may be objects with ``to_dict`` (serialised lazily,
@@ -74,7 +130,7 @@ class Decision:
         """Inverse of :meth:`to_dict`."""
         return cls(
             at=float(data["at"]),
-            decision=str(data["decision"]),
+            decision=DecisionName(data["decision"]),
             reason=str(data["reason"]),
             evidence=dict(data.get("evidence", {})),
             actor=str(data.get("actor", "controller")),
@@ -114,7 +170,7 @@ class Rollout:
         """Canary weight the routing table should hold now."""
         if self.phase is Phase.SUCCEEDED:
             return BUCKETS
-        if self.phase in (Phase.PROGRESSING, Phase.PAUSED):
+        if self.phase in RUNNING:
             return self.stage.weight_bp
         return 0
 
@@ -189,32 +245,29 @@ def _refuse(rollout: Rollout, verb: str, allowed: frozenset[Phase]) -> None:
         raise TransitionError(msg)
 
 
-_LIVE = frozenset({Phase.PROGRESSING, Phase.PAUSED})
-
-
 def start(rollout: Rollout, now: float, actor: str = "controller") -> Transition:
     """Begin the first stage."""
     _refuse(rollout, "start", frozenset({Phase.PENDING}))
     weight = rollout.plan.stages[0].weight_bp
-    decision = Decision(now, "start", f"stage 1 at {weight / 100:g}%", {}, actor)
+    decision = Decision(now, DecisionName.START, f"stage 1 at {weight / 100:g}%", {}, actor)
     new = rollout.decided(
         decision, phase=Phase.PROGRESSING, stage_index=0, stage_started_at=now,
         stage_elapsed_before=0.0,
     )  # fmt: skip
     return new, [
         SetWeight(rollout.id, rollout.track, rollout.segment, weight),
-        Notify(rollout.id, "started", decision.reason),
+        Notify(rollout.id, Event.STARTED, decision.reason),
     ]
 
 
-def advance(rollout: Rollout, decision: Decision) -> Transition:
+def promote_to_next_stage(rollout: Rollout, decision: Decision) -> Transition:
     """Move to the next stage, or make the canary stable after the last one."""
     r = rollout
     if r.stage_index >= r.plan.last_index:
         new = r.decided(decision, phase=Phase.SUCCEEDED, stage_started_at=None)
         return new, [
             PromoteToStable(r.id, r.track, r.segment, r.candidate_model),
-            Notify(r.id, "succeeded", decision.reason, dict(decision.evidence)),
+            Notify(r.id, Event.SUCCEEDED, decision.reason, dict(decision.evidence)),
         ]
     nxt = r.stage_index + 1
     new = r.decided(
@@ -224,36 +277,36 @@ def advance(rollout: Rollout, decision: Decision) -> Transition:
     weight = r.plan.stages[nxt].weight_bp
     return new, [
         SetWeight(r.id, r.track, r.segment, weight),
-        Notify(r.id, "advanced", decision.reason, dict(decision.evidence)),
+        Notify(r.id, Event.PROMOTED, decision.reason, dict(decision.evidence)),
     ]
 
 
 def promote(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
     """Skip the rest of the current stage: next stage now (or stable after the last)."""
-    _refuse(rollout, "promote", _LIVE)
+    _refuse(rollout, "promote", RUNNING)
     what = "promoted by hand" + (f": {reason}" if reason else "")
-    return advance(rollout, Decision(now, "promote", what, {}, actor))
+    return promote_to_next_stage(rollout, Decision(now, DecisionName.PROMOTE, what, {}, actor))
 
 
 def pause(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
     """Stop advancing (the canary keeps its weight and is still watched for failure)."""
     _refuse(rollout, "pause", frozenset({Phase.PROGRESSING}))
-    decision = Decision(now, "pause", reason or "paused", {}, actor)
+    decision = Decision(now, DecisionName.PAUSE, reason or "paused", {}, actor)
     new = rollout.decided(
         decision, phase=Phase.PAUSED, stage_started_at=None,
         stage_elapsed_before=rollout.stage_elapsed(now),
     )  # fmt: skip
-    return new, [Notify(rollout.id, "paused", decision.reason)]
+    return new, [Notify(rollout.id, Event.PAUSED, decision.reason)]
 
 
 def resume(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
     """Continue a paused rollout with the stage time it had left."""
     _refuse(rollout, "resume", frozenset({Phase.PAUSED}))
-    decision = Decision(now, "resume", reason or "resumed", {}, actor)
+    decision = Decision(now, DecisionName.RESUME, reason or "resumed", {}, actor)
     new = rollout.decided(
         decision, phase=Phase.PROGRESSING, stage_started_at=now, consecutive_errors=0
     )
-    return new, [Notify(rollout.id, "resumed", decision.reason)]
+    return new, [Notify(rollout.id, Event.RESUMED, decision.reason)]
 
 
 def rollback(
@@ -264,27 +317,27 @@ def rollback(
     evidence: Mapping[str, Any] | None = None,
 ) -> Transition:
     """Send everyone back to stable and end the rollout as rolled back."""
-    _refuse(rollout, "roll back", _LIVE | {Phase.PENDING})
-    decision = Decision(now, "rollback", reason or "rolled back", evidence or {}, actor)
+    _refuse(rollout, "roll back", RUNNING | {Phase.PENDING})
+    decision = Decision(now, DecisionName.ROLLBACK, reason or "rolled back", evidence or {}, actor)
     elapsed = rollout.stage_elapsed(now)
     new = rollout.decided(
         decision, phase=Phase.ROLLED_BACK, stage_started_at=None, stage_elapsed_before=elapsed
     )
     return new, [
         Rollback(rollout.id, rollout.track, rollout.segment),
-        Notify(rollout.id, "rolled_back", decision.reason, dict(decision.evidence)),
+        Notify(rollout.id, Event.ROLLED_BACK, decision.reason, dict(decision.evidence)),
     ]
 
 
 def abort(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
     """End the rollout without a verdict (e.g. superseded); the canary gets no traffic."""
-    _refuse(rollout, "abort", _LIVE | {Phase.PENDING})
-    decision = Decision(now, "abort", reason or "aborted", {}, actor)
+    _refuse(rollout, "abort", RUNNING | {Phase.PENDING})
+    decision = Decision(now, DecisionName.ABORT, reason or "aborted", {}, actor)
     elapsed = rollout.stage_elapsed(now)
     new = rollout.decided(
         decision, phase=Phase.ABORTED, stage_started_at=None, stage_elapsed_before=elapsed
     )
     return new, [
         SetWeight(rollout.id, rollout.track, rollout.segment, 0),
-        Notify(rollout.id, "aborted", decision.reason),
+        Notify(rollout.id, Event.ABORTED, decision.reason),
     ]

@@ -1,4 +1,7 @@
-"""Where rollout records live: the ``RolloutStore`` protocol and its in-memory implementation.
+"""Where rollout records live: the ``RolloutStore`` protocol and what its backends share.
+
+Backends: :mod:`tara.rollout.rollout_store_memory` (one process) and
+:mod:`tara.rollout.rollout_store_redis` (shared).
 
 Each record carries a *revision*: ``0`` means "no such record", the first
 save makes it ``1`` and every save adds one. ``save(rollout,
@@ -19,7 +22,6 @@ Failures to reach the store and malformed records raise
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 import orjson
@@ -96,48 +98,3 @@ def oldest_first(rollouts: list[Rollout]) -> list[Rollout]:
 def stale_message(fence: int, newest: int) -> str:
     """Why a fenced write was refused."""
     return f"leader token {fence} is stale: token {newest} was issued since"
-
-
-class MemoryRolloutStore:
-    """A :class:`RolloutStore` in process memory, for ``tara demo`` and one-process setups.
-
-    Records are kept as JSON, so what comes back is exactly what the Redis
-    store would return. ``leader_token`` reports the newest fencing token
-    (``None``: no lease yet); without it fenced writes are never refused.
-    Check-and-set needs no lock: nothing awaits between compare and write.
-    """
-
-    def __init__(self, leader_token: Callable[[], int | None] | None = None) -> None:
-        self._records: dict[str, tuple[bytes, int]] = {}
-        self._leader_token = leader_token
-
-    async def get(self, rollout_id: str) -> Rollout | None:
-        """The rollout, or ``None``."""
-        stored = await self.load(rollout_id)
-        return None if stored is None else stored.rollout
-
-    async def load(self, rollout_id: str) -> Stored | None:
-        """The rollout and its revision."""
-        record = self._records.get(rollout_id)
-        if record is None:
-            return None
-        return Stored(decode_rollout(record[0]), record[1])
-
-    async def list(self) -> list[Rollout]:
-        """Every rollout, oldest first."""
-        return oldest_first([decode_rollout(raw) for raw, _ in self._records.values()])
-
-    async def save(
-        self, rollout: Rollout, expected_revision: int, fence: int | None = None
-    ) -> bool:
-        """Store ``rollout`` iff the stored revision is ``expected_revision``."""
-        check_revision(expected_revision)
-        if fence is not None and self._leader_token is not None:
-            newest = self._leader_token()
-            if newest is not None and newest > fence:
-                raise StaleLeaderError(stale_message(fence, newest))
-        _, revision = self._records.get(rollout.id, (b"", 0))
-        if revision != expected_revision:
-            return False
-        self._records[rollout.id] = (encode_rollout(rollout), revision + 1)
-        return True

@@ -5,7 +5,7 @@ Operators (admin API, ``tara rollout``) call :meth:`RolloutService.start`,
 controller calls :meth:`RolloutService.apply` with the result of
 :func:`tara.rollout.decide.step`. Each change is saved with check-and-set on
 the rollout record first, then the routing table is re-derived from all
-records (:func:`tara.rollout.table_sync.derive`) and saved with
+records (:func:`tara.rollout.routing_derive.derive`) and saved with
 check-and-set, retrying on conflict. Because the table is derived, a crash
 between the two writes is repaired by the next :meth:`sync_routing`.
 """
@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -27,21 +28,25 @@ from tara.rollout.model import TERMINAL, Phase, Rollout, Transition, TransitionE
 from tara.rollout.plan import plan_from_settings
 from tara.rollout.rollout_store import RolloutStore, StaleLeaderError
 from tara.rollout.routing import RoutingTable, Segment, TrackRoute
-from tara.rollout.store import RoutingStore, RoutingStoreError
-from tara.rollout.table_sync import derive
+from tara.rollout.routing_derive import derive
+from tara.rollout.routing_store import RoutingStore, RoutingStoreError
+
+if TYPE_CHECKING:
+    from tara.settings import Settings
+    from tara.state import SharedState
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Notifier",
     "RolloutConflict",
     "RolloutNotFound",
     "RolloutService",
     "TransitionError",
+    "TransitionHook",
     "UnknownTrack",
 ]
 
-Notifier = Callable[[Rollout, Sequence[Action]], Awaitable[None]]
+TransitionHook = Callable[[Rollout, Sequence[Action]], Awaitable[None]]
 """Called with an operator transition's result (webhooks, for instance); errors are logged."""
 
 _ROUTING_ACTIONS = (SetWeight, PromoteToStable, Rollback)
@@ -86,7 +91,7 @@ class RolloutService:
         stable_models: Mapping[str, str],
         *,
         clock: Callable[[], float] = time.time,
-        notifier: Notifier | None = None,
+        notifier: TransitionHook | None = None,
     ) -> None:
         self.rollouts = rollouts
         self.routing = routing
@@ -94,6 +99,12 @@ class RolloutService:
         self.stable_models = dict(stable_models)
         self._clock = clock
         self._notifier = notifier
+
+    @classmethod
+    def over(cls, state: SharedState, settings: Settings) -> RolloutService:
+        """The service over ``state``'s rollout records and routing table."""
+        stables = {name: track.stable_model for name, track in settings.tracks.items()}
+        return cls(state.rollouts, state.routing, settings.rollout, stables)
 
     async def list(self, track: str | None = None, *, active_only: bool = False) -> list[Rollout]:
         """Rollouts oldest first, optionally of one track and only those not finished."""

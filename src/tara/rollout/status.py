@@ -12,7 +12,7 @@ from typing import Any
 from tara.rollout.analysis import analyse
 from tara.rollout.bucketing import BUCKETS
 from tara.rollout.config import RolloutSettings
-from tara.rollout.model import Phase, Rollout
+from tara.rollout.model import RUNNING, Rollout
 from tara.rollout.report import compare
 from tara.telemetry.windows import WindowStats
 
@@ -27,7 +27,7 @@ def _percent(weight_bp: int) -> float:
 def summary(rollout: Rollout, now: float) -> dict[str, Any]:
     """One rollout in a line's worth of fields: where it is and how long the stage has left."""
     r = rollout
-    running = r.phase in (Phase.PROGRESSING, Phase.PAUSED)
+    running = r.phase in RUNNING
     stage = r.stage
     elapsed = r.stage_elapsed(now) if running else None
     last = r.stage_index >= r.plan.last_index

@@ -34,7 +34,7 @@ MAX_PENDING = 1000
 """Deliveries in flight at most; beyond that new ones are dropped (and counted)."""
 
 
-class Notifier(Protocol):
+class EventSink(Protocol):
     """Where the controller sends rollout events (fire and forget)."""
 
     def notify(self, event: Mapping[str, Any]) -> None:
@@ -51,7 +51,7 @@ class DeliveryError(Exception):
 
 
 class WebhookNotifier:
-    """A :class:`Notifier` that POSTs each event to every URL, retrying in the background."""
+    """An :class:`EventSink` that POSTs each event to every URL, retrying in the background."""
 
     def __init__(
         self,

@@ -17,19 +17,42 @@ For tests::
         client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-test")
 """
 
-from tara.sandbox.app import build_sandbox_app
-from tara.sandbox.config import (
-    Errors,
-    Latency,
-    ModelBehaviour,
-    SandboxConfig,
-    default_config,
-    load_sandbox_config,
-    zero_latency,
-)
-from tara.sandbox.registry import ModelRegistry
-from tara.sandbox.server import running_sandbox, serving
-from tara.sandbox.state import sandbox_state
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tara.sandbox.app import build_sandbox_app
+    from tara.sandbox.config import (
+        Errors,
+        Latency,
+        ModelBehaviour,
+        SandboxConfig,
+        default_config,
+        load_sandbox_config,
+        zero_latency,
+    )
+    from tara.sandbox.registry import ModelRegistry
+    from tara.sandbox.server import running_sandbox, serving
+    from tara.sandbox.state import sandbox_state
+
+_HOMES = {
+    "build_sandbox_app": "app",
+    "Errors": "config",
+    "Latency": "config",
+    "ModelBehaviour": "config",
+    "SandboxConfig": "config",
+    "default_config": "config",
+    "load_sandbox_config": "config",
+    "zero_latency": "config",
+    "ModelRegistry": "registry",
+    "running_sandbox": "server",
+    "serving": "server",
+    "sandbox_state": "state",
+}
+"""Where each public name lives. They are imported on first use, so that importing a
+submodule (``tara sandbox``'s options, for instance) does not load the whole server."""
 
 __all__ = [
     "Errors",
@@ -45,3 +68,14 @@ __all__ = [
     "serving",
     "zero_latency",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (PEP 562)."""
+    home = _HOMES.get(name)
+    if home is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

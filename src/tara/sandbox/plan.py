@@ -22,14 +22,14 @@ from tara.sandbox.answers import answer_tokens, compose, pick_language, pick_sub
 from tara.sandbox.chat_request import ChatRequest
 from tara.sandbox.config import ERROR_KINDS, ErrorKind, ModelBehaviour
 
-Outcome = Literal["ok", "rate_limit", "server_error", "unavailable", "reset", "hang", "cut"]
+ReplyKind = Literal["ok", "rate_limit", "server_error", "unavailable", "reset", "hang", "cut"]
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What the handler will do for one request."""
 
-    outcome: Outcome
+    outcome: ReplyKind
     ttft: float
     """Seconds before the first token (or before the error, for 500, reset and cut)."""
     token_delay: float
@@ -81,7 +81,7 @@ def plan_request(behaviour: ModelBehaviour, request: ChatRequest, rng: random.Ra
     ttft = min(ttft_ms, latency.ttft_max_ms) / 1000.0
     completion_id = f"chatcmpl-{rng.getrandbits(96):024x}"
     errors = behaviour.errors
-    outcome: Outcome = _error_kind(errors.kinds, u_kind) if u_error < errors.rate else "ok"
+    outcome: ReplyKind = _error_kind(errors.kinds, u_kind) if u_error < errors.rate else "ok"
     tokens: list[str] = []
     finish: Literal["stop", "length"] = "stop"
     cut_after = 0

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from tara.cli import run_in_loop
+from tara.loops import run_in_loop
 from tara.sandbox.app import build_sandbox_app
 from tara.sandbox.config import (
     SandboxConfig,

@@ -14,6 +14,19 @@ from typing import Any, Literal, Protocol
 Capture = Literal["full", "metadata", "off"]
 """How much of each interaction is logged: text and all, metadata only, nothing."""
 
+CANARY_ATTEMPT_SUFFIX = "-canary"
+"""Request-id suffix of the record of a failed canary attempt that stable then answered."""
+
+
+def canary_attempt_id(request_id: str) -> str:
+    """The record id of ``request_id``'s failed canary attempt."""
+    return request_id + CANARY_ATTEMPT_SUFFIX
+
+
+def is_canary_attempt(request_id: str) -> bool:
+    """Whether a record id names a failed canary attempt (not a request a student sent)."""
+    return request_id.endswith(CANARY_ATTEMPT_SUFFIX)
+
 
 @dataclass(slots=True)
 class Interaction:

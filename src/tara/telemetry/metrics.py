@@ -32,8 +32,9 @@ TTFT_BUCKETS = (
 RATING_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0)
 """Feedback ratings are integers 1..5, one bucket each."""
 
-FEEDBACK_TAGS = ("cultural", "irrelevant", "wrong", "language")
-"""Feedback tags with their own label value; any other tag counts as ``other``."""
+LABELLED_TAGS = ("cultural", "irrelevant", "wrong", "language")
+"""Feedback tags with their own label value (a subset of
+:data:`tara.telemetry.pipeline.FEEDBACK_TAGS`, the tags accepted); others count as ``other``."""
 
 OTHER = "other"
 NONE = "none"
@@ -72,7 +73,7 @@ class MetricsRecorder:
         registry: CollectorRegistry,
         subjects: Iterable[str] = (),
         languages: Iterable[str] = (),
-        tags: Iterable[str] = FEEDBACK_TAGS,
+        tags: Iterable[str] = LABELLED_TAGS,
     ) -> None:
         self.registry = registry
         self.subjects = frozenset(subjects)

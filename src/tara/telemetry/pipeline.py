@@ -24,34 +24,20 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Literal
 
 from tara.settings import Settings
-from tara.telemetry.interactions import Interaction, InteractionSink
+from tara.telemetry.interactions import Interaction, InteractionSink, is_canary_attempt
 from tara.telemetry.log import Feedback as LogFeedback
 from tara.telemetry.log import InteractionLog, open_log
 from tara.telemetry.log_writer import InteractionLogWriter
 from tara.telemetry.metrics import MetricsRecorder
-from tara.telemetry.request_index import (
-    Feedback,
-    IndexedRequest,
-    IndexUnavailableError,
-    MemoryRequestIndex,
-    RequestIndex,
-)
-from tara.telemetry.request_index_redis import RedisRequestIndex
-from tara.telemetry.user_retries import (
-    MemoryRetryMemory,
-    RedisRetryMemory,
-    RetryMemory,
-    UserRetryDetector,
-)
-from tara.telemetry.window_memory import MemoryWindowStore
+from tara.telemetry.request_index import CountedFeedback, IndexedRequest, IndexUnavailableError
+from tara.telemetry.user_retries import UserRetryDetector
 from tara.telemetry.window_recorder import WindowRecorder
-from tara.telemetry.window_redis import RedisWindowStore
-from tara.telemetry.window_store import WindowStore
+
+if TYPE_CHECKING:
+    from tara.state import SharedState
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +54,6 @@ FEEDBACK_TAGS: tuple[str, ...] = (
 """Tags a rating may carry: ``cultural`` is a cultural-appropriateness complaint,
 ``language`` an answer in the wrong language or register."""
 
-CANARY_ATTEMPT_SUFFIX = "-canary"
-"""Request-id suffix of the record of a failed canary attempt (the exchange's naming)."""
-
 
 @dataclass(frozen=True, slots=True)
 class FeedbackAccepted:
@@ -80,7 +63,7 @@ class FeedbackAccepted:
     replaced: bool
 
 
-FeedbackOutcome = FeedbackAccepted | Literal["unknown", "unavailable"]
+FeedbackResult = FeedbackAccepted | Literal["unknown", "unavailable"]
 """What :meth:`Telemetry.submit_feedback` did: stored it, or why not (unknown or
 expired request id; shared index unreachable)."""
 
@@ -96,7 +79,7 @@ class _Questions:
         self._detector = detector
 
     def record(self, interaction: Interaction) -> None:
-        if not interaction.request_id.endswith(CANARY_ATTEMPT_SUFFIX):
+        if not is_canary_attempt(interaction.request_id):
             self._detector.record(interaction)
 
 
@@ -107,30 +90,21 @@ class Telemetry:
         self,
         settings: Settings,
         metrics: MetricsRecorder,
+        state: SharedState,
         *,
-        redis: aioredis.Redis | None = None,
         interaction_log: InteractionLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Build the parts: Redis-backed when ``redis`` is given, else in memory.
+        """Build the parts over ``state``'s window stats, request index and retry memory.
 
         ``interaction_log`` defaults to the one ``settings.database_url`` names.
         """
         stats = settings.stats
         self.metrics = metrics
         self.clock = clock
-        store: WindowStore
-        self.index: RequestIndex
-        memory: RetryMemory
-        if redis is not None:
-            ns = settings.redis_namespace
-            store = RedisWindowStore(redis, namespace=ns, settings=stats)
-            self.index = RedisRequestIndex(redis, namespace=ns, settings=stats)
-            memory = RedisRetryMemory(redis, namespace=ns, window=stats.user_retry_window_seconds)
-        else:
-            store = MemoryWindowStore(stats)
-            self.index = MemoryRequestIndex(stats)
-            memory = MemoryRetryMemory(stats.user_retry_window_seconds)
+        store = state.windows
+        self.index = state.requests
+        memory = state.retries
         self.store = store
         self.log = interaction_log or open_log(settings.database_url, settings.telemetry)
         self.writer = InteractionLogWriter.from_settings(
@@ -200,7 +174,7 @@ class Telemetry:
         tags: Sequence[str] = (),
         relevance: float | None = None,
         comment: str | None = None,
-    ) -> FeedbackOutcome:
+    ) -> FeedbackResult:
         """Join a rating to the request it rates and record it everywhere.
 
         The index swaps the stored feedback atomically and returns what it
@@ -208,7 +182,7 @@ class Telemetry:
         overwritten: a second rating replaces the first instead of counting twice.
         """
         tags = tuple(dict.fromkeys(tags))
-        new = Feedback(rating, tags, relevance)
+        new = CountedFeedback(rating, tags, relevance)
         try:
             change = await self.index.set_feedback(request_id, new)
         except IndexUnavailableError as exc:

@@ -25,8 +25,12 @@ from tara.telemetry.window_store import WindowKey, bucket_start
 
 
 @dataclass(frozen=True, slots=True)
-class Feedback:
-    """What a student said about one answer; the latest feedback replaces earlier ones."""
+class CountedFeedback:
+    """The part of a request's feedback the window stats count (rating, tags, relevance).
+
+    The latest feedback replaces earlier ones; the full feedback, comment and
+    time included, is :class:`tara.telemetry.log.Feedback`.
+    """
 
     rating: int | None = None
     tags: tuple[str, ...] = ()
@@ -46,7 +50,7 @@ class IndexedRequest:
     subject: str | None = None
     language: str | None = None
     student_hash: str | None = None
-    feedback: Feedback | None = None
+    feedback: CountedFeedback | None = None
 
     @classmethod
     def from_interaction(cls, ix: Interaction) -> IndexedRequest:
@@ -75,7 +79,7 @@ class FeedbackChange:
     """Result of :meth:`RequestIndex.set_feedback`: the request and what it replaced."""
 
     request: IndexedRequest
-    previous: Feedback | None
+    previous: CountedFeedback | None
 
 
 class IndexUnavailableError(Exception):
@@ -92,7 +96,9 @@ class RequestIndex(Protocol):
         """The entry for ``request_id``, waiting briefly for a replica that has not
         published it yet; ``None`` if it stays unknown. Raises :class:`IndexUnavailableError`."""
 
-    async def set_feedback(self, request_id: str, feedback: Feedback) -> FeedbackChange | None:
+    async def set_feedback(
+        self, request_id: str, feedback: CountedFeedback
+    ) -> FeedbackChange | None:
         """Atomically store ``feedback`` and return what it replaced; ``None`` for an
         unknown request id (after the same brief wait). Raises :class:`IndexUnavailableError`."""
 
@@ -142,7 +148,9 @@ class MemoryRequestIndex:
             return None
         return entry
 
-    async def set_feedback(self, request_id: str, feedback: Feedback) -> FeedbackChange | None:
+    async def set_feedback(
+        self, request_id: str, feedback: CountedFeedback
+    ) -> FeedbackChange | None:
         """Store feedback; no ``await`` between read and write, so it is atomic."""
         entry = await self.lookup(request_id)
         if entry is None:

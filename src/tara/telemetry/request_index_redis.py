@@ -31,7 +31,7 @@ from tara import keys
 from tara.telemetry.flush_loop import FlushLoop
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.request_index import (
-    Feedback,
+    CountedFeedback,
     FeedbackChange,
     IndexedRequest,
     IndexUnavailableError,
@@ -162,7 +162,7 @@ def entry_fields(entry: IndexedRequest) -> dict[str, str]:
     return fields
 
 
-def feedback_json(feedback: Feedback) -> bytes:
+def feedback_json(feedback: CountedFeedback) -> bytes:
     """Stored form of feedback."""
     return orjson.dumps({"r": feedback.rating, "t": list(feedback.tags), "rel": feedback.relevance})
 
@@ -173,7 +173,7 @@ def parse_entry(request_id: str, raw: Mapping[Any, Any]) -> IndexedRequest:
     feedback = None
     if "fb" in f:
         data = orjson.loads(f["fb"])
-        feedback = Feedback(data["r"], tuple(data["t"]), data["rel"])
+        feedback = CountedFeedback(data["r"], tuple(data["t"]), data["rel"])
     return IndexedRequest(
         request_id=request_id,
         created_at=float(f["c"]),
@@ -306,7 +306,9 @@ class RedisRequestIndex:
                 return None
             await asyncio.sleep(RETRY_STEP)
 
-    async def set_feedback(self, request_id: str, feedback: Feedback) -> FeedbackChange | None:
+    async def set_feedback(
+        self, request_id: str, feedback: CountedFeedback
+    ) -> FeedbackChange | None:
         """Swap the stored feedback atomically; ``None`` if the id stays unknown."""
         deadline = self._clock() + self._wait
         while True:
@@ -331,7 +333,7 @@ class RedisRequestIndex:
         request_id: str,
         raw: list[Any],
         local: IndexedRequest | None,
-        feedback: Feedback,
+        feedback: CountedFeedback,
     ) -> FeedbackChange:
         if raw:
             before = parse_entry(request_id, dict(zip(raw[::2], raw[1::2], strict=True)))

@@ -22,17 +22,28 @@ from typing import cast
 
 from tara.telemetry.flush_loop import FlushLoop
 from tara.telemetry.interactions import Interaction
-from tara.telemetry.request_index import Feedback
+from tara.telemetry.request_index import CountedFeedback
 from tara.telemetry.stats_config import TelemetryStatsSettings
+from tara.telemetry.window_fields import (
+    COMPLETION_TOKENS,
+    LATENCY_SUM,
+    PROMPT_TOKENS,
+    REQUESTS,
+    USER_RETRIES,
+    Family,
+    add_feedback,
+    member,
+)
 from tara.telemetry.window_store import WindowKey, WindowStore, bucket_start, merge_fields
 from tara.telemetry.windows import LATENCY_BOUNDS
 
 log = logging.getLogger(__name__)
 
 
-_LAT = tuple(f"lat:{i}" for i in range(len(LATENCY_BOUNDS) + 1))
-_TTFT = tuple(f"ttft:{i}" for i in range(len(LATENCY_BOUNDS) + 1))
+_LAT = tuple(member(Family.LATENCY, i) for i in range(len(LATENCY_BOUNDS) + 1))
+_TTFT = tuple(member(Family.TTFT, i) for i in range(len(LATENCY_BOUNDS) + 1))
 """Histogram field names by bucket, built once: formatting them cost a µs per request."""
+_ERR = Family.ERROR.value + ":"
 
 
 def add_interaction(into: dict[str, float], ix: Interaction) -> None:
@@ -48,25 +59,25 @@ def add_interaction(into: dict[str, float], ix: Interaction) -> None:
     if not ix.error_class:
         if ix.latency_s is not None:
             lat = _LAT[bisect_left(LATENCY_BOUNDS, ix.latency_s)]
-            lat_sum = into.get("lat_sum", 0) + ix.latency_s
+            lat_sum = into.get(LATENCY_SUM, 0) + ix.latency_s
         if ix.ttft_s is not None:
             ttft = _TTFT[bisect_left(LATENCY_BOUNDS, ix.ttft_s)]
     get = into.get
-    into["req"] = get("req", 0) + 1
+    into[REQUESTS] = get(REQUESTS, 0) + 1
     if ix.error_class:
-        name = f"err:{ix.error_class}"
+        name = _ERR + ix.error_class
         into[name] = get(name, 0) + 1
     if lat is not None:
         into[lat] = get(lat, 0) + 1
-        into["lat_sum"] = lat_sum
+        into[LATENCY_SUM] = lat_sum
     if ttft is not None:
         into[ttft] = get(ttft, 0) + 1
     if ix.prompt_tokens:
-        into["tok_in"] = get("tok_in", 0) + ix.prompt_tokens
+        into[PROMPT_TOKENS] = get(PROMPT_TOKENS, 0) + ix.prompt_tokens
     if ix.completion_tokens:
-        into["tok_out"] = get("tok_out", 0) + ix.completion_tokens
+        into[COMPLETION_TOKENS] = get(COMPLETION_TOKENS, 0) + ix.completion_tokens
     if ix.user_retry:
-        into["uretry"] = get("uretry", 0) + 1
+        into[USER_RETRIES] = get(USER_RETRIES, 0) + 1
 
 
 def interaction_delta(ix: Interaction) -> dict[str, float]:
@@ -76,24 +87,13 @@ def interaction_delta(ix: Interaction) -> dict[str, float]:
     return out
 
 
-def feedback_delta(previous: Feedback | None, current: Feedback) -> dict[str, float]:
+def feedback_delta(previous: CountedFeedback | None, current: CountedFeedback) -> dict[str, float]:
     """Fields that turn ``previous`` feedback into ``current`` (empty if they are equal)."""
     out: dict[str, float] = {}
     for sign, fb in ((-1, previous), (1, current)):
-        if fb is None:
-            continue
-        if fb.rating is not None:
-            _bump(out, f"rat:{fb.rating}", sign)
-        for tag in set(fb.tags):
-            _bump(out, f"tag:{tag}", sign)
-        if fb.relevance is not None:
-            _bump(out, "rel_n", sign)
-            _bump(out, "rel_sum", sign * fb.relevance)
+        if fb is not None:
+            add_feedback(out, fb.rating, fb.tags, fb.relevance, sign)
     return {name: v for name, v in out.items() if abs(v) > 1e-12}
-
-
-def _bump(out: dict[str, float], name: str, value: float) -> None:
-    out[name] = out.get(name, 0) + value
 
 
 class WindowRecorder:
@@ -139,7 +139,9 @@ class WindowRecorder:
         except Exception:  # a malformed record must not break the request path
             log.exception("window recorder: cannot count request %s", ix.request_id)
 
-    def record_feedback(self, key: WindowKey, previous: Feedback | None, current: Feedback) -> None:
+    def record_feedback(
+        self, key: WindowKey, previous: CountedFeedback | None, current: CountedFeedback
+    ) -> None:
         """File a (possibly replaced) rating under the bucket of the request it rates."""
         self.add(key, feedback_delta(previous, current))
 

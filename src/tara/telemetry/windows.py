@@ -11,9 +11,12 @@ A replaced rating is a delta with ``-1`` on the old value and ``+1`` on the new.
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from tara.telemetry import window_fields as wf
+from tara.telemetry.quantiles import count_above, histogram_quantile
+from tara.telemetry.window_fields import Family, member, split
 
 LATENCY_BOUNDS: tuple[float, ...] = tuple(round(0.005 * 1.25**i, 6) for i in range(50))
 """Upper bounds (seconds) of the latency/TTFT histogram buckets: 5 ms to ~280 s,
@@ -29,19 +32,6 @@ NEGATIVE_RATING = 2
 def latency_bucket(seconds: float) -> int:
     """Index of the histogram bucket that holds ``seconds``."""
     return bisect.bisect_left(LATENCY_BOUNDS, seconds)
-
-
-def _quantile(hist: list[int], q: float) -> float | None:
-    total = sum(hist)
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for i, count in enumerate(hist):
-        seen += count
-        if seen >= rank and count:
-            return LATENCY_BOUNDS[i] if i < len(LATENCY_BOUNDS) else math.inf
-    return math.inf  # pragma: no cover - unreachable with a non-empty histogram
 
 
 def _empty_hist() -> list[int]:
@@ -108,12 +98,16 @@ class WindowStats:
         return self.completion_tokens / self.answered if self.answered > 0 else None
 
     def latency_quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the ``q`` quantile of latency."""
-        return _quantile(self.latency, q)
+        """The ``q`` quantile of latency, seconds (:mod:`tara.telemetry.quantiles`)."""
+        return histogram_quantile(self.latency, LATENCY_BOUNDS, q)
 
     def ttft_quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the ``q`` quantile of TTFT."""
-        return _quantile(self.ttft, q)
+        """The ``q`` quantile of time to first token, seconds (:mod:`tara.telemetry.quantiles`)."""
+        return histogram_quantile(self.ttft, LATENCY_BOUNDS, q)
+
+    def slower_than(self, seconds: float) -> float:
+        """How many answers took longer than ``seconds`` (bucket split as for quantiles)."""
+        return count_above(self.latency, LATENCY_BOUNDS, seconds)
 
     # -- combination -----------------------------------------------------
     def merge(self, other: WindowStats) -> WindowStats:
@@ -138,23 +132,23 @@ class WindowStats:
             if value:
                 out[name] = value
 
-        put("req", self.requests)
+        put(wf.REQUESTS, self.requests)
         for cls_, n in self.errors.items():
-            put(f"err:{cls_}", n)
+            put(member(Family.ERROR, cls_), n)
         for i, n in enumerate(self.latency):
-            put(f"lat:{i}", n)
-        put("lat_sum", self.latency_sum)
+            put(member(Family.LATENCY, i), n)
+        put(wf.LATENCY_SUM, self.latency_sum)
         for i, n in enumerate(self.ttft):
-            put(f"ttft:{i}", n)
+            put(member(Family.TTFT, i), n)
         for i, n in enumerate(self.ratings):
-            put(f"rat:{i + 1}", n)
-        put("rel_sum", self.relevance_sum)
-        put("rel_n", self.relevance_count)
+            put(member(Family.RATING, i + 1), n)
+        put(wf.RELEVANCE_SUM, self.relevance_sum)
+        put(wf.RELEVANCE_COUNT, self.relevance_count)
         for tag, n in self.tags.items():
-            put(f"tag:{tag}", n)
-        put("uretry", self.user_retries)
-        put("tok_in", self.prompt_tokens)
-        put("tok_out", self.completion_tokens)
+            put(member(Family.TAG, tag), n)
+        put(wf.USER_RETRIES, self.user_retries)
+        put(wf.PROMPT_TOKENS, self.prompt_tokens)
+        put(wf.COMPLETION_TOKENS, self.completion_tokens)
         return out
 
     def add_fields(self, fields: Mapping[str, float]) -> None:
@@ -163,31 +157,31 @@ class WindowStats:
             self._add_field(name, value)
 
     def _add_field(self, name: str, value: float) -> None:  # noqa: C901 - a flat dispatch
-        kind, _, arg = name.partition(":")
+        kind, arg = split(name)
         n = int(value)
-        if kind == "req":
+        if kind == wf.REQUESTS:
             self.requests += n
-        elif kind == "err":
+        elif kind == Family.ERROR:
             self.errors[arg] = self.errors.get(arg, 0) + n
-        elif kind == "lat":
+        elif kind == Family.LATENCY:
             self.latency[int(arg)] += n
-        elif kind == "lat_sum":
+        elif kind == wf.LATENCY_SUM:
             self.latency_sum += float(value)
-        elif kind == "ttft":
+        elif kind == Family.TTFT:
             self.ttft[int(arg)] += n
-        elif kind == "rat":
+        elif kind == Family.RATING:
             self.ratings[int(arg) - 1] += n
-        elif kind == "rel_sum":
+        elif kind == wf.RELEVANCE_SUM:
             self.relevance_sum += float(value)
-        elif kind == "rel_n":
+        elif kind == wf.RELEVANCE_COUNT:
             self.relevance_count += n
-        elif kind == "tag":
+        elif kind == Family.TAG:
             self.tags[arg] = self.tags.get(arg, 0) + n
-        elif kind == "uretry":
+        elif kind == wf.USER_RETRIES:
             self.user_retries += n
-        elif kind == "tok_in":
+        elif kind == wf.PROMPT_TOKENS:
             self.prompt_tokens += n
-        elif kind == "tok_out":
+        elif kind == wf.COMPLETION_TOKENS:
             self.completion_tokens += n
         # Unknown fields come from a newer writer; ignoring them keeps old readers working.
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from tara.triggers.config import TriggerSettings
 from tara.triggers.model import EVERYTHING, TriggerResult
+from tara.triggers.reader import TelemetryReader
 from tara.triggers.rules import ACADEMIC_YEAR, DATA_VOLUME, evaluate
 from tara.triggers.state import TriggerState, cooling_down
-from tara.triggers.telemetry import TelemetryReader
 
 if TYPE_CHECKING:
     from tara.settings import Settings

@@ -8,6 +8,7 @@ rule's verdict on one scope, with the number it compared and the evidence.
 
 from __future__ import annotations
 
+import enum
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,8 +16,16 @@ from typing import Any, Literal
 
 from tara.telemetry.windows import WindowStats
 
-Outcome = Literal["fired", "ok", "insufficient"]
-"""Fired; looked and did not fire; or too little data to say either."""
+
+class Firing(enum.StrEnum):
+    """What one rule said about one scope."""
+
+    FIRED = "fired"
+    OK = "ok"
+    """Looked and did not fire."""
+    INSUFFICIENT = "insufficient"
+    """Too little data to say either."""
+
 
 Dimension = Literal["subject", "language", "grade"]
 """What a business-event rule looks for new values of."""
@@ -81,11 +90,11 @@ class TriggerResult:
     """False when a minimum sample size was not reached (then ``fired`` is false)."""
 
     @property
-    def outcome(self) -> Outcome:
+    def outcome(self) -> Firing:
         """``fired``, ``ok`` or ``insufficient``."""
         if self.fired:
-            return "fired"
-        return "ok" if self.enough_data else "insufficient"
+            return Firing.FIRED
+        return Firing.OK if self.enough_data else Firing.INSUFFICIENT
 
     def as_json(self) -> dict[str, Any]:
         """JSON-ready view."""

@@ -1,4 +1,4 @@
-"""A :class:`~tara.rollout.stats_source.MetricSource` that asks Prometheus (PromQL over HTTP).
+"""A :class:`~tara.rollout.metric_source.MetricSource` that asks Prometheus (PromQL over HTTP).
 
 The controller's other source, for deployments where Prometheus already
 scrapes every gateway replica. One read is a handful of instant queries
@@ -50,9 +50,9 @@ from typing import Any
 
 import aiohttp
 
+from tara.rollout.metric_source import CANARY, STABLE
 from tara.rollout.model import Rollout
 from tara.rollout.routing import Segment
-from tara.rollout.stats_source import CANARY, STABLE
 from tara.telemetry.windows import LATENCY_BOUNDS, WindowStats
 
 RATING_BOUNDS = (1.0, 2.0, 3.0, 4.0, 5.0)
@@ -248,7 +248,7 @@ def variant_stats(answers: Mapping[str, Sequence[Sample]], variant: str) -> Wind
 
 # -- the source ---------------------------------------------------------------
 class PrometheusMetricSource:
-    """A :class:`~tara.rollout.stats_source.MetricSource` over a Prometheus HTTP API."""
+    """A :class:`~tara.rollout.metric_source.MetricSource` over a Prometheus HTTP API."""
 
     def __init__(
         self, base_url: str, timeout: float = 10.0, session: aiohttp.ClientSession | None = None

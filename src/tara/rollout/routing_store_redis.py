@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from tara import keys
 from tara.rollout.routing import RoutingTable
-from tara.rollout.store import RoutingStoreError, check_next_version
+from tara.rollout.routing_store import RoutingStoreError, check_next_version
 
 # KEYS: version, table. ARGV: expected version, new version, table JSON.
 _CHECK_AND_SET = """
@@ -50,7 +50,7 @@ def decode_table(raw: bytes | str) -> RoutingTable:
 
 
 class RedisRoutingStore:
-    """A :class:`~tara.rollout.store.RoutingStore` in Redis under ``namespace``."""
+    """A :class:`~tara.rollout.routing_store.RoutingStore` in Redis under ``namespace``."""
 
     def __init__(self, redis: aioredis.Redis, namespace: str) -> None:
         self._redis = redis

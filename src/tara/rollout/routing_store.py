@@ -2,9 +2,9 @@
 
 The rollout controller publishes weight changes through a store and every
 gateway replica polls the same store (through
-:class:`~tara.rollout.table_cache.RoutingCache`). Two implementations:
-:mod:`tara.rollout.store_memory` (one process) and
-:mod:`tara.rollout.store_redis` (shared by replicas).
+:class:`~tara.rollout.routing_cache.RoutingCache`). Two implementations:
+:mod:`tara.rollout.routing_store_memory` (one process) and
+:mod:`tara.rollout.routing_store_redis` (shared by replicas).
 
 Versions and check-and-set, precisely:
 

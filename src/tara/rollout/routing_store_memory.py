@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from tara.rollout.routing import RoutingTable
-from tara.rollout.store import check_next_version
+from tara.rollout.routing_store import check_next_version
 
 
 class MemoryRoutingStore:
-    """A :class:`~tara.rollout.store.RoutingStore` for one process.
+    """A :class:`~tara.rollout.routing_store.RoutingStore` for one process.
 
     Check-and-set needs no lock: compare and assign run without an ``await``
     in between, so no other task of the event loop can interleave.

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tara.rollout.model import Rollout
+from tara.rollout.model import STAGE_ENTRIES, Rollout
 from tara.telemetry.window_store import Series, WindowStore
 from tara.telemetry.windows import WindowStats
 
 CANARY = "canary"
 STABLE = "stable"
-
-STAGE_ENTRIES = frozenset({"start", "advance", "promote"})
-"""Decisions that begin a stage (``succeed`` ends the last one)."""
 
 
 class MetricSource(Protocol):

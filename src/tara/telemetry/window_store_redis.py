@@ -19,11 +19,9 @@ from redis.asyncio.client import Pipeline
 
 from tara import keys
 from tara.telemetry.stats_config import TelemetryStatsSettings
+from tara.telemetry.window_fields import FLOAT_FIELDS
 from tara.telemetry.window_store import Deltas, Series, Tier, WindowLayout
 from tara.telemetry.windows import WindowStats
-
-FLOAT_FIELDS = frozenset({"lat_sum", "rel_sum"})
-"""Fields that hold sums of fractions; every other field counts whole things."""
 
 
 def bucket_key(namespace: str, tier: Tier, series: Series, start: int) -> str:

@@ -16,10 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from tara.rollout.model import Phase, Rollout
+from tara.rollout.model import RUNNING, Phase, Rollout
 from tara.rollout.routing import CanaryRoute, RoutingTable, TrackRoute
-
-RUNNING = frozenset({Phase.PROGRESSING, Phase.PAUSED})
 
 
 def _canary_route(rollout: Rollout) -> CanaryRoute:

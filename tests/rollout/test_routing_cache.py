@@ -12,15 +12,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
-from tara.rollout.store_memory import MemoryRoutingStore
-from tara.rollout.store_redis import RedisRoutingStore
-from tara.rollout.table_cache import RoutingCache
+from tara.rollout.routing_cache import RoutingCache
+from tara.rollout.routing_store_memory import MemoryRoutingStore
+from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.serving import free_port
 from tcp_relay import REDIS_URL, RedisProxy
 from waiting import eventually
 
 CONFIGURED = {"tara-tutor": "tara-stable", "tara-quiz": "quiz-stable"}
-LOGGER = "tara.rollout.table_cache"
+LOGGER = "tara.rollout.routing_cache"
 
 
 def table(version: int, weight_bp: int = 1000) -> RoutingTable:

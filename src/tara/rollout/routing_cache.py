@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from tara.loops import poll
 from tara.rollout.routing import RoutingTable
-from tara.rollout.store import RoutingStore, RoutingStoreError
+from tara.rollout.routing_store import RoutingStore, RoutingStoreError
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import InteractionFilter, InteractionLog
+from tara.telemetry.window_fields import add_feedback
 from tara.telemetry.window_recorder import add_interaction
 from tara.telemetry.window_store import Series, WindowStore
 from tara.telemetry.windows import WindowStats
@@ -39,19 +40,6 @@ def topic(ix: Interaction) -> Scope:
     return Scope(language=ix.language, subject=ix.subject)
 
 
-def add_feedback(into: Fields, ix: Interaction) -> None:
-    """Add the window fields of an interaction's stored feedback to ``into``, in place."""
-    if ix.rating is not None:
-        name = f"rat:{ix.rating}"
-        into[name] = into.get(name, 0) + 1
-    for tag in set(ix.tags):
-        name = f"tag:{tag}"
-        into[name] = into.get(name, 0) + 1
-    if ix.relevance is not None:
-        into["rel_n"] = into.get("rel_n", 0) + 1
-        into["rel_sum"] = into.get("rel_sum", 0) + ix.relevance
-
-
 @dataclass(slots=True)
 class _Period:
     topics: dict[Scope, Fields] = field(default_factory=dict)
@@ -63,7 +51,7 @@ class _Period:
     def add(self, ix: Interaction) -> None:
         fields = self.topics.setdefault(topic(ix), {})
         add_interaction(fields, ix)
-        add_feedback(fields, ix)
+        add_feedback(fields, ix.rating, ix.tags, ix.relevance)
         add_interaction(self.tracks.setdefault(ix.track, {}), ix)
         seen = self.seen
         if ix.subject is not None:

@@ -1,4 +1,4 @@
-"""table_sync: what the routing table says about each rollout phase, and deriving it whole."""
+"""routing_derive: what the routing table says about each rollout phase, and deriving it whole."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tara.rollout.config import RolloutSettings, StageSettings
 from tara.rollout.model import Phase, Rollout
 from tara.rollout.plan import plan_from_settings
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute, route
-from tara.rollout.table_sync import apply_rollout, apply_to_track, derive
+from tara.rollout.routing_derive import apply_rollout, apply_to_track, derive
 
 SETTINGS = RolloutSettings(
     stages=[StageSettings(percent=10, duration=1), StageSettings(percent=50, duration=1)]
