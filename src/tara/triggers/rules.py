@@ -14,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from tara.telemetry.windows import WindowStats
 from tara.triggers.config import TriggerSettings
 from tara.triggers.model import EVERYTHING, Dimension, Observations, Scope, TriggerResult
+from tara.triggers.retirement import BASE_RETIREMENT, base_model_retirement
 
 DATA_VOLUME = "data_volume"
 LOW_RATING = "low_rating"
@@ -44,6 +45,7 @@ TRIGGERS: tuple[str, ...] = (
     NEW_LANGUAGE,
     NEW_GRADE,
     ACADEMIC_YEAR,
+    BASE_RETIREMENT,
 )
 """Every trigger name: the values of the ``trigger`` label of ``tara_trigger_fired_total``."""
 
@@ -285,8 +287,13 @@ def evaluate(
     subjects: Collection[str],
     languages: Collection[str],
     academic_last_run: float | None = None,
+    successor_base_model: str = "",
+    retirement_runs: Mapping[str, float] | None = None,
 ) -> list[TriggerResult]:
-    """Every rule over every scope the observations hold, in :data:`TRIGGERS` order."""
+    """Every rule over every scope the observations hold, in :data:`TRIGGERS` order.
+
+    ``retirement_runs`` holds, per track, when the retirement trigger last started a run.
+    """
     out: list[TriggerResult] = []
     for scope in sorted(obs.high_quality):
         since = obs.volume_since.get(scope, obs.now)
@@ -311,6 +318,20 @@ def evaluate(
     grades = cfg.known_grades or None
     out.extend(_new_values(obs, cfg, {"subject": subjects, "language": languages, "grade": grades}))
     out.append(academic_year(obs.now, academic_last_run, cfg))
+    runs = retirement_runs or {}
+    for track, model in sorted(obs.stable_models.items()):
+        out.append(
+            base_model_retirement(
+                track,
+                model,
+                obs.now,
+                retirements=cfg.base_model_retirements,
+                lead=cfg.retirement_lead,
+                successor=cfg.successor_base_model or successor_base_model,
+                last_run=runs.get(track),
+                listed=obs.listed_models,
+            )
+        )
     named = {r.name for r in out}
     out.extend(_no_traffic(name, cfg) for name in TRIGGERS if name not in named)
     out.sort(key=lambda r: TRIGGERS.index(r.name))  # stable: scopes keep their order
@@ -330,7 +351,9 @@ def _no_traffic(name: str, cfg: TriggerSettings) -> TriggerResult:
         NEW_SUBJECT: (cfg.min_new_requests, ">="),
         NEW_LANGUAGE: (cfg.min_new_requests, ">="),
         NEW_GRADE: (cfg.min_new_requests, ">="),
+        BASE_RETIREMENT: (cfg.retirement_lead.total_seconds() / DAY, "<="),
     }
     threshold, op = thresholds[name]
-    evidence = {"note": "no traffic in the period"}
+    note = "no track to look at" if name == BASE_RETIREMENT else "no traffic in the period"
+    evidence = {"note": note}
     return TriggerResult(name, False, EVERYTHING, None, float(threshold), op, evidence, False)
