@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -31,6 +32,11 @@ from tara.gateway.openapi import openapi_document
 from tara.serving import free_port
 
 pytestmark = pytest.mark.integration
+
+# Hypothesis imports its random strategy lazily; imported deep inside schemathesis's
+# nested strategies, CPython 3.11's compiler can fail there ("AST constructor recursion
+# depth mismatch"). Building it once here imports it at a shallow stack.
+st.randoms().validate()
 
 CLIENT_KEY = "sk-fuzz-client"
 ADMIN_KEY = "sk-fuzz-admin"
