@@ -14,6 +14,7 @@ routing cache, the upstream pool and the state.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
 
@@ -56,7 +57,7 @@ def gateway_from_settings(
             feedback_route(telemetry),
             *routes_from_settings(settings, state),
         ],
-        services=[state, telemetry],
+        services=[contextlib.aclosing(state), telemetry],
     )
 
 

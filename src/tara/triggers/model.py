@@ -43,30 +43,17 @@ class Scope:
     @property
     def key(self) -> str:
         """Stable text form (``language=hi,subject=math``; ``*`` for everything)."""
-        parts = [
-            f"{name}={value}"
-            for name, value in (
-                ("track", self.track),
-                ("language", self.language),
-                ("subject", self.subject),
-                ("grade", self.grade),
-            )
-            if value is not None
-        ]
-        return ",".join(parts) or "*"
+        return ",".join(f"{name}={value}" for name, value in self.as_json().items()) or "*"
 
     def as_json(self) -> dict[str, str]:
-        """The set fields only."""
-        return {
-            name: value
-            for name, value in (
-                ("track", self.track),
-                ("language", self.language),
-                ("subject", self.subject),
-                ("grade", self.grade),
-            )
-            if value is not None
-        }
+        """The set fields only, in key order (track, language, subject, grade)."""
+        fields = (
+            ("track", self.track),
+            ("language", self.language),
+            ("subject", self.subject),
+            ("grade", self.grade),
+        )
+        return {name: value for name, value in fields if value is not None}
 
 
 EVERYTHING = Scope()
