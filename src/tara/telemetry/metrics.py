@@ -196,8 +196,8 @@ class MetricsRecorder:
         )
         self.rejected = Counter(
             "tara_rejected_requests_total",
-            "Requests refused before routing (bad input, auth, size, method).",
-            ["status"],
+            "Requests refused with a 4xx (bad input, auth, size, method, unknown route or id).",
+            ["status", "route"],
             registry=r,
         )
         self.in_flight = Gauge(
@@ -342,9 +342,9 @@ class MetricsRecorder:
         """A canary request failed and goes to stable instead."""
         self.fallbacks.labels(track, reason).inc()
 
-    def rejection(self, status: int) -> None:
-        """A request was refused before routing."""
-        self.rejected.labels(self._status(status)).inc()
+    def rejection(self, status: int, route: str) -> None:
+        """A request was refused; ``route`` is one of the gateway's fixed route labels."""
+        self.rejected.labels(self._status(status), route).inc()
 
     def feedback(
         self,
