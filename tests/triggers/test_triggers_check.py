@@ -230,3 +230,24 @@ def test_infinite_rises_render_as_infinity_and_json_null(
     render(report, console)
     assert "+∞" in console.export_text()
     assert _json_safe(report.as_json())["triggers"][0]["value"] is None  # type: ignore[index]
+
+
+async def test_check_takes_requests_without_a_language_or_subject(tmp_path: Path) -> None:
+    # A request without X-Tara-Language next to one with it: scopes with and
+    # without a value must sort together, not raise TypeError on None < "hi".
+    from triggers_traffic import Maker
+
+    make = Maker()
+    db = tmp_path / "log.db"
+    log = SqliteInteractionLog(str(db))
+    await log.migrate()
+    await log.write_batch(
+        [make(NOW - DAY, rating=4), make(NOW - DAY, language=None, subject=None, rating=2)]
+    )
+    await log.aclose()
+    settings = Settings(
+        database_url=f"sqlite:///{db}", triggers=TriggerSettings(state_dir=tmp_path)
+    )
+    report = await run_check(settings, now=NOW)
+    scopes = {v.result.scope.key for v in report.verdicts if v.result.name == "low_rating"}
+    assert scopes == {"*", "language=hi,subject=math"}

@@ -31,7 +31,7 @@ Dimension = Literal["subject", "language", "grade"]
 """What a business-event rule looks for new values of."""
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Scope:
     """What a trigger is about: a track, a language×subject, a grade, or everything."""
 
@@ -54,6 +54,14 @@ class Scope:
             if value is not None
         ]
         return ",".join(parts) or "*"
+
+    def __lt__(self, other: Scope) -> bool:
+        # A missing value sorts first; comparing None with a str would raise.
+        return self._sort_key() < other._sort_key()
+
+    def _sort_key(self) -> tuple[tuple[bool, str], ...]:
+        values = (self.track, self.language, self.subject, self.grade)
+        return tuple((v is not None, v or "") for v in values)
 
     def as_json(self) -> dict[str, str]:
         """The set fields only."""
