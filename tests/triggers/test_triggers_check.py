@@ -116,6 +116,7 @@ async def test_run_check_reads_the_log_and_counts_fired_triggers(tmp_path: Path)
         ("low_rating", "language=hi,subject=math"),
         ("negative_feedback", "language=hi,subject=math"),
         ("cultural_complaints", "language=hi,subject=math"),
+        ("knowledge_gap", "language=hi,subject=math"),  # grade 8 (and topic other): mean 3.0
         ("new_subject", "subject=biology"),  # not configured; grade 11 needs more history
     }
     assert report.runs() == [
@@ -251,3 +252,13 @@ async def test_check_takes_requests_without_a_language_or_subject(tmp_path: Path
     report = await run_check(settings, now=NOW)
     scopes = {v.result.scope.key for v in report.verdicts if v.result.name == "low_rating"}
     assert scopes == {"*", "language=hi,subject=math"}
+
+
+def test_a_topic_cools_down_with_its_language_and_subject(tmp_path: Path) -> None:
+    state = TriggerState(tmp_path / FILENAME)
+    state.record("low_rating", HI_MATH, NOW - 3 * DAY)
+    algebra = Scope(language="hi", subject="math", topic="algebra")
+    (verdict,) = decide([fired("topic_retry_rate", algebra)], state, NOW, CFG, 4)
+    assert (verdict.cooling_down, verdict.last_run) == (True, NOW - 3 * DAY)
+    assert algebra.run_scope == HI_MATH
+    assert Scope(track="t").run_scope == Scope(track="t")

@@ -38,6 +38,7 @@ COLUMNS: tuple[str, ...] = (
     "language",
     "grade",
     "status",
+    "topic",
     "error_class",
     "latency_s",
     "ttft_s",
