@@ -24,6 +24,7 @@ from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.rollout.service import RolloutService
 from tara.serving import free_port
 from tara.settings import Settings
+from tara.state import open_state
 from tara.telemetry.windows import WindowStats, latency_bucket
 from tcp_relay import RedisProxy
 
@@ -268,22 +269,78 @@ async def test_list_filters_by_track_and_activity(api: Api) -> None:
     assert other.json()["data"] == []
 
 
-async def test_routes_from_settings_in_memory() -> None:
+async def test_routes_from_settings_in_memory_with_an_embedded_controller() -> None:
     cfg = settings()
-    routing = MemoryRoutingStore()
-    app = build_gateway(cfg, routing_store=routing, routes=routes_from_settings(cfg, routing))
+    state = open_state(cfg)
+    state.new_lease(10.0)  # what an embedded controller (tara demo) takes
+    app = build_gateway(cfg, routing_store=state.routing, routes=routes_from_settings(cfg, state))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://gateway", headers=ADMIN
     ) as http:
+        report = (await http.get("/admin/state")).json()
+        assert report["backend"] == "memory"
+        assert report["controller"]["embedded"] is True
         response = await http.post(
             "/admin/rollouts", json={"track": "tara-tutor", "candidate": "ft-1"}
         )
         assert response.status_code == 201
-        assert "live" not in (await http.get(f"/admin/rollouts/{response.json()['id']}")).json()
-    table = await routing.load_table()
+        status = (await http.get(f"/admin/rollouts/{response.json()['id']}")).json()
+        assert status["live"]["analysis"]["outcome"] == "inconclusive"  # no traffic yet
+    table = await state.routing.load_table()
     assert table is not None
     assert table.tracks["tara-tutor"].canaries[0].model == "ft-1"
+
+
+async def test_memory_state_without_a_controller_refuses_to_start_rollouts() -> None:
+    cfg = settings()
+    state = open_state(cfg)
+    app = build_gateway(cfg, routing_store=state.routing, routes=routes_from_settings(cfg, state))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway", headers=ADMIN
+    ) as http:
+        report = (await http.get("/admin/state")).json()
+        assert report == {
+            "backend": "memory",
+            "shared": False,
+            "namespace": None,
+            "controller": {"embedded": False, "leading": False, "can_judge_rollouts": False},
+        }
+        response = await http.post(
+            "/admin/rollouts", json={"track": "tara-tutor", "candidate": "ft-1"}
+        )
+        assert response.status_code == 409
+        error = error_of(response)
+        assert error["code"] == "no_controller"
+        assert "TARA_REDIS_URL" in error["message"]
+        assert (await http.get("/admin/rollouts")).json()["data"] == []
+    assert await state.routing.load_table() is None
+
+
+@pytest.mark.redis
+async def test_shared_state_reports_whether_a_controller_leads(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    cfg = settings().model_copy(update={"redis_namespace": namespace})
+    state = open_state(cfg, redis=redis_client)
+    app = build_gateway(cfg, routing_store=state.routing, routes=routes_from_settings(cfg, state))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://gateway", headers=ADMIN
+    ) as http:
+        before = (await http.get("/admin/state")).json()
+        lease = open_state(cfg, redis=redis_client).new_lease(10.0)  # a controller elsewhere
+        assert await lease.acquire()
+        after = (await http.get("/admin/state")).json()
+        await lease.release()
+    assert before == {
+        "backend": "redis",
+        "shared": True,
+        "namespace": namespace,
+        "controller": {"embedded": False, "leading": False, "can_judge_rollouts": True},
+    }
+    assert after["controller"]["leading"] is True
 
 
 async def test_state_store_outage_is_503(redis_proxy: RedisProxy, namespace: str) -> None:

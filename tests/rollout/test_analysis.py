@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
-from tara.rollout import histograms
 from tara.rollout.analysis import (
     Outcome,
     analyse,
@@ -172,34 +170,6 @@ def test_analysis_serialises_to_json() -> None:
     assert data["outcome"] == "pass"
     assert {m["check"] for m in data["measurements"]} == {"error_rate", "rating_drop", "latency"}
     assert all("upper" in m["evidence"] for m in data["measurements"])
-
-
-@pytest.mark.parametrize(
-    ("hist", "q", "expected"),
-    [
-        ([], 0.5, None),
-        ([0] * (len(LATENCY_BOUNDS) + 1), 0.5, None),
-        ([10] + [0] * len(LATENCY_BOUNDS), 0.5, LATENCY_BOUNDS[0] / 2),
-        ([0, 10] + [0] * (len(LATENCY_BOUNDS) - 1), 0.5, math.sqrt(B[0] * B[1])),
-        ([0] * len(LATENCY_BOUNDS) + [3], 0.5, math.inf),
-    ],
-)  # fmt: skip
-def test_quantile_interpolates_within_a_bucket(
-    hist: list[int], q: float, expected: float | None
-) -> None:
-    assert histograms.quantile(hist, q) == (pytest.approx(expected) if expected else expected)
-
-
-def test_count_above_splits_the_threshold_bucket() -> None:
-    hist = [0] * (len(LATENCY_BOUNDS) + 1)
-    hist[10], hist[11], hist[-1] = 10, 5, 2
-    low, high = LATENCY_BOUNDS[9], LATENCY_BOUNDS[10]
-    assert histograms.count_above(hist, math.sqrt(low * high)) == pytest.approx(5 + 5 + 2)
-    assert histograms.count_above(hist, low) == 17
-    assert histograms.count_above(hist, 0.0) == 17
-    assert histograms.count_above(hist, LATENCY_BOUNDS[-1]) == 0.0
-    first = [8] + [0] * len(LATENCY_BOUNDS)
-    assert histograms.count_above(first, LATENCY_BOUNDS[0] / 4) == pytest.approx(6)
 
 
 def test_compare_reports_the_success_metrics() -> None:

@@ -1,4 +1,4 @@
-"""``tara controller``: probes and metrics over real HTTP, ``--once``, graceful stop."""
+"""``tara controller``: probes and metrics over real HTTP, ``--once``, graceful stop, refusals."""
 
 from __future__ import annotations
 
@@ -6,29 +6,34 @@ import argparse
 import asyncio
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tara.cli import main
 from tara.rollout.config import RolloutSettings
 from tara.rollout.controller_server import controller_command, run_controller
 from tara.serving import free_port
 from tara.settings import Settings
+from tcp_relay import REDIS_URL
 
 
-def settings(port: int) -> Settings:
+def settings(port: int, namespace: str) -> Settings:
     rollout = RolloutSettings(
         controller_port=port, tick_interval=timedelta(seconds=0.05), shutdown_timeout=1.0
     )
-    return Settings(state_backend="memory", rollout=rollout)
+    return Settings(redis_url=REDIS_URL, redis_namespace=namespace, rollout=rollout)
 
 
-async def test_probes_and_metrics_then_a_graceful_stop() -> None:
+@pytest.mark.redis
+@pytest.mark.usefixtures("redis_client")  # deletes the namespace's keys afterwards
+async def test_probes_and_metrics_then_a_graceful_stop(namespace: str) -> None:
     port = free_port()
     stop = asyncio.Event()
     task = asyncio.create_task(
-        run_controller(settings(port), stop=stop, registry=CollectorRegistry())
+        run_controller(settings(port, namespace), stop=stop, registry=CollectorRegistry())
     )
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base) as client:
@@ -50,8 +55,10 @@ async def test_probes_and_metrics_then_a_graceful_stop() -> None:
     assert await asyncio.wait_for(task, 5) == 0
 
 
-def test_once_prints_what_the_tick_did(capsys: pytest.CaptureFixture[str]) -> None:
-    code = controller_command(argparse.Namespace(once=True), settings(free_port()))
+@pytest.mark.redis
+@pytest.mark.usefixtures("redis_client")
+def test_once_prints_what_the_tick_did(capsys: pytest.CaptureFixture[str], namespace: str) -> None:
+    code = controller_command(argparse.Namespace(once=True), settings(free_port(), namespace))
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["leader"] is True
@@ -61,3 +68,16 @@ def test_once_prints_what_the_tick_did(capsys: pytest.CaptureFixture[str]) -> No
 def test_redis_backend_needs_a_url() -> None:
     s = Settings(state_backend="redis")
     assert controller_command(argparse.Namespace(once=True), s) == 2
+
+
+def test_memory_state_is_refused_with_what_to_configure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "tara.toml"
+    config.write_text('state_backend = "memory"\n', encoding="utf-8")
+    assert main(["controller", "--once", "--config", str(config)]) == 2
+    assert capsys.readouterr().out == ""  # not a single tick ran
+    message = caplog.records[-1].getMessage()
+    assert "tara controller cannot run on state in process memory" in message
+    assert "set TARA_REDIS_URL" in message
+    assert "tara demo" in message

@@ -49,6 +49,7 @@ from tara.rollout.routing_store_memory import MemoryRoutingStore
 from tara.sandbox import default_config, running_sandbox, zero_latency
 from tara.serving import free_port, running_server
 from tara.settings import Settings
+from tara.state import open_state
 from tara.telemetry.metrics import LATENCY_BUCKETS, MetricsRecorder
 from tara.telemetry.pipeline import Telemetry
 from tara.telemetry.windows import LATENCY_BOUNDS, WindowStats, latency_bucket
@@ -445,7 +446,7 @@ async def test_read_matches_what_a_real_prometheus_scraped_from_a_real_gateway(
         )
         registry = CollectorRegistry()
         metrics = MetricsRecorder.on(registry, settings.subjects, settings.languages)
-        telemetry = Telemetry(settings, metrics)
+        telemetry = Telemetry(settings, metrics, open_state(settings))
         store = MemoryRoutingStore()
         canary = CanaryRoute("r1", Segment("math"), "tara-candidate-good", "salt-1", 5000)
         assert await store.save_table(

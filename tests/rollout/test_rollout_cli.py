@@ -26,6 +26,7 @@ from tara.rollout.routing import RoutingTable
 from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.serving import free_port, running_server
 from tara.settings import Settings, load_settings
+from tara.state import open_state
 from tcp_relay import REDIS_URL
 
 ADMIN_KEY = "sk-admin-cli-test"
@@ -230,3 +231,35 @@ def test_status_rendering_of_unreadable_live_numbers_and_an_empty_list() -> None
 async def test_status_with_no_rollouts(cli: Cli) -> None:
     code, out, _ = await cli.run("status")
     assert (code, out.strip()) == (0, "no rollouts")
+
+
+async def test_start_on_a_gateway_no_controller_can_see_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``tara serve`` on memory state + ``tara rollout start``: nothing would ever judge it."""
+    port = free_port()
+    config = tmp_path / "tara.toml"
+    text = write_config(tmp_path, "unused", port).read_text(encoding="utf-8")
+    config.write_text(text.replace('state_backend = "redis"', 'state_backend = "memory"'))
+    app = gateway_from_settings(load_settings(config), registry=CollectorRegistry())
+    async with running_server(app, port=port):
+        cli = Cli(config, capsys)
+        code, _, err = await cli.run("start", "tara-tutor", "--candidate", "ft-1")
+        listed = await cli.json("status")
+    assert code == 1
+    assert "409: no controller can judge rollouts on this gateway" in err
+    assert "set TARA_REDIS_URL" in err
+    assert listed["data"] == []
+
+
+async def test_start_warns_when_no_controller_leads_on_shared_state(
+    cli: Cli, redis_client: aioredis.Redis, namespace: str
+) -> None:
+    code, _, err = await cli.run("start", "tara-tutor", "--candidate", "ft-1", "--language", "hi")
+    assert code == 0
+    assert f"warning: no controller leads on namespace '{namespace}'" in err
+    lease = open_state(load_settings(cli.config), redis=redis_client).new_lease(10.0)
+    assert await lease.acquire()  # a controller runs now
+    code, _, err = await cli.run("start", "tara-tutor", "--candidate", "ft-2", "--language", "ta")
+    await lease.release()
+    assert (code, err) == (0, "")

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
 from tara.settings import Settings
+from tara.state import open_state
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import open_log
 from tara.telemetry.metrics import MetricsRecorder
@@ -57,7 +58,7 @@ class Harness:
     def __init__(self, settings: Settings, redis: aioredis.Redis | None) -> None:
         self.registry = CollectorRegistry()
         self.metrics = MetricsRecorder.on(self.registry, settings.subjects, settings.languages)
-        self.telemetry = Telemetry(settings, self.metrics, redis=redis)
+        self.telemetry = Telemetry(settings, self.metrics, open_state(settings, redis=redis))
 
     def record(self, ix: Interaction) -> None:
         for sink in [self.metrics, *self.telemetry.sinks]:

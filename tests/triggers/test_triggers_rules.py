@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from tara.telemetry.windows import LATENCY_BOUNDS, WindowStats, latency_bucket
+from tara.telemetry.windows import WindowStats, latency_bucket
 from tara.triggers import comparisons, rules
 from tara.triggers.config import TriggerSettings
 from tara.triggers.model import EVERYTHING, CellStats, Observations, Scope, Window
@@ -133,22 +133,6 @@ def test_latency_degraded(scale: float, n: int, outcome: str) -> None:
     r = rules.latency_degraded(track, latencies(scale, n), latencies(1.0, n), CFG)
     assert r.outcome == outcome
     assert r.evidence["answers"] == n
-
-
-def test_interpolated_quantile_resolves_within_a_bucket() -> None:
-    hist = [0] * (len(LATENCY_BOUNDS) + 1)
-    i = latency_bucket(1.0)
-    hist[i] = 100
-    lower, upper = LATENCY_BOUNDS[i - 1], LATENCY_BOUNDS[i]
-    assert rules.interpolated_quantile(hist, 0.5) == pytest.approx((lower + upper) / 2)
-    assert rules.interpolated_quantile(hist, 0.95) == pytest.approx(lower + 0.95 * (upper - lower))
-    assert rules.interpolated_quantile([0] * len(hist), 0.95) is None
-    overflow = [0] * len(hist)
-    overflow[-1] = 3
-    assert rules.interpolated_quantile(overflow, 0.95) == LATENCY_BOUNDS[-1]
-    first = [0] * len(hist)
-    first[0] = 2
-    assert rules.interpolated_quantile(first, 0.5) == pytest.approx(LATENCY_BOUNDS[0] / 2)
 
 
 @pytest.mark.parametrize(

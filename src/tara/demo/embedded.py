@@ -1,12 +1,12 @@
-"""Gateway and controller in one process on shared in-memory state (``tara demo``).
+"""Gateway and controller in one process on one state, in memory for ``tara demo``.
 
-``tara serve`` and ``tara controller`` each build their own stores; with the
-memory backend that would give the admin API, the gateway and the controller
-three different routing tables. Here one :class:`MemoryRoutingStore`, one
-:class:`MemoryRolloutStore` (fenced by one lease board) and the gateway's own
-window stats are shared: the admin API and the controller change the same
-rollouts, the gateway routes by the table they write, and the controller
-reads what the gateway records. The interaction log is the SQLite file of
+One :func:`~tara.state.open_state` on memory gives the gateway, its admin API
+and the controller the same routing table, rollout records (fenced by one
+lease board) and window stats: the admin API and the controller change the
+same rollouts, the gateway routes by the table they write, and the
+controller reads what the gateway records. Because the controller takes its
+lease on that state, the gateway knows one is embedded and accepts
+rollouts. The interaction log is the SQLite file of
 ``settings.telemetry.sqlite_path``.
 """
 
@@ -19,20 +19,14 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
-from tara.gateway.app import Gateway, build_gateway
-from tara.gateway.feedback import feedback_route
-from tara.rollout.admin_api import admin_routes, stage_stats_reader
+from tara.gateway.app import Gateway
+from tara.gateway.server import gateway_from_settings
 from tara.rollout.controller import Controller
-from tara.rollout.lease import MemoryLease, MemoryLeaseBoard
-from tara.rollout.metric_source import WindowMetricSource
-from tara.rollout.rollout_store_memory import MemoryRolloutStore
-from tara.rollout.routing_store_memory import MemoryRoutingStore
+from tara.rollout.controller_server import build_controller
 from tara.rollout.service import RolloutService
-from tara.rollout.webhooks import WebhookNotifier
 from tara.serving import running_server
 from tara.settings import Settings
-from tara.telemetry.metrics import MetricsRecorder
-from tara.telemetry.pipeline import Telemetry
+from tara.state import open_state
 from tara.telemetry.window_store import WindowStore
 
 
@@ -47,53 +41,19 @@ class Embedded:
     windows: WindowStore
 
 
-def build_embedded(
-    settings: Settings, registry: CollectorRegistry
-) -> tuple[Gateway, RolloutService, Controller, WindowStore]:
-    """Gateway (feedback and admin routes included) and controller over shared memory stores."""
-    cfg = settings.rollout
-    metrics = MetricsRecorder.on(registry, settings.subjects, settings.languages)
-    stables = {name: t.stable_model for name, t in settings.tracks.items()}
-    routing = MemoryRoutingStore()
-    board = MemoryLeaseBoard()
-    service = RolloutService(
-        MemoryRolloutStore(leader_token=lambda: board.token), routing, cfg, stables
-    )
-    telemetry = Telemetry(settings, metrics)
-    source = WindowMetricSource(telemetry.store)
-    gateway = build_gateway(
-        settings,
-        routing_store=routing,
-        sinks=telemetry.sinks,
-        registry=registry,
-        routes=[
-            feedback_route(telemetry, metrics.rejection),
-            *admin_routes(service, stage_stats_reader(source)),
-        ],
-        services=[telemetry],
-    )
-    controller = Controller(
-        service,
-        source,
-        MemoryLease(cfg.leader_ttl.total_seconds(), board=board),
-        cfg,
-        metrics,
-        WebhookNotifier.from_settings(cfg),
-        tracks=stables,
-    )
-    return gateway, service, controller, telemetry.store
-
-
 @contextlib.asynccontextmanager
 async def embedded_stack(
     settings: Settings, registry: CollectorRegistry | None = None
 ) -> AsyncIterator[Embedded]:
     """Serve the gateway on a free loopback port and run the controller loop beside it."""
     registry = registry if registry is not None else CollectorRegistry()
-    gateway, service, controller, windows = build_embedded(settings, registry)
+    state = open_state(settings)
+    controller, service, source = build_controller(settings, state, registry)
+    gateway = gateway_from_settings(settings, registry, state)
     async with running_server(gateway) as base_url:
         runner = asyncio.create_task(controller.run())
         try:
-            yield Embedded(base_url, gateway, service, controller, windows)
+            yield Embedded(base_url, gateway, service, controller, state.windows)
         finally:
             await controller.shutdown(runner, settings.rollout.shutdown_timeout)
+            await source.aclose()

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tara.rollout.histograms import quantile
 from tara.telemetry.windows import WindowStats
 
 
@@ -40,7 +39,7 @@ class Numbers:
 
 def numbers_from(stats: WindowStats) -> Numbers:
     """Mean rating, error rate and p95 latency of ``stats``."""
-    p95 = quantile(stats.latency, 0.95)
+    p95 = stats.latency_quantile(0.95)
     return Numbers(
         requests=stats.requests,
         ratings=stats.rating_count,

@@ -8,7 +8,6 @@ a student who got an error is not a happy one.
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 from tara.finetune.config import PromptSettings, Script, ValidationSettings
 from tara.finetune.rules_language import check_language, count_letters
+from tara.telemetry.quantiles import sample_quantile
 
 _PUNCT = ".,!?;:()[]{}\"'`।॥«»“”‘’"
 
@@ -117,14 +117,12 @@ def failed(latency_ms: float) -> AnswerScore:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) by linear interpolation; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    """The ``q``-th percentile (0..100) of raw values; 0 for no values.
+
+    (:func:`tara.telemetry.quantiles.sample_quantile`: interpolated between order statistics.)
+    """
+    quantile = sample_quantile(values, q / 100)
+    return 0.0 if quantile is None else quantile
 
 
 @dataclass(frozen=True, slots=True)

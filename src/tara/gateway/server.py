@@ -1,85 +1,59 @@
 """``tara serve``: build the gateway from settings and run it under uvicorn until signalled.
 
-Shared state lives in Redis when ``settings.use_redis`` (routing table via
-:class:`~tara.rollout.routing_store_redis.RedisRoutingStore`, window stats, request
-index and retry memory via :class:`~tara.telemetry.pipeline.Telemetry`), else
-in process memory. Shut-down is graceful: uvicorn stops accepting, drains
-in-flight requests for up to ``server.shutdown_timeout`` seconds, then the
-lifespan flushes the telemetry (interaction log within
-``telemetry.shutdown_timeout``) and closes the routing cache, the upstream
-pool and the Redis client.
+The shared state (routing table, window stats, request index, retry memory,
+rollout records) comes from :func:`tara.state.open_state`: Redis when
+``redis_url`` is set, else process memory. Shut-down is graceful: uvicorn
+stops accepting, drains in-flight requests for up to
+``server.shutdown_timeout`` seconds, then the lifespan flushes the telemetry
+(interaction log within ``telemetry.shutdown_timeout``) and closes the
+routing cache, the upstream pool and the state.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 import prometheus_client
-import redis.asyncio as aioredis
 
 from tara.gateway.app import Gateway, build_gateway
 from tara.gateway.feedback import feedback_route
 from tara.gateway.upstream import redact_url
 from tara.rollout.admin_api import routes_from_settings
-from tara.rollout.routing_store import RoutingStore
-from tara.rollout.routing_store_memory import MemoryRoutingStore
-from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.serving import serve_forever
 from tara.settings import Settings
+from tara.state import HOW_TO_SHARE, SharedState, open_state
 from tara.telemetry.metrics import MetricsRecorder
 from tara.telemetry.pipeline import Telemetry
 
 log = logging.getLogger(__name__)
 
 
-@contextlib.asynccontextmanager
-async def _closing(client: aioredis.Redis) -> AsyncIterator[None]:
-    try:
-        yield
-    finally:
-        await client.aclose()
-
-
 def gateway_from_settings(
-    settings: Settings, registry: prometheus_client.CollectorRegistry | None = None
+    settings: Settings,
+    registry: prometheus_client.CollectorRegistry | None = None,
+    state: SharedState | None = None,
 ) -> Gateway:
-    """The production gateway: state backend and interaction log from settings.
+    """The production gateway: shared state and interaction log from settings.
 
-    Metrics live on ``registry`` (default: the process-wide one). Services are
-    entered in order and exited in reverse, so the telemetry flushes while
-    the Redis client is still open.
+    Metrics live on ``registry`` (default: the process-wide one); ``state``
+    defaults to the one the settings describe. Services are entered in order
+    and exited in reverse, so the telemetry flushes while the state is open.
     """
     registry = registry if registry is not None else prometheus_client.REGISTRY
     metrics = MetricsRecorder.on(registry, settings.subjects, settings.languages)
-    services: list[AbstractAsyncContextManager[Any]] = []
-    store: RoutingStore
-    client: aioredis.Redis | None = None
-    if settings.use_redis:
-        if settings.redis_url is None:
-            msg = "state_backend is 'redis' but redis_url is not set (TARA_REDIS_URL)"
-            raise ValueError(msg)
-        client = aioredis.Redis.from_url(settings.redis_url)
-        store = RedisRoutingStore(client, settings.redis_namespace)
-        services.append(_closing(client))
-    else:
-        store = MemoryRoutingStore()
-    telemetry = Telemetry(settings, metrics, redis=client)
-    services.append(telemetry)
+    state = state if state is not None else open_state(settings)
+    telemetry = Telemetry(settings, metrics, state)
     return build_gateway(
         settings,
-        routing_store=store,
+        routing_store=state.routing,
         sinks=telemetry.sinks,
         registry=registry,
         routes=[
             feedback_route(telemetry, metrics.rejection),
-            *routes_from_settings(settings, store, client, telemetry.store),
+            *routes_from_settings(settings, state),
         ],
-        services=services,
+        services=[state, telemetry],
     )
 
 
@@ -88,11 +62,18 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host if args.host is not None else settings.server.host
     port = args.port if args.port is not None else settings.server.port
     try:
-        app = gateway_from_settings(settings)
+        state = open_state(settings)
     except ValueError as exc:
         log.error("cannot start the gateway: %s", exc)
         return 2
+    app = gateway_from_settings(settings, state=state)
     upstream = redact_url(settings.upstream.base_url)
     log.info("tara gateway on http://%s:%d -> %s", host, port, upstream)
+    if not state.shared:
+        log.warning(
+            "state is in process memory: no controller can judge rollouts on this gateway, so "
+            "it refuses to start them; %s",
+            HOW_TO_SHARE,
+        )
     serve_forever(app, host, port, settings.server.shutdown_timeout)
     return 0

@@ -5,6 +5,12 @@
 each refusal of the service becomes an OpenAI-shaped error body with the
 status an operator's script can act on — 404 unknown rollout, 409 invalid
 transition or overlapping rollout, 422 bad input, 503 state store down.
+
+``GET /admin/state`` says where the gateway's state lives and whether a
+controller can judge its rollouts; ``POST /admin/rollouts`` refuses (409
+``no_controller``) on a gateway whose state is in process memory with no
+controller embedded next to it, since no ``tara controller`` could ever see
+that rollout.
 """
 
 from __future__ import annotations
@@ -15,21 +21,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from tara.rollout.metric_source import MetricSource, WindowMetricSource, stage_window_start
 from tara.rollout.model import RUNNING, Rollout, TransitionError
-from tara.rollout.rollout_store import RolloutStore, RolloutStoreError
-from tara.rollout.rollout_store_memory import MemoryRolloutStore
-from tara.rollout.rollout_store_redis import RedisRolloutStore
-from tara.rollout.routing_store import RoutingStore, RoutingStoreError
+from tara.rollout.rollout_store import RolloutStoreError
+from tara.rollout.routing_store import RoutingStoreError
 from tara.rollout.service import RolloutConflict, RolloutNotFound, RolloutService, UnknownTrack
 from tara.rollout.status import detail, live_numbers, summary
 from tara.settings import Settings
-from tara.telemetry.window_store import WindowStore
+from tara.state import HOW_TO_SHARE, SharedState
 from tara.telemetry.windows import WindowStats
 
 log = logging.getLogger(__name__)
@@ -119,11 +122,21 @@ def _required(body: Mapping[str, Any], name: str) -> str:
 
 
 class AdminApi:
-    """Request handlers over a :class:`RolloutService`."""
+    """Request handlers over a :class:`RolloutService`.
 
-    def __init__(self, service: RolloutService, stats_reader: StatsReader | None = None) -> None:
+    ``state`` is the shared state the service works on: given, the API reports
+    it and refuses rollouts no controller could judge.
+    """
+
+    def __init__(
+        self,
+        service: RolloutService,
+        stats_reader: StatsReader | None = None,
+        state: SharedState | None = None,
+    ) -> None:
         self.service = service
         self.stats_reader = stats_reader
+        self.state = state
         self._verbs = {
             "promote": service.promote,
             "pause": service.pause,
@@ -157,6 +170,12 @@ class AdminApi:
 
     async def start(self, request: Request) -> Response:
         """``POST /admin/rollouts`` with ``{"track", "candidate", "subject"?, "language"?}``."""
+        if self.state is not None and not self.state.judged:
+            msg = (
+                "no controller can judge rollouts on this gateway: its state is in process "
+                f"memory, which no `tara controller` can see; {HOW_TO_SHARE}"
+            )
+            raise ApiError(409, msg, "no_controller")
         body = await _body(request)
         rollout = await self.service.start(
             _required(body, "track"),
@@ -166,6 +185,28 @@ class AdminApi:
             actor=_text(body, "actor") or "admin-api",
         )
         return _json(detail(rollout, self.service.now()), 201)
+
+    async def state_report(self, _request: Request) -> Response:
+        """``GET /admin/state``: where the state lives and whether a controller can judge it."""
+        if self.state is None:
+            raise ApiError(404, "this gateway does not report its state", "not_found")
+        state = self.state
+        try:
+            leading: bool | None = await state.leader_present()
+        except Exception as exc:  # the report must answer when Redis is down
+            log.warning("cannot tell whether a controller leads: %s", exc)
+            leading = None
+        body = {
+            "backend": state.backend,
+            "shared": state.shared,
+            "namespace": state.namespace if state.shared else None,
+            "controller": {
+                "embedded": state.controller_embedded,
+                "leading": leading,
+                "can_judge_rollouts": state.judged,
+            },
+        }
+        return _json(body)
 
     async def act(self, request: Request) -> Response:
         """``POST /admin/rollouts/{id}/{action}`` with ``{"reason"?, "actor"?}``."""
@@ -197,11 +238,14 @@ def _guarded(
 
 
 def admin_routes(
-    service: RolloutService, stats_reader: StatsReader | None = None
+    service: RolloutService,
+    stats_reader: StatsReader | None = None,
+    state: SharedState | None = None,
 ) -> list[BaseRoute]:
-    """The rollout routes for ``build_gateway(routes=...)``."""
-    api = AdminApi(service, stats_reader)
+    """The rollout routes (and ``/admin/state``) for ``build_gateway(routes=...)``."""
+    api = AdminApi(service, stats_reader, state)
     return [
+        Route("/admin/state", _guarded(api.state_report), methods=["GET"]),
         Route("/admin/rollouts", _guarded(api.list), methods=["GET"]),
         Route("/admin/rollouts", _guarded(api.start), methods=["POST"]),
         Route("/admin/rollouts/{rollout_id}", _guarded(api.status), methods=["GET"]),
@@ -218,22 +262,8 @@ def stage_stats_reader(source: MetricSource, clock: Callable[[], float] = time.t
     return read
 
 
-def routes_from_settings(
-    settings: Settings,
-    routing: RoutingStore,
-    redis: aioredis.Redis | None = None,
-    windows: WindowStore | None = None,
-) -> list[BaseRoute]:
-    """The admin routes of ``tara serve``: rollouts in Redis when ``redis`` is given.
-
-    ``windows`` (the gateway's window stats) adds live numbers to statuses.
-    """
-    rollouts: RolloutStore
-    if redis is not None:
-        rollouts = RedisRolloutStore(redis, settings.redis_namespace)
-    else:
-        rollouts = MemoryRolloutStore()
-    stable = {name: track.stable_model for name, track in settings.tracks.items()}
-    service = RolloutService(rollouts, routing, settings.rollout, stable)
-    reader = None if windows is None else stage_stats_reader(WindowMetricSource(windows))
-    return admin_routes(service, reader)
+def routes_from_settings(settings: Settings, state: SharedState) -> list[BaseRoute]:
+    """The admin routes of a gateway over ``state``; live numbers from its window stats."""
+    service = RolloutService.over(state, settings)
+    reader = stage_stats_reader(WindowMetricSource(state.windows))
+    return admin_routes(service, reader, state)

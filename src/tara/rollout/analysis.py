@@ -25,7 +25,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tara.rollout import histograms
 from tara.rollout.config import RolloutSettings
 from tara.rollout.sequential import (
     normal_mixture_halfwidth,
@@ -215,12 +214,12 @@ def check_latency(canary: WindowStats, stable: WindowStats, cfg: RolloutSettings
     if ns < cfg.min_stable_latency_samples:
         reason = f"need {cfg.min_stable_latency_samples} stable latencies, have {ns}"
         return Measurement(name, Outcome.INCONCLUSIVE, reason, evidence)
-    stable_q = histograms.quantile(stable.latency, q)
+    stable_q = stable.latency_quantile(q)
     evidence["stable_quantile"] = stable_q
     if nc == 0 or stable_q is None or stable_q == math.inf:
         return Measurement(name, Outcome.INCONCLUSIVE, "no comparable latencies yet", evidence)
     threshold = cfg.latency_ratio_limit * stable_q
-    slow = histograms.count_above(canary.latency, threshold)
+    slow = canary.slower_than(threshold)
     evidence["threshold_seconds"] = threshold
     evidence["slow_share"] = slow / nc
     outcome = _rate_outcome(slow, nc, allowed, cfg)

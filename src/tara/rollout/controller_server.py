@@ -1,8 +1,9 @@
 """``tara controller``: build the controller from settings, serve its probes, run the loop.
 
-State lives in Redis when ``settings.use_redis`` (rollout records, routing
-table, window stats and the leader lease, all under ``redis_namespace``),
-else in process memory (one process only: ``tara demo``). Besides the loop,
+State comes from :func:`tara.state.open_state`, and must be shared (Redis):
+on state in process memory a separate controller would judge rollouts no
+gateway serves, so ``tara controller`` refuses it (``tara demo`` embeds a
+controller next to its gateway instead). Besides the loop,
 a small Starlette app on ``rollout.controller_port`` serves ``/metrics``
 (the ``tara_rollout_*`` series), ``/healthz`` (the loop is alive) and
 ``/readyz`` (the last tick reached the stores recently; a standby that is
@@ -25,7 +26,6 @@ from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
 
 import prometheus_client
-import redis.asyncio as aioredis
 import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
@@ -34,24 +34,16 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tara.loops import run_in_loop
+from tara.rollout.config import RolloutSettings
 from tara.rollout.controller import Controller
-from tara.rollout.lease import MemoryLease, MemoryLeaseBoard, RedisLease
 from tara.rollout.metric_source import MetricSource, WindowMetricSource
 from tara.rollout.metric_source_prometheus import PrometheusMetricSource
-from tara.rollout.rollout_store import RolloutStore
-from tara.rollout.rollout_store_memory import MemoryRolloutStore
-from tara.rollout.rollout_store_redis import RedisRolloutStore
-from tara.rollout.routing_store import RoutingStore
-from tara.rollout.routing_store_memory import MemoryRoutingStore
-from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.rollout.service import RolloutService
 from tara.rollout.webhooks import WebhookNotifier
 from tara.serving import uvicorn_config
 from tara.settings import Settings
+from tara.state import SharedState, StateNotShared, open_state
 from tara.telemetry.metrics import MetricsRecorder
-from tara.telemetry.window_store import WindowStore
-from tara.telemetry.window_store_memory import MemoryWindowStore
-from tara.telemetry.window_store_redis import RedisWindowStore
 
 log = logging.getLogger(__name__)
 
@@ -65,64 +57,57 @@ class ControllerParts:
 
     controller: Controller
     service: RolloutService
-    windows: WindowStore
+    state: SharedState
     registry: CollectorRegistry
-    redis: aioredis.Redis | None = None
-    source: MetricSource | None = None
+    source: MetricSource
     """Where the controller reads its numbers (``rollout.metric_source``)."""
 
 
-@contextlib.asynccontextmanager
-async def controller_parts(
-    settings: Settings, registry: CollectorRegistry | None = None
-) -> AsyncIterator[ControllerParts]:
-    """Build the controller from settings; closes the Redis client it opened on exit."""
-    registry = registry if registry is not None else prometheus_client.REGISTRY
+def build_controller(
+    settings: Settings, state: SharedState, registry: CollectorRegistry
+) -> tuple[Controller, RolloutService, MetricSource]:
+    """A controller over ``state`` (with a lease of its own), and the service and source it uses."""
     cfg = settings.rollout
     metrics = MetricsRecorder.on(registry, settings.subjects, settings.languages)
-    stables = {name: t.stable_model for name, t in settings.tracks.items()}
-    client: aioredis.Redis | None = None
-    rollouts: RolloutStore
-    routing: RoutingStore
-    windows: WindowStore
-    ttl = cfg.leader_ttl.total_seconds()
-    if settings.use_redis:
-        if settings.redis_url is None:
-            msg = "state_backend is 'redis' but redis_url is not set (TARA_REDIS_URL)"
-            raise ValueError(msg)
-        client = aioredis.Redis.from_url(settings.redis_url)
-        ns = settings.redis_namespace
-        rollouts = RedisRolloutStore(client, ns)
-        routing = RedisRoutingStore(client, ns)
-        windows = RedisWindowStore(client, namespace=ns, settings=settings.stats)
-        lease: RedisLease | MemoryLease = RedisLease(client, ns, ttl)
-    else:
-        board = MemoryLeaseBoard()
-        rollouts = MemoryRolloutStore(leader_token=lambda: board.token)
-        routing = MemoryRoutingStore()
-        windows = MemoryWindowStore(settings.stats)
-        lease = MemoryLease(ttl, board=board)
-    service = RolloutService(rollouts, routing, cfg, stables)
+    service = RolloutService.over(state, settings)
     source: MetricSource = (
         PrometheusMetricSource(cfg.prometheus_url, cfg.prometheus_timeout)
         if cfg.metric_source == "prometheus"
-        else WindowMetricSource(windows)
+        else WindowMetricSource(state.windows)
     )
     controller = Controller(
         service,
         source,
-        lease,
+        state.new_lease(cfg.leader_ttl.total_seconds()),
         cfg,
         metrics,
         WebhookNotifier.from_settings(cfg),
-        tracks=stables,
+        tracks=service.stable_models,
     )
+    return controller, service, source
+
+
+@contextlib.asynccontextmanager
+async def controller_parts(
+    settings: Settings,
+    registry: CollectorRegistry | None = None,
+    state: SharedState | None = None,
+) -> AsyncIterator[ControllerParts]:
+    """Build the controller from settings over ``state`` (default: the settings' state).
+
+    On exit closes the metric source, and the state if it opened it.
+    """
+    registry = registry if registry is not None else prometheus_client.REGISTRY
+    opened = open_state(settings) if state is None else None
+    state = opened or state
+    assert state is not None
+    controller, service, source = build_controller(settings, state, registry)
     try:
-        yield ControllerParts(controller, service, windows, registry, client, source)
+        yield ControllerParts(controller, service, state, registry, source)
     finally:
         await source.aclose()
-        if client is not None:
-            await client.aclose()
+        if opened is not None:
+            await opened.aclose()
 
 
 def controller_app(controller: Controller, registry: CollectorRegistry, tick: float) -> Starlette:
@@ -173,40 +158,52 @@ async def run_controller(
     stop: asyncio.Event | None = None,
     registry: CollectorRegistry | None = None,
 ) -> int:
-    """Run until ``stop`` is set (or SIGINT/SIGTERM); with ``once``, one tick and no server."""
-    cfg = settings.rollout
-    async with controller_parts(settings, registry) as parts:
-        ctl = parts.controller
-        if once:
-            report = await ctl.tick()
-            await ctl.shutdown(None, cfg.shutdown_timeout)
-            print(json.dumps(dataclasses.asdict(report)))
-            return 1 if report.errors else 0
-        if stop is None:
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, stop.set)
-        app = controller_app(ctl, parts.registry, cfg.tick_interval.total_seconds())
-        config = uvicorn_config(app, cfg.controller_host, cfg.controller_port, 1.0)
-        config.loop = "none"
-        server = _Server(config)
-        serving = asyncio.create_task(server.serve())
-        runner = asyncio.create_task(ctl.run())
-        log.info(
-            "tara controller: probes on http://%s:%d, ticking every %.1fs",
-            cfg.controller_host,
-            cfg.controller_port,
-            cfg.tick_interval.total_seconds(),
-        )
-        waiter = asyncio.create_task(stop.wait())
-        await asyncio.wait({waiter, serving}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        log.info("tara controller stopping (up to %.0fs)", cfg.shutdown_timeout)
-        await ctl.shutdown(runner, cfg.shutdown_timeout)
-        server.should_exit = True
-        await serving
-        return 0
+    """Run until ``stop`` is set (or SIGINT/SIGTERM); with ``once``, one tick and no server.
+
+    Raises :class:`~tara.state.StateNotShared` on state in process memory.
+    """
+    async with open_state(settings) as state:
+        state.require_shared("tara controller")
+        async with controller_parts(settings, registry, state) as parts:
+            if once:
+                return await _tick_once(parts.controller, settings.rollout)
+            return await _serve(parts, settings.rollout, stop)
+
+
+async def _tick_once(ctl: Controller, cfg: RolloutSettings) -> int:
+    report = await ctl.tick()
+    await ctl.shutdown(None, cfg.shutdown_timeout)
+    print(json.dumps(dataclasses.asdict(report)))
+    return 1 if report.errors else 0
+
+
+async def _serve(parts: ControllerParts, cfg: RolloutSettings, stop: asyncio.Event | None) -> int:
+    ctl = parts.controller
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+    app = controller_app(ctl, parts.registry, cfg.tick_interval.total_seconds())
+    config = uvicorn_config(app, cfg.controller_host, cfg.controller_port, 1.0)
+    config.loop = "none"
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve())
+    runner = asyncio.create_task(ctl.run())
+    log.info(
+        "tara controller: probes on http://%s:%d, ticking every %.1fs",
+        cfg.controller_host,
+        cfg.controller_port,
+        cfg.tick_interval.total_seconds(),
+    )
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait({waiter, serving}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    log.info("tara controller stopping (up to %.0fs)", cfg.shutdown_timeout)
+    await ctl.shutdown(runner, cfg.shutdown_timeout)
+    server.should_exit = True
+    await serving
+    return 0
 
 
 def controller_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -218,7 +215,7 @@ def controller_command(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         run_in_loop(main())
-    except ValueError as exc:
+    except (ValueError, StateNotShared) as exc:
         log.error("cannot start the controller: %s", exc)
         return 2
     return result[0] if result else 1

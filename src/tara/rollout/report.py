@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from tara.rollout import histograms
 from tara.telemetry.windows import WindowStats
 
 CULTURAL_TAG = "cultural"
@@ -29,9 +28,9 @@ def variant_summary(stats: WindowStats) -> dict[str, float | int | None]:
         "error_rate": stats.error_rate,
         "ratings": stats.rating_count,
         "rating_mean": stats.rating_mean,
-        "latency_p95": histograms.quantile(stats.latency, 0.95),
+        "latency_p95": stats.latency_quantile(0.95),
         "latency_mean": _ratio(stats.latency_sum, sum(stats.latency)),
-        "ttft_p95": histograms.quantile(stats.ttft, 0.95),
+        "ttft_p95": stats.ttft_quantile(0.95),
         "user_retry_rate": _ratio(stats.user_retries, stats.requests),
         "tokens_per_answer": stats.tokens_per_answer,
         "cultural_complaints": stats.tags.get(CULTURAL_TAG, 0),

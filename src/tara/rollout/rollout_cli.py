@@ -186,13 +186,37 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
     return "POST", f"/admin/rollouts/{rid}/{action}", {"reason": args.reason or None}
 
 
+def _warn_without_leader(url: str, admin_key: str) -> None:
+    """Say so when no controller leads on the gateway's shared state (it may start later).
+
+    The gateway itself refuses a start that no controller could ever judge.
+    """
+    try:
+        state = call(url, admin_key, "GET", "/admin/state")
+    except AdminApiError as exc:
+        if exc.exit_code == UNREACHABLE:
+            raise
+        return  # a gateway that does not report its state
+    if state.get("shared") and state.get("controller", {}).get("leading") is False:
+        namespace = state.get("namespace")
+        print(
+            f"warning: no controller leads on namespace {namespace!r} right now; the canary "
+            "gets traffic, but nothing judges it until `tara controller` runs with the "
+            "gateway's TARA_REDIS_URL and TARA_REDIS_NAMESPACE",
+            file=sys.stderr,
+        )
+
+
 def rollout_command(args: argparse.Namespace, settings: Settings) -> int:
     """Entry point of ``tara rollout ...``."""
     console = Console()
     method, path, body = _request(args)
     url = base_url(args, settings)
+    key = settings.auth.admin_key.get_secret_value()
     try:
-        result = call(url, settings.auth.admin_key.get_secret_value(), method, path, body)
+        if args.rollout_command == "start":
+            _warn_without_leader(url, key)
+        result = call(url, key, method, path, body)
     except AdminApiError as exc:
         print(f"tara rollout {args.rollout_command}: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -29,6 +30,10 @@ from tara.rollout.rollout_store import RolloutStore, StaleLeaderError
 from tara.rollout.routing import RoutingTable, Segment, TrackRoute
 from tara.rollout.routing_derive import derive
 from tara.rollout.routing_store import RoutingStore, RoutingStoreError
+
+if TYPE_CHECKING:
+    from tara.settings import Settings
+    from tara.state import SharedState
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,12 @@ class RolloutService:
         self.stable_models = dict(stable_models)
         self._clock = clock
         self._notifier = notifier
+
+    @classmethod
+    def over(cls, state: SharedState, settings: Settings) -> RolloutService:
+        """The service over ``state``'s rollout records and routing table."""
+        stables = {name: track.stable_model for name, track in settings.tracks.items()}
+        return cls(state.rollouts, state.routing, settings.rollout, stables)
 
     async def list(self, track: str | None = None, *, active_only: bool = False) -> list[Rollout]:
         """Rollouts oldest first, optionally of one track and only those not finished."""

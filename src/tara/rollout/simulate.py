@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import random
-import statistics
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -27,6 +26,7 @@ from tara.rollout.model import Phase, Rollout, start
 from tara.rollout.plan import Plan, plan_from_settings
 from tara.rollout.routing import Segment
 from tara.rollout.traffic import LookSampler, VariantProfile
+from tara.telemetry.quantiles import sample_quantile
 from tara.telemetry.windows import WindowStats
 
 if TYPE_CHECKING:
@@ -127,11 +127,11 @@ def run_once(
 
 
 def _quantiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"median": None, "p90": None, "max": None}
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-    return {"median": statistics.median(ordered), "p90": p90, "max": ordered[-1]}
+    return {
+        "median": sample_quantile(values, 0.5),
+        "p90": sample_quantile(values, 0.9),
+        "max": max(values, default=None),
+    }
 
 
 def summarise(scenario: Scenario, results: list[RunResult]) -> dict[str, Any]:

@@ -24,9 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Literal
 
 from tara.settings import Settings
 from tara.telemetry.interactions import Interaction, InteractionSink, is_canary_attempt
@@ -34,24 +32,12 @@ from tara.telemetry.log import Feedback as LogFeedback
 from tara.telemetry.log import InteractionLog, open_log
 from tara.telemetry.log_writer import InteractionLogWriter
 from tara.telemetry.metrics import MetricsRecorder
-from tara.telemetry.request_index import (
-    CountedFeedback,
-    IndexedRequest,
-    IndexUnavailableError,
-    MemoryRequestIndex,
-    RequestIndex,
-)
-from tara.telemetry.request_index_redis import RedisRequestIndex
-from tara.telemetry.user_retries import (
-    MemoryRetryMemory,
-    RedisRetryMemory,
-    RetryMemory,
-    UserRetryDetector,
-)
+from tara.telemetry.request_index import CountedFeedback, IndexedRequest, IndexUnavailableError
+from tara.telemetry.user_retries import UserRetryDetector
 from tara.telemetry.window_recorder import WindowRecorder
-from tara.telemetry.window_store import WindowStore
-from tara.telemetry.window_store_memory import MemoryWindowStore
-from tara.telemetry.window_store_redis import RedisWindowStore
+
+if TYPE_CHECKING:
+    from tara.state import SharedState
 
 log = logging.getLogger(__name__)
 
@@ -104,30 +90,21 @@ class Telemetry:
         self,
         settings: Settings,
         metrics: MetricsRecorder,
+        state: SharedState,
         *,
-        redis: aioredis.Redis | None = None,
         interaction_log: InteractionLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """Build the parts: Redis-backed when ``redis`` is given, else in memory.
+        """Build the parts over ``state``'s window stats, request index and retry memory.
 
         ``interaction_log`` defaults to the one ``settings.database_url`` names.
         """
         stats = settings.stats
         self.metrics = metrics
         self.clock = clock
-        store: WindowStore
-        self.index: RequestIndex
-        memory: RetryMemory
-        if redis is not None:
-            ns = settings.redis_namespace
-            store = RedisWindowStore(redis, namespace=ns, settings=stats)
-            self.index = RedisRequestIndex(redis, namespace=ns, settings=stats)
-            memory = RedisRetryMemory(redis, namespace=ns)
-        else:
-            store = MemoryWindowStore(stats)
-            self.index = MemoryRequestIndex(stats)
-            memory = MemoryRetryMemory()
+        store = state.windows
+        self.index = state.requests
+        memory = state.retries
         self.store = store
         self.log = interaction_log or open_log(settings.database_url, settings.telemetry)
         self.writer = InteractionLogWriter.from_settings(

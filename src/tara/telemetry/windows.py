@@ -11,11 +11,11 @@ A replaced rating is a delta with ``-1`` on the old value and ``+1`` on the new.
 from __future__ import annotations
 
 import bisect
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from tara.telemetry import window_fields as wf
+from tara.telemetry.quantiles import count_above, histogram_quantile
 from tara.telemetry.window_fields import Family, member, split
 
 LATENCY_BOUNDS: tuple[float, ...] = tuple(round(0.005 * 1.25**i, 6) for i in range(50))
@@ -32,19 +32,6 @@ NEGATIVE_RATING = 2
 def latency_bucket(seconds: float) -> int:
     """Index of the histogram bucket that holds ``seconds``."""
     return bisect.bisect_left(LATENCY_BOUNDS, seconds)
-
-
-def _quantile(hist: list[int], q: float) -> float | None:
-    total = sum(hist)
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for i, count in enumerate(hist):
-        seen += count
-        if seen >= rank and count:
-            return LATENCY_BOUNDS[i] if i < len(LATENCY_BOUNDS) else math.inf
-    return math.inf  # pragma: no cover - unreachable with a non-empty histogram
 
 
 def _empty_hist() -> list[int]:
@@ -111,12 +98,16 @@ class WindowStats:
         return self.completion_tokens / self.answered if self.answered > 0 else None
 
     def latency_quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the ``q`` quantile of latency."""
-        return _quantile(self.latency, q)
+        """The ``q`` quantile of latency, seconds (:mod:`tara.telemetry.quantiles`)."""
+        return histogram_quantile(self.latency, LATENCY_BOUNDS, q)
 
     def ttft_quantile(self, q: float) -> float | None:
-        """Upper bound of the bucket holding the ``q`` quantile of TTFT."""
-        return _quantile(self.ttft, q)
+        """The ``q`` quantile of time to first token, seconds (:mod:`tara.telemetry.quantiles`)."""
+        return histogram_quantile(self.ttft, LATENCY_BOUNDS, q)
+
+    def slower_than(self, seconds: float) -> float:
+        """How many answers took longer than ``seconds`` (bucket split as for quantiles)."""
+        return count_above(self.latency, LATENCY_BOUNDS, seconds)
 
     # -- combination -----------------------------------------------------
     def merge(self, other: WindowStats) -> WindowStats:

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from tara.finetune.prepare_cli import parse_time
 from tara.settings import Settings
+from tara.state import open_state
 from tara.triggers.check import CheckReport, Verdict, iso, run_check
 from tara.triggers.state import StateError
 
@@ -105,20 +106,10 @@ def _json_safe(value: object) -> object:
 
 
 async def _check(settings: Settings, now: float | None, since: float | None) -> CheckReport:
-    if not settings.use_redis or settings.redis_url is None:
-        return await run_check(settings, now=now, volume_since=since)
-    import redis.asyncio as aioredis
-
-    from tara.telemetry.window_store_redis import RedisWindowStore
-
-    client = aioredis.Redis.from_url(settings.redis_url)
-    try:
-        windows = RedisWindowStore(
-            client, namespace=settings.redis_namespace, settings=settings.stats
-        )
+    async with open_state(settings) as state:
+        # Window stats in this process's memory would be empty: read the log instead.
+        windows = state.windows if state.shared else None
         return await run_check(settings, now=now, volume_since=since, windows=windows)
-    finally:
-        await client.aclose()
 
 
 def check_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from collections.abc import Collection, Mapping
 
-from tara.telemetry.windows import LATENCY_BOUNDS, WindowStats
+from tara.telemetry.windows import WindowStats
 from tara.triggers.comparisons import critical_z, mean_gap_lower, share_gap_lower
 from tara.triggers.config import TriggerSettings
 from tara.triggers.model import (
@@ -82,28 +82,6 @@ def relative_rise(now: float, before: float) -> float:
     if before == 0:
         return math.inf if now > 0 else 0.0
     return now / before - 1.0
-
-
-def interpolated_quantile(hist: list[int], q: float) -> float | None:
-    """The ``q`` quantile of a window latency histogram, interpolated within its bucket.
-
-    The buckets are 25% wide, so their upper bounds alone cannot tell a 15%
-    slowdown from none; spreading each bucket's count evenly over its width
-    can. The overflow bucket has no width and answers its lower bound.
-    """
-    total = sum(hist)
-    if total == 0:
-        return None
-    rank = q * total
-    seen = 0
-    for i, count in enumerate(hist):
-        if count and seen + count >= rank:
-            lower = LATENCY_BOUNDS[i - 1] if i > 0 else 0.0
-            if i >= len(LATENCY_BOUNDS):
-                return lower
-            return lower + (rank - seen) / count * (LATENCY_BOUNDS[i] - lower)
-        seen += count
-    return LATENCY_BOUNDS[-1]  # pragma: no cover - unreachable with a non-empty histogram
 
 
 def data_volume(
@@ -227,8 +205,8 @@ def latency_degraded(
     q = cfg.latency_quantile
     now_n, before_n = sum(current.latency), sum(previous.latency)
     enough = now_n >= cfg.min_requests and before_n >= cfg.min_requests
-    now_p = interpolated_quantile(current.latency, q)
-    before_p = interpolated_quantile(previous.latency, q)
+    now_p = current.latency_quantile(q)
+    before_p = previous.latency_quantile(q)
     rise = relative_rise(now_p, before_p) if enough and now_p and before_p else None
     evidence = {
         "quantile": q,
