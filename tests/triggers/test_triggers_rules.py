@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -432,3 +434,13 @@ def test_evaluate_compares_each_language_with_the_others_in_its_subject() -> Non
     # Three language×subjects could be compared: the 99% is split three ways.
     z = rating["language=hi,subject=math"].evidence["z"]
     assert z == pytest.approx(comparisons.critical_z(0.99, 3), abs=1e-3)
+
+
+def test_the_manual_lists_every_trigger_and_no_other() -> None:
+    page = (Path(__file__).resolve().parents[2] / "docs" / "fine-tuning.md").read_text()
+    section = page.split("## Triggers: when to fine-tune", 1)[1].split("\n## ", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    listed = {name for line in table for name in re.findall(r"`([a-z0-9_]+)`", line.split("|")[1])}
+    assert listed <= set(rules.TRIGGERS)
+    for name in rules.TRIGGERS:  # each documented on the page (the table or its own section)
+        assert f"`{name}`" in page, name
