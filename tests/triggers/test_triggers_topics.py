@@ -140,3 +140,11 @@ def test_a_frequent_topic_keeps_its_cell_through_a_flood_of_one_off_names() -> N
     assert len(cells) == 21
     assert sum(cells.values()) == 1000  # nothing lost: what left a cell is in "other"
     assert table.other.evictions > 700
+
+
+def test_the_word_memory_stays_bounded_and_derivation_right() -> None:
+    lexicon = load_lexicon()
+    for start in range(0, 50_250, 250):  # 50,250 distinct words, 250 per question
+        lexicon.derive("math", " ".join(f"w{n}" for n in range(start, start + 250)))
+    assert len(lexicon._subjects["math"].seen) <= 50_000
+    assert lexicon.derive("math", "quadratic w1") == "algebra"

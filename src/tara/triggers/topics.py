@@ -35,7 +35,9 @@ TOPIC_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 # signs and viramas are combining marks, which ``\w`` alone would split words at.
 # The danda (U+0964, U+0965) is punctuation and ends a word.
 _WORD = re.compile(r"[\w\u0900-\u0963\u0966-\u097F\u0B80-\u0BFF]+")
-_JOINERS = str.maketrans("", "", "\u200c\u200d")
+_ZWNJ, _ZWJ = "\u200c", "\u200d"
+_WORD_CACHE = 50_000
+"""Words remembered per subject (their topic or none); questions reuse most of their words."""
 
 
 class LexiconError(ValueError):
@@ -44,8 +46,9 @@ class LexiconError(ValueError):
 
 def words(text: str) -> list[str]:
     """``text`` as lower-case NFC words, joiners removed (how questions and entries compare)."""
-    text = unicodedata.normalize("NFC", text.translate(_JOINERS)).casefold()
-    return _WORD.findall(text)
+    if _ZWNJ in text or _ZWJ in text:
+        text = text.replace(_ZWNJ, "").replace(_ZWJ, "")
+    return _WORD.findall(unicodedata.normalize("NFC", text).casefold())
 
 
 @dataclass(slots=True)
@@ -56,6 +59,10 @@ class _Subject:
     """First word → (the phrase's words, topic), longest phrase first."""
     order: dict[str, int] = field(default_factory=dict)
     """Topic → its position in the file (ties go to the earlier one)."""
+    lengths: list[int] = field(default_factory=list)
+    """Lengths of the prefixes, longest first."""
+    seen: dict[str, str | None] = field(default_factory=dict)
+    """Word → the topic it matched (or ``None``), so each distinct word is looked up once."""
 
 
 class TopicLexicon:
@@ -73,9 +80,7 @@ class TopicLexicon:
         for compiled in self._subjects.values():
             for phrases in compiled.phrases.values():
                 phrases.sort(key=lambda p: -len(p[0]))
-        self._prefix_lengths = {
-            s: sorted({len(p) for p in c.prefixes}, reverse=True) for s, c in self._subjects.items()
-        }
+            compiled.lengths = sorted({len(p) for p in compiled.prefixes}, reverse=True)
 
     @property
     def subjects(self) -> list[str]:
@@ -87,24 +92,11 @@ class TopicLexicon:
         compiled = self._subjects.get(subject.casefold())
         return list(compiled.order) if compiled else []
 
-    def _match(self, compiled: _Subject, lengths: list[int], word: str) -> str | None:
-        topic = compiled.exact.get(word)
-        if topic is not None:
-            return topic
-        for n in lengths:
-            if n <= len(word):
-                topic = compiled.prefixes.get(word[:n])
-                if topic is not None:
-                    return topic
-        return None
-
     def derive(self, subject: str | None, question: str) -> str | None:
         """The topic of ``question`` among ``subject``'s, or ``None`` when no word matches."""
-        key = subject.casefold() if subject else ""
-        compiled = self._subjects.get(key)
+        compiled = self._subjects.get(subject.casefold()) if subject else None
         if compiled is None:
             return None
-        lengths = self._prefix_lengths[key]
         found = words(question[:MAX_QUESTION_CHARS])
         hits: dict[str, int] = {}
         i = 0
@@ -116,13 +108,31 @@ class TopicLexicon:
                     topic, step = phrase_topic, len(phrase)
                     break
             if topic is None:
-                topic = self._match(compiled, lengths, word)
+                topic = _match(compiled, word)
             if topic is not None:
                 hits[topic] = hits.get(topic, 0) + 1
             i += step
         if not hits:
             return None
         return min(hits, key=lambda t: (-hits[t], compiled.order[t]))
+
+
+def _match(compiled: _Subject, word: str) -> str | None:
+    """The topic of the longest entry ``word`` matches: itself, else its longest prefix."""
+    seen = compiled.seen
+    if word in seen:
+        return seen[word]
+    topic = compiled.exact.get(word)
+    if topic is None:
+        for n in compiled.lengths:
+            if n <= len(word):
+                topic = compiled.prefixes.get(word[:n])
+                if topic is not None:
+                    break
+    if len(seen) >= _WORD_CACHE:
+        seen.clear()  # bounded: a long check over varied text starts afresh
+    seen[word] = topic
+    return topic
 
 
 def _add(compiled: _Subject, topic: str, term: str) -> None:
