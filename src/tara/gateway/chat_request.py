@@ -18,15 +18,16 @@ import orjson
 
 from tara.gateway.errors import GatewayError, bad_request
 
-CONTEXT_KEYS = ("subject", "language", "grade")
+CONTEXT_KEYS = ("subject", "language", "grade", "topic")
 """Tara's keys in body ``metadata``; removed before the body goes upstream."""
 
 _H_USER = b"x-tara-user"
 _H_SUBJECT = b"x-tara-subject"
 _H_LANGUAGE = b"x-tara-language"
 _H_GRADE = b"x-tara-grade"
+_H_TOPIC = b"x-tara-topic"
 _H_RETRY = b"x-tara-retry"
-_TARA_HEADERS = frozenset((_H_USER, _H_SUBJECT, _H_LANGUAGE, _H_GRADE, _H_RETRY))
+_TARA_HEADERS = frozenset((_H_USER, _H_SUBJECT, _H_LANGUAGE, _H_GRADE, _H_TOPIC, _H_RETRY))
 _TRUE = frozenset(("1", "true", "yes"))
 
 
@@ -41,6 +42,9 @@ class ChatRequest:
     subject: str | None
     language: str | None
     grade: str | None
+    topic: str | None
+    """What the question is about, as the app names it (lower-cased); stored with the
+    interaction for the trigger rules, never a routing key or a metric label."""
     stream: bool
     client_wants_usage: bool
     user_retry: bool
@@ -143,17 +147,18 @@ def _parse(raw: bytes, headers: Iterable[tuple[bytes, bytes]]) -> ChatRequest:
     if user is not None and not isinstance(user, str):
         raise bad_request("'user' must be a string", "user")
     metadata = body.get("metadata")
-    subject = language = grade = None
+    subject = language = grade = topic = None
     if metadata is not None:
         if not isinstance(metadata, dict):
             raise bad_request("'metadata' must be an object", "metadata")
-        subject, language, grade = (_context(metadata, k) for k in CONTEXT_KEYS)
+        subject, language, grade, topic = (_context(metadata, k) for k in CONTEXT_KEYS)
         if not metadata:
             del body["metadata"]
     found = tara_headers(headers)
     student = found.get(_H_USER) or (_text(user) if user else None)
     subject = found.get(_H_SUBJECT) or subject
     language = found.get(_H_LANGUAGE) or language
+    topic = found.get(_H_TOPIC) or topic
     return ChatRequest(
         body=body,
         track=track,
@@ -162,6 +167,7 @@ def _parse(raw: bytes, headers: Iterable[tuple[bytes, bytes]]) -> ChatRequest:
         subject=subject.lower() if subject else None,
         language=language.lower() if language else None,
         grade=found.get(_H_GRADE) or grade,
+        topic=topic.lower() if topic else None,
         stream=stream,
         client_wants_usage=wants_usage,
         user_retry=found.get(_H_RETRY, "").lower() in _TRUE,
