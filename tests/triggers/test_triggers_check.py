@@ -262,3 +262,44 @@ def test_a_topic_cools_down_with_its_language_and_subject(tmp_path: Path) -> Non
     assert (verdict.cooling_down, verdict.last_run) == (True, NOW - 3 * DAY)
     assert algebra.run_scope == HI_MATH
     assert Scope(track="t").run_scope == Scope(track="t")
+
+
+def test_cli_check_finds_latency_degraded_in_one_language_and_subject(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from triggers_traffic import TA_PHYS, Maker
+
+    make = Maker()
+    rows = []
+    for scope, slower in ((HI_MATH, 1.3), (TA_PHYS, 1.0)):
+        for i in range(150):
+            spread = 0.5 + i / 150
+            context = {"language": scope.language, "subject": scope.subject}
+            rows.append(make(NOW - 9 * DAY + i, latency_s=spread, **context))
+            rows.append(make(NOW - 2 * DAY + i, latency_s=slower * spread, **context))
+    db = tmp_path / "log.db"
+    log = SqliteInteractionLog(str(db))
+    asyncio.run(log.migrate())
+    asyncio.run(log.write_batch(rows))
+    asyncio.run(log.aclose())
+    monkeypatch.delenv("TARA_REDIS_URL", raising=False)
+    monkeypatch.setenv("TARA_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("TARA_TRIGGERS__STATE_DIR", str(tmp_path / "state"))
+    assert main(["triggers", "check", "--json", "--at", str(NOW)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    latency = {
+        ",".join(f"{k}={v}" for k, v in t["scope"].items()): t
+        for t in report["triggers"]
+        if t["trigger"] == "latency_p95"
+    }
+    assert set(latency) == {"track=tara-tutor", HI_MATH.key, TA_PHYS.key}
+    assert latency[HI_MATH.key]["fired"] is True
+    assert latency[TA_PHYS.key]["fired"] is False
+    assert latency[HI_MATH.key]["window"] == {
+        "start": NOW - 7 * DAY,
+        "end": NOW,
+        "previous_start": NOW - 14 * DAY,
+    }
+    assert (latency[HI_MATH.key]["sample"], latency[HI_MATH.key]["min_sample"]) == (150, 100)
