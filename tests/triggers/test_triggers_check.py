@@ -303,3 +303,18 @@ def test_cli_check_finds_latency_degraded_in_one_language_and_subject(
         "previous_start": NOW - 14 * DAY,
     }
     assert (latency[HI_MATH.key]["sample"], latency[HI_MATH.key]["min_sample"]) == (150, 100)
+
+
+def test_cli_check_says_when_the_topic_lexicon_cannot_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TARA_REDIS_URL", raising=False)
+    monkeypatch.setenv("TARA_DATABASE_URL", f"sqlite:///{tmp_path / 'log.db'}")
+    monkeypatch.setenv("TARA_TRIGGERS__STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("TARA_TRIGGERS__TOPIC_LEXICON", str(tmp_path / "missing.txt"))
+    assert main(["triggers", "check"]) == 1
+    assert "cannot read topic lexicon" in capsys.readouterr().err
+    (tmp_path / "bad.txt").write_text("algebra\n")
+    monkeypatch.setenv("TARA_TRIGGERS__TOPIC_LEXICON", str(tmp_path / "bad.txt"))
+    assert main(["triggers", "check"]) == 1
+    assert "bad.txt:1: entry before the first [subject/topic] section" in capsys.readouterr().err

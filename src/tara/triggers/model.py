@@ -176,11 +176,6 @@ class CellStats:
     numbers moved here (not added up by :meth:`merge`)."""
 
     @property
-    def retry_rate(self) -> float | None:
-        """User retries per request."""
-        return self.user_retries / self.requests if self.requests else None
-
-    @property
     def rating_mean(self) -> float | None:
         """Mean rating, or ``None`` without ratings."""
         return self.rating_sum / self.ratings if self.ratings else None

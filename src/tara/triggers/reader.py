@@ -32,6 +32,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import InteractionFilter, InteractionLog
@@ -112,7 +113,7 @@ class _Cells:
                 cell.rating_sum += ix.rating
                 cell.flagged += flagged
 
-    def stats(self, kind: str) -> dict[Scope, CellStats]:
+    def stats(self, kind: Literal["topic", "grade"]) -> dict[Scope, CellStats]:
         tables = self.topics if kind == "topic" else self.grades
         return {
             Scope(language=segment.language, subject=segment.subject, **{kind: name}): stats
@@ -132,11 +133,10 @@ class TelemetryReader:
         min_rating: int,
         windows: WindowStore | None = None,
         tracks: Iterable[str] = (),
-        lexicon: TopicLexicon | None = None,
     ) -> None:
         self._log = log
         self._cfg = cfg
-        self._lexicon = lexicon or load_lexicon(cfg.topic_lexicon)
+        self._lexicon = load_lexicon(cfg.topic_lexicon)
         self._min_rating = min_rating
         self._windows = windows
         self._tracks = tuple(tracks)
