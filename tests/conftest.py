@@ -8,14 +8,26 @@ namespace and its own PostgreSQL schema, removed afterwards.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 
 import pytest
 import redis.asyncio as aioredis
 
+from dependencies import MISSING_DEPENDENCY, in_ci
 from tcp_relay import REDIS_URL, RedisProxy
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Under CI, a test skipped for a missing dependency fails (see ``tests/dependencies.py``)."""
+    report = yield
+    if report.skipped and in_ci() and MISSING_DEPENDENCY in str(report.longrepr):
+        report.outcome = "failed"
+    return report
 
 
 @pytest.fixture

@@ -2,7 +2,9 @@
 
 Used for Redis (:class:`RedisProxy`, the ``redis_proxy`` fixture) and for
 PostgreSQL: the real server stays up, the relay in front of it dies, just as
-a network partition or a crashed server looks to the client.
+a network partition or a crashed server looks to the client. :meth:`TcpRelay.freeze`
+is the other kind of outage: connections stay open and nothing comes back
+(a black-holed network), so a client without timeouts hangs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ class TcpRelay:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        """Hold every byte in both directions, connections open, until :meth:`thaw`."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """Let bytes flow again (what was held is delivered)."""
+        self._flowing.set()
 
     async def start(self) -> None:
         """Accept connections (again, on the same port)."""
@@ -51,6 +63,7 @@ class TcpRelay:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError):
                 while data := await src.read(65536):
+                    await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             dst.close()

@@ -7,12 +7,7 @@ from pathlib import Path
 import tara
 from import_graph import components, cycle_in, cycles, describe, graph
 
-KNOWN_CYCLES: list[set[str]] = [
-    # The interaction log's protocol module opens its backends and they import it back.
-    # Helper t11-store is rewriting these modules; the lead removes this exception when
-    # that work is merged.
-    {"tara.telemetry.log", "tara.telemetry.log_sqlite", "tara.telemetry.log_postgres"},
-]
+KNOWN_CYCLES: list[set[str]] = []
 
 
 def test_src_tara_has_no_import_cycles() -> None:

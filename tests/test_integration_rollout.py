@@ -206,7 +206,7 @@ async def test_bad_canary_is_rolled_back_and_good_one_becomes_stable_across_a_re
         # -- a bad candidate: rolled back, everyone on stable again -------------------
         async with controller(s.settings) as (parts, _runner):
             bad = await parts.service.start(TRACK, "tara-candidate-bad")
-            bad = await wait_for(parts, bad.id, lambda r: r.phase in TERMINAL_PHASES, 15)
+            bad = await wait_for(parts, bad.id, lambda r: r.phase in TERMINAL_PHASES, 60)
             assert bad.phase is Phase.ROLLED_BACK, bad.history[-1]
             assert [d.decision for d in bad.history] == ["start", "rollback"]
             assert bad.history[-1].actor == "controller"
@@ -217,7 +217,7 @@ async def test_bad_canary_is_rolled_back_and_good_one_becomes_stable_across_a_re
 
             # -- a good candidate: promoted stage by stage ...
             good = await parts.service.start(TRACK, "tara-candidate-good")
-            mid = await wait_for(parts, good.id, lambda r: r.stage_index >= 1, 15)
+            mid = await wait_for(parts, good.id, lambda r: r.stage_index >= 1, 60)
             assert mid.phase is Phase.PROGRESSING
             assert mid.stage_index == 1
             first_token = parts.controller.lease.token
@@ -228,7 +228,7 @@ async def test_bad_canary_is_rolled_back_and_good_one_becomes_stable_across_a_re
             parts.controller.lease.release = _no_release  # type: ignore[method-assign]
 
         async with controller(s.settings) as (parts, _runner):
-            good = await wait_for(parts, good.id, lambda r: r.phase in TERMINAL_PHASES, 20)
+            good = await wait_for(parts, good.id, lambda r: r.phase in TERMINAL_PHASES, 90)
             assert good.phase is Phase.SUCCEEDED, good.history[-1]
             assert parts.controller.lease.token is not None
             assert first_token is not None

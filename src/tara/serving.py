@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import gc
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from typing import Any
 
 import uvicorn
@@ -68,10 +68,27 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+class _DrainingServer(uvicorn.Server):
+    """uvicorn, except that a signal it shut down for gracefully is not raised again.
+
+    uvicorn re-raises SIGTERM once it has drained, so the process ended "killed
+    by SIGTERM" (exit status 143) after a clean shut-down; orchestrators and
+    supervisors read that as a failure.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()
+
+
 def serve_forever(app: Any, host: str, port: int, shutdown_timeout: float = 10.0) -> None:
-    """Run ``app`` until SIGINT/SIGTERM, then drain for up to ``shutdown_timeout`` seconds."""
+    """Run ``app`` until SIGINT/SIGTERM, drain for up to ``shutdown_timeout`` s, then return."""
     tune_gc()
-    uvicorn.Server(uvicorn_config(app, host, port, shutdown_timeout)).run()
+    _DrainingServer(uvicorn_config(app, host, port, shutdown_timeout)).run()
 
 
 @contextlib.asynccontextmanager

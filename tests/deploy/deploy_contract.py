@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import promql_parser
-import pytest
 import yaml
+
+from dependencies import missing
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -49,6 +50,10 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("tara_rejected_requests_total", COUNTER, "status"),
         ("tara_requests_in_flight", GAUGE, ""),
         ("tara_interactions_dropped_total", COUNTER, "reason"),
+        ("tara_interaction_log_up", GAUGE, ""),
+        ("tara_interaction_spool_records", GAUGE, ""),
+        ("tara_interaction_spool_bytes", GAUGE, ""),
+        ("tara_telemetry_dropped_total", COUNTER, "sink reason"),
         ("tara_routing_table_healthy", GAUGE, ""),
         ("tara_routing_table_age_seconds", GAUGE, ""),
         ("tara_routing_table_version", GAUGE, ""),
@@ -143,7 +148,7 @@ def contract_problems(expr: str) -> list[str]:
 def require_promtool() -> str:
     """The promtool path; skips the calling test when it is not installed."""
     if PROMTOOL is None:
-        pytest.skip("promtool is not installed; run scripts/install-prometheus")
+        missing("promtool; run scripts/setup")
     return PROMTOOL
 
 

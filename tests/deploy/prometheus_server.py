@@ -28,6 +28,7 @@ import httpx
 import pytest
 import yaml
 
+from dependencies import missing
 from tara.serving import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -195,7 +196,7 @@ def running_prometheus(
 def require_prometheus() -> None:
     """Skip the calling test when the Prometheus server is not installed."""
     if not Path(PROMETHEUS).exists():
-        pytest.skip("prometheus is not installed; run scripts/install-prometheus")
+        missing("prometheus; run scripts/setup")
 
 
 @pytest.fixture(name="prometheus")

@@ -251,7 +251,26 @@ def test_controller_may_run_several_replicas_and_exposes_metrics() -> None:
     assert find("Deployment", "tara-controller")["spec"]["replicas"] >= 1
     ports = {p["name"] for p in container("tara-controller")["ports"]}
     assert "metrics" in ports
-    assert container("tara-controller")["livenessProbe"]["httpGet"]["port"] == "metrics"
+
+
+def test_controller_probes_ask_its_liveness_and_readiness_endpoints() -> None:
+    # /healthz fails when the loop is hung or dead (a restart helps), /readyz when the
+    # stores are unreachable (a restart does not): each probe asks its own question.
+    controller = container("tara-controller")
+    assert controller["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert controller["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+
+def test_gateway_spools_to_a_volume_big_enough_for_the_spool() -> None:
+    spool = Path(tara_config()["telemetry"]["spool_path"])
+    gateway = container("tara-gateway")
+    [mount] = [m for m in gateway["volumeMounts"] if spool.is_relative_to(m["mountPath"])]
+    assert mount["mountPath"] != "/tmp"
+    [volume] = [v for v in pod_spec("tara-gateway")["volumes"] if v["name"] == mount["name"]]
+    limit = volume["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Mi")
+    max_bytes = tara_config()["telemetry"].get("spool_max_bytes", 1 << 30)
+    assert int(limit.removesuffix("Mi")) * (1 << 20) > max_bytes
 
 
 @pytest.mark.parametrize("name", ["tara-gateway", "tara-controller"])

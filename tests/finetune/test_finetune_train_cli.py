@@ -49,7 +49,8 @@ async def test_start_status_follow_and_serve(
 ) -> None:
     dataset = await build_dataset(tmp_path / "ds", count=60)
     ds = str(dataset.directory)
-    async with sandbox_training_for(0.3) as url:
+    # Long enough that the first status still sees the job running on a loaded machine.
+    async with sandbox_training_for(2.0) as url:
         _env(monkeypatch, url)
         code, out, _ = await _tara(capsys, "finetune", "start", ds)
         assert code == 0

@@ -31,7 +31,7 @@ from tara.sandbox import running_sandbox
 from tara.sandbox.config import default_config, zero_latency
 from tara.settings import DEV_STUDENT_HASH_KEY, Settings
 from tara.telemetry.interactions import Interaction
-from tara.telemetry.log import open_log
+from tara.telemetry.log_backends import open_log
 from tara.telemetry.pipeline import Telemetry
 from tcp_relay import TcpRelay
 from waiting import eventually
@@ -357,8 +357,8 @@ async def test_capture_modes(tmp_path: Path, capture: str) -> None:
 
 
 @pytest.mark.postgres
-async def test_a_killed_log_store_loses_no_request_and_counts_the_drops(
-    pg_schema: tuple[str, str],
+async def test_a_killed_log_store_loses_no_request_and_no_record(
+    pg_schema: tuple[str, str], tmp_path: Path
 ) -> None:
     dsn, schema = pg_schema
     relay = TcpRelay(5432)
@@ -366,9 +366,9 @@ async def test_a_killed_log_store_loses_no_request_and_counts_the_drops(
     relayed = dsn.replace("127.0.0.1:5432", f"127.0.0.1:{relay.port}")
     telemetry = {
         "pg_schema": schema,
-        "max_attempts": 2,
         "retry_initial_backoff": 0.01,
         "retry_max_backoff": 0.02,
+        "spool_path": str(tmp_path / "spool.jsonl"),
     }
     try:
         async with sandbox() as upstream:
@@ -377,21 +377,24 @@ async def test_a_killed_log_store_loses_no_request_and_counts_the_drops(
                 before = (await ask(client)).headers["x-tara-request-id"]
                 await telemetry_of(gateway).flush()
                 await relay.stop()
-                lost = [
+                during = [
                     (await ask(client, f"s-{i}")).headers["x-tara-request-id"] for i in range(5)
                 ]
 
-                async def five_dropped() -> bool:
-                    count = sample(gateway, "tara_interactions_dropped_total", reason="store_error")
-                    return count == 5
+                def spooled() -> bool:
+                    return sample(gateway, "tara_interaction_spool_records") == 5
 
-                await eventually(five_dropped)
+                await eventually(spooled)
+                assert sample(gateway, "tara_interaction_log_up") == 0
                 await relay.start()
                 after = [
                     (await ask(client, f"t-{i}")).headers["x-tara-request-id"] for i in range(3)
                 ]
+                await eventually(lambda: sample(gateway, "tara_interaction_log_up") == 1)
                 await telemetry_of(gateway).flush()
-                dropped = sample(gateway, "tara_interactions_dropped_total", reason="store_error")
+                dropped = gateway.metrics.registry.get_sample_value(
+                    "tara_interactions_dropped_total", {"reason": "spool_full"}
+                )
     finally:
         await relay.stop()
     log = open_log(dsn, settings.telemetry)
@@ -399,9 +402,8 @@ async def test_a_killed_log_store_loses_no_request_and_counts_the_drops(
         stored = {ix.request_id async for ix in log.iter_interactions()}
     finally:
         await log.aclose()
-    assert stored == {before, *after}
-    assert not stored & set(lost)
-    assert dropped == 5
+    assert stored == {before, *during, *after}
+    assert dropped is None
 
 
 async def test_graceful_shutdown_writes_every_queued_request(tmp_path: Path) -> None:

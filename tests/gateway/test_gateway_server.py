@@ -95,8 +95,7 @@ async def test_serve_process_drains_a_stream_on_sigterm() -> None:
         stderr = err.decode()
         code = proc.returncode
     assert received.endswith(b"data: [DONE]\n\n")
-    # uvicorn re-raises the signal once it has shut down gracefully.
-    assert code in (0, -signal.SIGTERM)
+    assert code == 0  # a graceful drain is a success, not a death by signal
     assert "gateway stopping" in stderr
     assert "using the built-in development admin key" in stderr
     assert UPSTREAM_KEY not in stderr

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
+from tara.serving import free_port
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import COLUMNS, InteractionFilter, InteractionLog
 from tara.telemetry.log_postgres import PostgresInteractionLog
@@ -187,6 +190,50 @@ async def test_nul_characters_do_not_fail_the_batch(store: InteractionLog) -> No
     assert got.messages is not None
     assert got.messages[0]["content"] in {"x\x00y", "x\ufffdy"}
     assert await store.get("req-000002") == make(2)
+
+
+POISON = "\udcff\udcfe"
+"""What undecodable header bytes become (``surrogateescape``): not encodable as UTF-8."""
+
+
+async def test_a_poison_record_is_refused_and_the_store_keeps_working(
+    store: InteractionLog,
+) -> None:
+    refused = (UnicodeEncodeError, asyncpg.DataError)
+    with pytest.raises(refused):
+        await store.write_batch([make(1), make(2, subject=POISON)])
+    with pytest.raises(refused):
+        await store.apply_feedback("req-000001", 3, [], None, POISON, T0 + 5)
+    await store.ping()  # a refused record is not an outage
+    await store.write_batch([make(1)])
+    assert await ids(store) == ["req-000001"]
+
+
+async def test_ping_fails_while_the_store_cannot_take_writes(
+    open_store: Callable[[], InteractionLog], tmp_path: Path
+) -> None:
+    log = open_store()
+    await log.ping()
+    await log.aclose()
+    if isinstance(log, SqliteInteractionLog):
+        locked = SqliteInteractionLog(log.path, busy_timeout=0.05)
+        holder = sqlite3.connect(log.path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with pytest.raises(sqlite3.OperationalError):
+                await locked.ping()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        await locked.ping()
+        await locked.aclose()
+    else:
+        gone = PostgresInteractionLog(
+            f"postgresql://postgres@127.0.0.1:{free_port()}/test", connect_timeout=1
+        )
+        with pytest.raises(OSError):
+            await gone.ping()
+        await gone.aclose()
 
 
 def _dataset() -> list[Interaction]:

@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from tara.serving import free_port
 from tara.telemetry.config import TelemetrySettings
 from tara.telemetry.interactions import Interaction
-from tara.telemetry.log import Feedback, InteractionLog, open_log
+from tara.telemetry.log import Feedback, InteractionLog
+from tara.telemetry.log_backends import open_log
 from tara.telemetry.log_postgres import PostgresInteractionLog
 from tara.telemetry.log_sqlite import SqliteInteractionLog
-from tara.telemetry.log_writer import InteractionLogWriter, backoff, drop_reporter
+from tara.telemetry.log_writer import InteractionLogWriter, drop_reporter
+from tara.telemetry.spool import Spool, encode
 from tcp_relay import TcpRelay
 from waiting import eventually
 
@@ -67,10 +68,6 @@ class Drops:
 
     def total(self, reason: str) -> int:
         return sum(n for r, n in self.calls if r == reason)
-
-
-def test_backoff_doubles_up_to_the_cap() -> None:
-    assert [backoff(a, 0.1, 0.5) for a in range(1, 6)] == [0.1, 0.2, 0.4, 0.5, 0.5]
 
 
 async def test_records_are_written_in_batches(sqlite_log: SqliteInteractionLog) -> None:
@@ -210,6 +207,49 @@ async def test_feedback_joins_whether_it_comes_after_or_before(
     await writer.aclose(timeout=10)
 
 
+POISON = "\udcff"
+"""What an undecodable header byte becomes (``surrogateescape``); no store can encode it."""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def kind_of_log(request: pytest.FixtureRequest, tmp_path: Path) -> InteractionLog:
+    """A log of each kind, not migrated yet."""
+    if request.param == "sqlite":
+        return SqliteInteractionLog(tmp_path / "ix.db")
+    dsn, schema = request.getfixturevalue("pg_schema")
+    return PostgresInteractionLog(dsn, schema=schema)
+
+
+@pytest.fixture
+async def any_log(kind_of_log: InteractionLog) -> AsyncIterator[InteractionLog]:
+    """A migrated log of each kind."""
+    await kind_of_log.migrate()
+    yield kind_of_log
+    await kind_of_log.aclose()
+
+
+async def test_a_poison_record_loses_no_neighbour(any_log: InteractionLog) -> None:
+    drops = Drops()
+    writer = InteractionLogWriter(
+        any_log, batch_size=64, flush_interval=3600, retry_initial_backoff=0.0, on_drop=drops
+    )
+    rows = [make(n) for n in range(40)]
+    rows[17] = make(17, subject=POISON)
+    for row in rows:
+        writer.record(row)
+    for n in (3, 17, 30):
+        writer.record_feedback(Feedback(f"req-{n:06d}", 4, ["wrong"], None, None, T0 + 50))
+    writer.record_feedback(Feedback("req-000005", 2, [], None, f"bad {POISON}", T0 + 60))
+    writer.start()
+    await writer.flush()
+    got = {ix.request_id: ix for ix in await stored(any_log)}
+    assert sorted(got) == [f"req-{n:06d}" for n in range(40) if n != 17]
+    assert (got["req-000003"].rating, got["req-000030"].rating) == (4, 4)
+    assert got["req-000005"].rating is None  # its rating was the poison
+    assert drops.calls == [("rejected", 1), ("rejected", 1)]
+    await writer.aclose(timeout=10)
+
+
 @contextlib.contextmanager
 def sqlite_write_lock(path: Path) -> Iterator[None]:
     """Hold SQLite's write lock from another connection, as a long ``tara log purge`` would."""
@@ -222,74 +262,123 @@ def sqlite_write_lock(path: Path) -> Iterator[None]:
         holder.close()
 
 
-async def test_sqlite_outage_is_retried_then_writing_resumes(
-    sqlite_log: SqliteInteractionLog,
-) -> None:
-    drops = Drops()
-    writer = InteractionLogWriter(
-        sqlite_log,
-        max_attempts=1000,
+def fast_writer(log: InteractionLog, spool: Spool | None, drops: Drops) -> InteractionLogWriter:
+    return InteractionLogWriter(
+        log,
         retry_initial_backoff=0.01,
         retry_max_backoff=0.05,
         flush_interval=0.01,
+        spool=spool,
         on_drop=drops,
     )
+
+
+async def test_sqlite_outage_is_spooled_then_replayed_in_order(
+    sqlite_log: SqliteInteractionLog, tmp_path: Path
+) -> None:
+    drops = Drops()
+    spool = Spool(tmp_path / "spool" / "ix.jsonl", 1 << 20)
+    writer = fast_writer(sqlite_log, spool, drops)
     writer.start()
-    with sqlite_write_lock(sqlite_log.path):
-        for n in range(20):
-            writer.record(make(n))  # the request path keeps going during the outage
-        await eventually(lambda: writer.stats.failed_attempts >= 3, "failed attempts", within=20)
-        assert await stored(sqlite_log) == []
+    writer.record(make(0))
     await writer.flush()
-    assert len(await stored(sqlite_log)) == 20
+    with sqlite_write_lock(sqlite_log.path):
+        for n in range(1, 21):
+            writer.record(make(n))  # the request path keeps going during the outage
+        # A rating and then a second one for a row written during the outage: order matters.
+        writer.record_feedback(Feedback("req-000004", 1, [], None, None, T0 + 30))
+        writer.record_feedback(Feedback("req-000004", 5, [], None, None, T0 + 31))
+        await eventually(lambda: spool.records == 22, "everything spooled", within=20)
+        assert not writer.up
+        assert len(await stored(sqlite_log)) == 1
+    await eventually(lambda: writer.up, "the spool replayed", within=20)
+    rows = await stored(sqlite_log)
+    assert [ix.request_id for ix in rows] == [make(n).request_id for n in range(21)]
+    assert rows[4].rating == 5
     assert drops.calls == []
+    assert (spool.records, spool.size) == (0, 0)
+    assert writer.stats.outages == 1
     await writer.aclose(timeout=10)
 
 
-async def test_sqlite_batch_that_keeps_failing_is_dropped_as_store_error(
-    sqlite_log: SqliteInteractionLog,
+async def test_a_spool_left_behind_is_replayed_at_the_next_start(
+    sqlite_log: SqliteInteractionLog, tmp_path: Path
+) -> None:
+    path = tmp_path / "spool.jsonl"
+    drops = Drops()
+    with sqlite_write_lock(sqlite_log.path):
+        first = fast_writer(sqlite_log, Spool(path, 1 << 20), drops)
+        first.start()
+        for n in range(10):
+            first.record(make(n))
+        first.record_feedback(Feedback("req-000002", 3, ["unclear"], 0.5, "ঠিক", T0 + 9))
+        await first.aclose(timeout=0.5)  # down at shut-down: everything stays in the spool
+    assert len(path.read_bytes().splitlines()) == 11
+    second = fast_writer(sqlite_log, Spool(path, 1 << 20), drops)
+    second.start()
+    await eventually(lambda: second.up, "the spool replayed", within=20)
+    rows = await stored(sqlite_log)
+    assert [ix.request_id for ix in rows] == [make(n).request_id for n in range(10)]
+    assert (rows[2].rating, rows[2].tags, rows[2].comment) == (3, ["unclear"], "ঠিক")
+    assert drops.calls == []
+    assert second.stats.replayed == 11
+    await second.aclose(timeout=10)
+    assert path.read_bytes() == b""
+
+
+async def test_only_what_overflows_the_spool_is_counted(
+    sqlite_log: SqliteInteractionLog, tmp_path: Path
 ) -> None:
     drops = Drops()
-    writer = InteractionLogWriter(
-        sqlite_log, max_attempts=3, retry_initial_backoff=0.0, flush_interval=0.01, on_drop=drops
-    )
+    one = len(encode(make(0)))
+    spool = Spool(tmp_path / "small.jsonl", one * 5 + one // 2)  # room for five records
+    writer = fast_writer(sqlite_log, spool, drops)
+    writer.start()
+    with sqlite_write_lock(sqlite_log.path):
+        for n in range(8):
+            writer.record(make(n))
+        await writer.flush()
+        assert spool.records == 5
+    await eventually(lambda: writer.up, "the spool replayed", within=20)
+    assert len(await stored(sqlite_log)) == 5
+    assert drops.total("spool_full") == 3
+    await writer.aclose(timeout=10)
+
+
+async def test_no_spool_counts_an_outage_as_spool_full(sqlite_log: SqliteInteractionLog) -> None:
+    drops = Drops()
+    writer = fast_writer(sqlite_log, None, drops)
     writer.start()
     with sqlite_write_lock(sqlite_log.path):
         for n in range(5):
             writer.record(make(n))
         await writer.flush()
-    assert drops.calls == [("store_error", 5)]
-    assert writer.stats.failed_attempts == 3
+    assert drops.calls == [("spool_full", 5)]
     writer.record(make(6))  # the store is back: the next batch just works
+    await eventually(lambda: writer.up, "writing directly again", within=20)
     await writer.flush()
     assert [ix.request_id for ix in await stored(sqlite_log)] == ["req-000006"]
     await writer.aclose(timeout=10)
 
 
-async def test_shutdown_timeout_counts_what_was_never_written(
-    sqlite_log: SqliteInteractionLog,
+async def test_shutdown_timeout_counts_only_what_cannot_be_spooled(
+    sqlite_log: SqliteInteractionLog, tmp_path: Path
 ) -> None:
     drops = Drops()
     writer = InteractionLogWriter(
-        sqlite_log,
-        batch_size=4,
-        max_attempts=1000,
-        retry_initial_backoff=0.01,
-        flush_interval=0.01,
-        on_drop=drops,
+        sqlite_log, batch_size=4, flush_interval=3600, spool=None, on_drop=drops
     )
     writer.start()
     with sqlite_write_lock(sqlite_log.path):
         for n in range(10):
             writer.record(make(n))
-        await eventually(lambda: writer.stats.failed_attempts >= 1, "a failed attempt", within=20)
-        await writer.aclose(timeout=0.2)
-    assert drops.calls == [("shutdown_timeout", 10)]
+        await writer.aclose(timeout=0.01)
+    assert drops.total("shutdown_timeout") + drops.total("spool_full") == 10
 
 
 @pytest.mark.postgres
-async def test_postgres_outage_is_retried_then_writing_resumes(
-    pg_schema: tuple[str, str],
+async def test_postgres_outage_is_spooled_then_replayed(
+    pg_schema: tuple[str, str], tmp_path: Path
 ) -> None:
     dsn, schema = pg_schema
     direct = PostgresInteractionLog(dsn, schema=schema)
@@ -303,14 +392,8 @@ async def test_postgres_outage_is_retried_then_writing_resumes(
         command_timeout=2,
     )
     drops = Drops()
-    writer = InteractionLogWriter(
-        via_proxy,
-        max_attempts=1000,
-        retry_initial_backoff=0.02,
-        retry_max_backoff=0.1,
-        flush_interval=0.01,
-        on_drop=drops,
-    )
+    spool = Spool(tmp_path / "pg.jsonl", 1 << 20)
+    writer = fast_writer(via_proxy, spool, drops)
     writer.start()
     try:
         writer.record(make(1))
@@ -318,12 +401,13 @@ async def test_postgres_outage_is_retried_then_writing_resumes(
         await proxy.stop()  # the database goes away, pooled connection and all
         for n in range(2, 12):
             writer.record(make(n))
-        await eventually(lambda: writer.stats.failed_attempts >= 3, "failed attempts", within=20)
+        writer.record_feedback(Feedback("req-000011", 2, [], None, None, T0 + 20))
+        await eventually(lambda: spool.records == 11, "everything spooled", within=20)
         await proxy.start()  # and comes back on the same address
-        await writer.flush()
-        assert [ix.request_id for ix in await stored(direct)] == [
-            make(n).request_id for n in range(1, 12)
-        ]
+        await eventually(lambda: writer.up, "the spool replayed", within=20)
+        rows = await stored(direct)
+        assert [ix.request_id for ix in rows] == [make(n).request_id for n in range(1, 12)]
+        assert rows[-1].rating == 2
         assert drops.calls == []
     finally:
         await writer.aclose(timeout=10)
@@ -333,25 +417,35 @@ async def test_postgres_outage_is_retried_then_writing_resumes(
 
 
 @pytest.mark.postgres
-async def test_postgres_unreachable_from_the_start_counts_store_errors(
-    pg_schema: tuple[str, str],
+async def test_postgres_down_at_start_is_migrated_and_written_once_back(
+    pg_schema: tuple[str, str], tmp_path: Path
 ) -> None:
     _, schema = pg_schema
+    proxy = TcpRelay(5432)  # not started: nothing listens yet
     settings = TelemetrySettings(
-        pg_schema=schema, max_attempts=2, retry_initial_backoff=0.0, flush_interval=0.01
+        pg_schema=schema,
+        retry_initial_backoff=0.01,
+        retry_max_backoff=0.05,
+        flush_interval=0.01,
+        spool_path=tmp_path / "spool.jsonl",
     )
-    closed = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
-    log = open_log(closed, settings)
+    log = open_log(f"postgresql://postgres@127.0.0.1:{proxy.port}/test", settings)
     drops = Drops()
     writer = InteractionLogWriter.from_settings(log, settings, on_drop=drops)
     writer.start()
-    for n in range(3):
-        writer.record(make(n))
-    await writer.flush()
-    await writer.aclose(timeout=5)
-    await log.aclose()
-    assert drops.calls == [("store_error", 3)]
-    assert writer.stats.failed_attempts == 2
+    try:
+        for n in range(3):
+            writer.record(make(n))
+        await writer.flush()
+        assert (writer.up, writer.spool.records) == (False, 3)
+        await proxy.start()
+        await eventually(lambda: writer.up, "migrated and replayed", within=20)
+        assert [ix.request_id for ix in await stored(log)] == [make(n).request_id for n in range(3)]
+        assert drops.calls == []
+    finally:
+        await writer.aclose(timeout=5)
+        await log.aclose()
+        await proxy.stop()
 
 
 def test_open_log_picks_the_backend_from_the_url(tmp_path: Path) -> None:

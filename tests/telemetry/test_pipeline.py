@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from tara.settings import Settings
 from tara.state import open_state
 from tara.telemetry.interactions import Interaction
-from tara.telemetry.log import open_log
+from tara.telemetry.log_backends import open_log
 from tara.telemetry.metrics import MetricsRecorder
 from tara.telemetry.pipeline import FeedbackAccepted, Telemetry, marked_user_retry
 from tcp_relay import RedisProxy

@@ -205,7 +205,7 @@ async def test_rating_via_b_lands_on_the_variant_and_bucket_served_by_a(
     canary = await store.read("tara-tutor", "math:*", "canary", NOW, NOW + 10)
     assert canary.requests == 1
     assert canary.ratings == [0, 0, 0, 1, 0]
-    assert (canary.tags.get("wrong"), canary.tags.get("cultural")) == (0, 0)
+    assert (canary.tags.get("wrong", 0), canary.tags.get("cultural", 0)) == (0, 0)
     assert (await store.read("tara-tutor", "math:*", "stable", NOW, NOW + 10)).rating_count == 0
     rest = await store.read("tara-tutor", "math:*", "canary", NOW + 10, time.time() + 10)
     assert rest.rating_count == 0
@@ -359,3 +359,30 @@ def test_the_local_copy_is_compact_and_shares_repeated_strings() -> None:
     assert held_entry("r1", held_1) == IndexedRequest.from_interaction(first)
     no_context = make_ix("r3", subject=None, language=None, student_hash=None)
     assert held_entry("r3", held_form(no_context)) == IndexedRequest.from_interaction(no_context)
+
+
+async def test_a_poison_entry_loses_no_other_entry(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    drops: list[tuple[str, int]] = []
+    a = RedisRequestIndex(
+        redis_client,
+        namespace=namespace,
+        settings=FAST,
+        on_drop=lambda reason, n: drops.append((reason, n)),
+    )
+    b = RedisRequestIndex(redis_client, namespace=namespace, settings=FAST)
+    for i in range(5):
+        a.record(make_ix(f"r{i}", subject="\udcff" if i == 2 else "math"))
+    await a.flush()
+    assert [await b.lookup(f"r{i}") is not None for i in range(5)] == [
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
+    assert drops == [("rejected", 1)]
+    a.record(make_ix("r9"))  # publishing is not stuck behind the poison entry
+    await a.flush()
+    assert await b.lookup("r9") is not None

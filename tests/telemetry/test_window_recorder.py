@@ -249,3 +249,33 @@ async def test_flush_loop_survives_a_failing_flush(caplog: pytest.LogCaptureFixt
     await loop.stop()  # never started: just one more flush
     assert len(calls) == 2
     assert "test-loop: flush failed" in caplog.text
+
+
+@pytest.fixture(params=["memory", "redis"])
+def real_store(request: pytest.FixtureRequest) -> RedisWindowStore | MemoryWindowStore:
+    if request.param == "memory":
+        return MemoryWindowStore()
+    client: aioredis.Redis = request.getfixturevalue("redis_client")
+    namespace: str = request.getfixturevalue("namespace")
+    return RedisWindowStore(client, namespace=namespace)
+
+
+async def test_a_poison_bucket_loses_no_other_bucket(
+    real_store: RedisWindowStore | MemoryWindowStore,
+) -> None:
+    drops: list[tuple[str, int]] = []
+    recorder = WindowRecorder(real_store, on_drop=lambda reason, n: drops.append((reason, n)))
+    for i, variant in enumerate(["stable", "canary", "stable", "canary"]):
+        recorder.record(make_ix(f"r{i}", variant=variant, created_at=NOW + 10 * i))
+    # A bucket no store can take (a NaN latency sum), among good ones.
+    recorder.add(WindowKey("tara-tutor", "all", "canary", NOW + 50), {"lat_sum": float("nan")})
+    assert await recorder.flush()
+    assert drops == [("rejected", 1)]
+    got = await real_store.read_many(
+        [("tara-tutor", "all", "stable"), ("tara-tutor", "all", "canary")], NOW, NOW + 60
+    )
+    assert [s.requests for s in got.values()] == [2, 2]
+    assert recorder.pending_keys == 0
+    assert await recorder.flush()  # nothing left to retry, nothing counted twice
+    again = await real_store.read("tara-tutor", "all", "canary", NOW, NOW + 60)
+    assert again.requests == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -44,7 +45,7 @@ def hour() -> int:
     return bucket_start(time.time(), HOUR) - HOUR
 
 
-async def test_read_counts_buckets_starting_in_half_open_range(
+async def test_read_counts_buckets_overlapping_the_half_open_range(
     store: WindowStore, hour: int
 ) -> None:
     await store.add(
@@ -58,8 +59,9 @@ async def test_read_counts_buckets_starting_in_half_open_range(
     assert both_first.requests == 3
     assert both_first.latency_sum == pytest.approx(0.75)
     assert (await store.read(*STABLE, hour + 10, hour + 30)).requests == 6
-    assert (await store.read(*STABLE, hour + 5, hour + 20)).requests == 2
-    assert (await store.read(*STABLE, hour + 5, hour + 20.5)).requests == 6
+    # The bucket holding t0 counts: a stage that began mid-bucket sees its first requests.
+    assert (await store.read(*STABLE, hour + 5, hour + 20)).requests == 3
+    assert (await store.read(*STABLE, hour + 5, hour + 20.5)).requests == 7
     assert (await store.read(*STABLE, hour + 10, hour + 10)).requests == 0
 
 
@@ -150,7 +152,7 @@ async def test_redis_buckets_live_under_the_namespace_and_expire(
     [
         (0, 30, [("f", 0), ("f", 10), ("f", 20)]),
         (0, 60, [("r", 0)]),
-        (5, 15, [("f", 10)]),
+        (5, 15, [("f", 0), ("f", 10)]),
         (10, 130, [*(("f", s) for s in range(10, 60, 10)), ("r", 60), ("f", 120)]),
         (0, 121, [("r", 0), ("r", 60), ("f", 120)]),
         (30, 30, []),
@@ -198,3 +200,43 @@ async def test_memory_store_forgets_expired_buckets() -> None:
     now[0] += 2 * HOUR + 61
     await store.add({at(STABLE, int(now[0])): {"req": 2}})  # sweeps the expired ones
     assert (await store.read(*STABLE, start, now[0] + 10)).requests == 2
+
+
+async def test_a_poison_delta_is_refused_whole(store: WindowStore, hour: int) -> None:
+    good = at(STABLE, hour)
+    with pytest.raises(ValueError, match="lat_sum"):
+        await store.add({good: {"req": 1}, at(CANARY, hour): {"lat_sum": math.nan}})
+    with pytest.raises(ValueError, match="req"):
+        await store.add({good: {"req": 1}, at(CANARY, hour + 10): {"req": math.inf}})
+    assert (await store.read(*STABLE, hour, hour + 10)).requests == 0
+    await store.ping()  # a refused delta is not an outage
+    await store.add({good: {"req": 1}})
+    assert (await store.read(*STABLE, hour, hour + 10)).requests == 1
+
+
+async def test_redis_refuses_a_name_it_cannot_encode_and_applies_nothing(
+    redis_client: aioredis.Redis, namespace: str, hour: int
+) -> None:
+    store = RedisWindowStore(redis_client, namespace=namespace)
+    poison = WindowKey("tara-tutor", "\udcff", "canary", hour)
+    with pytest.raises(UnicodeEncodeError):
+        await store.add({at(STABLE, hour): {"req": 1}, poison: {"req": 1}})
+    assert (await store.read(*STABLE, hour, hour + 10)).requests == 0
+
+
+async def test_a_read_early_in_a_stage_counts_the_partial_first_bucket(
+    store: WindowStore, hour: int
+) -> None:
+    # The stage began 3 s into a bucket; a request 2 s later lands in that bucket.
+    began = hour + 3
+    await store.add({at(CANARY, hour): {"req": 1}, at(CANARY, hour + 10): {"req": 2}})
+    assert (await store.read(*CANARY, began, began + 5)).requests == 1
+    assert (await store.read(*CANARY, began, hour + 20)).requests == 3
+
+
+async def test_a_replaced_tag_in_two_flushes_reads_as_no_tag(store: WindowStore, hour: int) -> None:
+    # The first rating and its replacement reached the store in different flushes.
+    await store.add({at(CANARY, hour): {"req": 1, "rat:2": 1, "tag:wrong": 1}})
+    await store.add({at(CANARY, hour): {"rat:2": -1, "rat:5": 1, "tag:wrong": -1}})
+    stats = await store.read(*CANARY, hour, hour + 10)
+    assert (stats.ratings, stats.tags, stats.errors) == ([0, 0, 0, 0, 1], {}, {})

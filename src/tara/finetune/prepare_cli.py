@@ -68,7 +68,8 @@ async def read_jsonl(path: Path) -> AsyncIterator[Interaction]:
 
 
 async def _from_log(settings: Settings, where: ExtractFilter) -> AsyncIterator[Interaction]:
-    from tara.telemetry.log import InteractionFilter, open_log
+    from tara.telemetry.log import InteractionFilter
+    from tara.telemetry.log_backends import open_log
 
     log = open_log(settings.database_url, settings.telemetry)
     try:

@@ -100,6 +100,9 @@ class RolloutSettings(BaseModel):
     """Where ``tara controller`` serves /metrics, /healthz and /readyz."""
     shutdown_timeout: float = Field(10.0, ge=0)
     """How long a stopping controller waits for a running tick and pending webhooks."""
+    liveness_timeout: timedelta = timedelta(minutes=3)
+    """``/healthz`` fails when no tick has finished (well or not) for this long: the loop
+    is hung or dead, and the kubelet restarts the controller."""
     webhooks: list[str] = Field(default_factory=list)
     """URLs that get a JSON POST on start, promote, pause, rollback and success."""
     webhook_timeout: float = Field(5.0, gt=0)

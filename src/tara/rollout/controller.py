@@ -178,7 +178,9 @@ class Controller:
         self._tenure_started = -math.inf
         self._inflight: asyncio.Future[TickReport] | None = None
         self.last_tick: float | None = None
-        """Clock time the last tick finished without a store error."""
+        """Clock time the last tick finished without a store error (a standby's too)."""
+        self.last_attempt: float | None = None
+        """Clock time the last tick finished, errors or not (the loop is alive)."""
         self.last_report: TickReport | None = None
         if metrics is not None:
             for track in tracks:
@@ -189,6 +191,8 @@ class Controller:
         """One pass over every rollout, if this controller leads."""
         if not await self.lease.acquire():
             self._tenure = None
+            # A standby that reached the lease store is as ready as it can be.
+            self.last_tick = self._clock()
             return TickReport(leader=False)
         report = TickReport(leader=True, token=self.lease.token)
         if report.token != self._tenure:
@@ -328,6 +332,7 @@ class Controller:
             log.exception("controller: tick failed")
             report = TickReport(leader=self.lease.token is not None, errors=1)
         self.last_report = report
+        self.last_attempt = self._clock()
         if report.decisions:
             log.info("controller: %s", ", ".join(f"{r} {d}" for r, d in report.decisions))
         return report

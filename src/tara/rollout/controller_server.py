@@ -5,11 +5,14 @@ on state in process memory a separate controller would judge rollouts no
 gateway serves, so ``tara controller`` refuses it (``tara demo`` embeds a
 controller next to its gateway instead). Besides the loop,
 a small Starlette app on ``rollout.controller_port`` serves ``/metrics``
-(the ``tara_rollout_*`` series), ``/healthz`` (the loop is alive) and
-``/readyz`` (the last tick reached the stores recently; a standby that is
-not leading is ready too). On SIGINT/SIGTERM the controller lets a running
-tick finish (``rollout.shutdown_timeout``), releases the lease so a standby
-takes over at once, drains pending webhooks, then stops the HTTP server.
+(the ``tara_rollout_*`` series), ``/healthz`` (liveness: a tick finished,
+well or not, within ``rollout.liveness_timeout``; fails when the loop hangs
+or died, which a restart cures) and ``/readyz`` (readiness: the last tick
+reached the stores within three tick intervals; fails while Redis is down,
+which a restart does not cure; a standby that is not leading is ready too).
+On SIGINT/SIGTERM the controller lets a running tick finish
+(``rollout.shutdown_timeout``), releases the lease so a standby takes over
+at once, drains pending webhooks, then stops the HTTP server.
 """
 
 from __future__ import annotations
@@ -110,8 +113,11 @@ async def controller_parts(
             await opened.aclose()
 
 
-def controller_app(controller: Controller, registry: CollectorRegistry, tick: float) -> Starlette:
-    """``/metrics``, ``/healthz`` and ``/readyz`` of a controller."""
+def controller_app(
+    controller: Controller, registry: CollectorRegistry, tick: float, live_for: float = 180.0
+) -> Starlette:
+    """``/metrics``, ``/healthz`` and ``/readyz`` of a controller (see the module docstring)."""
+    started = time.time()
 
     async def metrics(_request: Request) -> Response:
         return Response(
@@ -120,6 +126,11 @@ def controller_app(controller: Controller, registry: CollectorRegistry, tick: fl
         )
 
     async def healthz(_request: Request) -> Response:
+        last = controller.last_attempt
+        age = max(0.0, time.time() - (started if last is None else last))
+        if age > live_for:
+            body = {"status": "stuck", "last_tick_finished_seconds_ago": round(age, 3)}
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def readyz(_request: Request) -> Response:
@@ -184,7 +195,12 @@ async def _serve(parts: ControllerParts, cfg: RolloutSettings, stop: asyncio.Eve
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-    app = controller_app(ctl, parts.registry, cfg.tick_interval.total_seconds())
+    app = controller_app(
+        ctl,
+        parts.registry,
+        cfg.tick_interval.total_seconds(),
+        cfg.liveness_timeout.total_seconds(),
+    )
     config = uvicorn_config(app, cfg.controller_host, cfg.controller_port, 1.0)
     config.loop = "none"
     server = _Server(config)

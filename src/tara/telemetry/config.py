@@ -34,12 +34,20 @@ class TelemetrySettings(BaseModel):
     """Most records written in one batch."""
     flush_interval: float = Field(1.0, gt=0)
     """Longest a record waits for its batch to fill before being written anyway."""
-    max_attempts: int = Field(8, ge=1)
-    """Tries per batch before its records are dropped (``store_error``)."""
+    max_attempts: int = Field(3, ge=1)
+    """Tries of a lone record the store refuses while it answers, before it is dropped
+    (``rejected``); the rest of its batch is written."""
     retry_initial_backoff: float = Field(0.1, ge=0)
-    """First wait before retrying a failed batch (doubling)."""
+    """First wait before trying a refused record again, or probing a store that is down
+    (doubling)."""
     retry_max_backoff: float = Field(5.0, ge=0)
-    """Longest wait between two tries of a batch."""
+    """Longest wait between two tries, or two probes of a store that is down."""
+    spool_path: Path = Path("tara-data/spool/interactions.jsonl")
+    """Local file that keeps records during a log outage (created when first needed;
+    one process per file); replayed in order when the log is back, and at the next start."""
+    spool_max_bytes: int = Field(1 << 30, ge=0)
+    """Largest spool file (1 GiB); records beyond it are dropped (``spool_full``); 0 turns
+    spooling off."""
     shutdown_timeout: float = Field(10.0, ge=0)
     """Seconds at shut-down to write what is queued; the rest is counted as dropped."""
     retention_days: float = Field(30.0, gt=0)

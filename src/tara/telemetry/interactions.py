@@ -8,8 +8,12 @@ an HMAC of it under a secret key.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+OnDrop = Callable[[str, int], None]
+"""Told ``(reason, count)`` when a sink loses records for good (a metric counts them)."""
 
 Capture = Literal["full", "metadata", "off"]
 """How much of each interaction is logged: text and all, metadata only, nothing."""

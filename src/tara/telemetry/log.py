@@ -1,8 +1,10 @@
 """The interaction log: where finished interactions and their feedback are stored.
 
-One :class:`InteractionLog` protocol, one module per backend
-(:mod:`tara.telemetry.log_sqlite` embedded, :mod:`tara.telemetry.log_postgres`
-for production). The same contract suite runs against both.
+One :class:`InteractionLog` protocol and the SQL both backends share; one
+module per backend (:mod:`tara.telemetry.log_sqlite` embedded,
+:mod:`tara.telemetry.log_postgres` for production), which import this module
+and never the other way round (:mod:`tara.telemetry.log_backends` picks one
+from a URL). The same contract suite runs against both.
 
 Feedback may arrive before the interaction it rates is written (the gateway
 batches writes in the background, and feedback can land on another replica).
@@ -19,12 +21,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from tara.telemetry.interactions import Interaction
-
-if TYPE_CHECKING:
-    from tara.telemetry.config import TelemetrySettings
 
 COLUMNS: tuple[str, ...] = (
     "request_id",
@@ -97,6 +96,13 @@ class InteractionLog(Protocol):
 
     async def migrate(self) -> None:
         """Create or upgrade the schema to the newest version (idempotent)."""
+
+    async def ping(self) -> None:
+        """Return if the store can take a write now; raise if it cannot.
+
+        The writer asks after a failed write to tell an outage (spool and wait)
+        from a record the store refuses (isolate it, write the others).
+        """
 
     async def write_batch(self, interactions: list[Interaction]) -> None:
         """Upsert interactions by ``request_id`` in one transaction.
@@ -203,30 +209,3 @@ def where_sql(
     if where.rated_only:
         clauses.append("rating IS NOT NULL")
     return " AND ".join(clauses), params
-
-
-def open_log(database_url: str | None, settings: TelemetrySettings) -> InteractionLog:
-    """The log the settings ask for: PostgreSQL for a ``postgres`` URL, else SQLite.
-
-    ``sqlite:///path`` names the SQLite file explicitly; without a URL the
-    file is ``settings.sqlite_path``.
-    """
-    if database_url and database_url.startswith("sqlite:///"):
-        from tara.telemetry.log_sqlite import SqliteInteractionLog
-
-        return SqliteInteractionLog(database_url.removeprefix("sqlite:///"))
-    if database_url and database_url.startswith(("postgres://", "postgresql://")):
-        from tara.telemetry.log_postgres import PostgresInteractionLog
-
-        return PostgresInteractionLog(
-            database_url,
-            schema=settings.pg_schema,
-            min_size=settings.pg_pool_min,
-            max_size=settings.pg_pool_max,
-        )
-    if database_url:
-        msg = f"unsupported database_url scheme: {database_url.partition(':')[0]!r}"
-        raise ValueError(msg)
-    from tara.telemetry.log_sqlite import SqliteInteractionLog
-
-    return SqliteInteractionLog(settings.sqlite_path)

@@ -9,7 +9,7 @@ import sys
 import time
 
 from tara.settings import Settings
-from tara.telemetry.log import open_log
+from tara.telemetry.log_backends import open_log
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")

@@ -173,6 +173,11 @@ class PostgresInteractionLog:
                         time.time(),
                     )
 
+    async def ping(self) -> None:
+        """Raise unless the database answers (connecting first if the pool is not up yet)."""
+        pool = await self._connected()
+        await pool.fetchval("SELECT 1")
+
     async def write_batch(self, interactions: list[Interaction]) -> None:
         """Upsert the batch in one transaction: ``COPY`` to a staging table, then upsert."""
         if not interactions:

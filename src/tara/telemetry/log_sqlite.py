@@ -185,6 +185,12 @@ class SqliteInteractionLog:
                     (step.version, step.name, time.time()),
                 )
 
+    def _ping(self) -> None:
+        # Taking the write lock is the question: reads work while another
+        # process holds it, writes do not.
+        with _transaction(self._db()):
+            pass
+
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         db = self._db()
         with _transaction(db):
@@ -234,6 +240,10 @@ class SqliteInteractionLog:
     async def migrate(self) -> None:
         """Create or upgrade the schema (see :mod:`tara.telemetry.migrations`)."""
         await self._run(self._migrate)
+
+    async def ping(self) -> None:
+        """Raise unless the file takes a write now (the write lock is free within the timeout)."""
+        await self._run(self._ping)
 
     async def write_batch(self, interactions: list[Interaction]) -> None:
         """Upsert the batch in one transaction."""

@@ -196,8 +196,32 @@ class MetricsRecorder:
         )
         self.interactions_dropped = Counter(
             "tara_interactions_dropped_total",
-            "Interaction records a sink could not take (queue full, sink error).",
+            "Interaction records never written to the log, by reason (queue_full, rejected,"
+            " spool_full, spool_torn, shutdown_timeout, closed, sink_error).",
             ["reason"],
+            registry=r,
+        )
+        self.interaction_log_up = Gauge(
+            "tara_interaction_log_up",
+            "1 while interaction records go straight to the log; 0 while it is down or not"
+            " migrated yet and records are spooled.",
+            registry=r,
+        )
+        self.interaction_spool_records = Gauge(
+            "tara_interaction_spool_records",
+            "Interaction records in the local spool, waiting for the log to come back.",
+            registry=r,
+        )
+        self.interaction_spool_bytes = Gauge(
+            "tara_interaction_spool_bytes",
+            "Size of the local spool file (bounded by telemetry.spool_max_bytes).",
+            registry=r,
+        )
+        self.telemetry_dropped = Counter(
+            "tara_telemetry_dropped_total",
+            "Window-stats buckets and request-index entries a store refused or that"
+            " overflowed their backlog during an outage.",
+            ["sink", "reason"],
             registry=r,
         )
         self._status_text: dict[int, str] = {}
@@ -321,5 +345,9 @@ class MetricsRecorder:
         self.routing_table_version.set(version)
 
     def dropped(self, reason: str, count: int = 1) -> None:
-        """Interaction records lost (a full queue, a failing sink)."""
+        """Interaction records lost (a full queue, a refused record, a full spool)."""
         self.interactions_dropped.labels(reason).inc(count)
+
+    def telemetry_drop(self, sink: str, reason: str, count: int = 1) -> None:
+        """Window-stats buckets or request-index entries lost (``sink`` says which)."""
+        self.telemetry_dropped.labels(sink, reason).inc(count)

@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Literal
 from tara.settings import Settings
 from tara.telemetry.interactions import Interaction, InteractionSink, is_canary_attempt
 from tara.telemetry.log import Feedback as LogFeedback
-from tara.telemetry.log import InteractionLog, open_log
+from tara.telemetry.log import InteractionLog
+from tara.telemetry.log_backends import open_log
 from tara.telemetry.log_writer import InteractionLogWriter
 from tara.telemetry.metrics import MetricsRecorder
 from tara.telemetry.request_index import CountedFeedback, IndexedRequest, IndexUnavailableError
+from tara.telemetry.request_index_redis import RedisRequestIndex
 from tara.telemetry.user_retries import UserRetryDetector
 from tara.telemetry.window_recorder import WindowRecorder
 
@@ -105,12 +107,24 @@ class Telemetry:
         store = state.windows
         self.index = state.requests
         memory = state.retries
+        if isinstance(self.index, RedisRequestIndex):
+            self.index.on_drop = lambda reason, n: metrics.telemetry_drop(
+                "request_index", reason, n
+            )
         self.store = store
         self.log = interaction_log or open_log(settings.database_url, settings.telemetry)
         self.writer = InteractionLogWriter.from_settings(
             self.log, settings.telemetry, on_drop=metrics.dropped
         )
-        self.recorder = WindowRecorder(store, stats)
+        writer = self.writer
+        metrics.interaction_log_up.set_function(lambda: float(writer.up))
+        metrics.interaction_spool_records.set_function(lambda: float(writer.spool.records))
+        metrics.interaction_spool_bytes.set_function(lambda: float(writer.spool.size))
+        self.recorder = WindowRecorder(
+            store,
+            stats,
+            on_drop=lambda reason, n: metrics.telemetry_drop("window_stats", reason, n),
+        )
         self.detector = UserRetryDetector(memory, self.recorder, stats, on_retry=self._on_retry)
         self._sinks = (_Questions(self.detector), self.recorder, self.index, self.writer)
         self._bucket_seconds = store.layout.bucket_seconds
@@ -128,9 +142,13 @@ class Telemetry:
 
     # -- lifecycle -------------------------------------------------------------
     async def __aenter__(self) -> Telemetry:
-        """Migrate the log and start every background loop."""
-        await self.log.migrate()
-        self.writer.start()
+        """Start every background loop.
+
+        The log is migrated by its writer: start-up waits a few seconds for
+        that, but a database that is down does not keep the gateway from
+        answering students (records are spooled until it is back).
+        """
+        await self.writer.started()
         self.recorder.start()
         self.index.start()
         self.detector.start()

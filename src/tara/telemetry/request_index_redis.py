@@ -10,6 +10,12 @@ replica still holds the request unpublished, the same call creates the entry
 from the local copy.
 Feedback for a request another replica has not published yet is retried for
 up to ``index_lookup_wait`` seconds before the id is called unknown.
+
+A publishing call that fails while Redis answers has an entry in it that
+cannot be published (text that is not valid UTF-8): the chunk is split in
+halves until that entry stands alone, and only it is dropped (``rejected``).
+While Redis is down, entries stay queued (bounded; the oldest are dropped as
+``backlog_full``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from redis.exceptions import RedisError
 
 from tara import keys
 from tara.telemetry.flush_loop import FlushLoop
-from tara.telemetry.interactions import Interaction
+from tara.telemetry.interactions import Interaction, OnDrop
 from tara.telemetry.request_index import (
     CountedFeedback,
     FeedbackChange,
@@ -202,8 +208,11 @@ class RedisRequestIndex:
         namespace: str,
         settings: TelemetryStatsSettings | None = None,
         clock: Callable[[], float] = time.time,
+        on_drop: OnDrop | None = None,
     ) -> None:
         settings = settings or TelemetryStatsSettings()
+        self.on_drop: OnDrop = on_drop or (lambda reason, count: None)
+        """Told ``(reason, count)`` of entries lost: ``rejected`` or ``backlog_full``."""
         self._client = client
         self._namespace = namespace
         self._retention = settings.index_retention_seconds
@@ -221,7 +230,7 @@ class RedisRequestIndex:
         self.flush_failures = 0
         """Publishing flushes that failed (their entries were kept for the next one)."""
         self.dropped = 0
-        """Entries dropped unpublished because the queue was full during an outage."""
+        """Entries never published: the queue was full during an outage, or Redis refused them."""
 
     def record(self, interaction: Interaction) -> None:
         """Queue the request for publishing (it is a local entry from now on).
@@ -233,7 +242,7 @@ class RedisRequestIndex:
         queue[interaction.request_id] = interaction
         if len(queue) > self._capacity:
             del queue[next(iter(queue))]
-            self.dropped += 1
+            self._drop("backlog_full", 1)
 
     def start(self) -> None:
         """Publish queued entries every flush interval in the background."""
@@ -246,11 +255,16 @@ class RedisRequestIndex:
             return
         retention = self._retention
         rows = [interaction_row(ix, retention) for ix in batch.values()]
-        try:
-            for i in range(0, len(rows), PUBLISH_CHUNK):
-                chunk = orjson.dumps(rows[i : i + PUBLISH_CHUNK])
-                await self._publish(keys=[], args=[self._prefix, chunk])
-        except (RedisError, OSError):
+        published = 0
+        for i in range(0, len(rows), PUBLISH_CHUNK):
+            chunk = rows[i : i + PUBLISH_CHUNK]
+            try:
+                await self._send(chunk)
+            except Exception:
+                if not await self._reachable() or not await self._isolate(chunk):
+                    break
+            published = i + len(chunk)
+        if published < len(rows):
             # Publishing is idempotent (feedback is never overwritten), so the
             # chunks that did land can safely be written again. Records queued
             # meanwhile are newer: they go after the batch, and the bound drops
@@ -261,7 +275,7 @@ class RedisRequestIndex:
             excess = len(batch) - self._capacity
             for rid in list(itertools.islice(batch, max(0, excess))):
                 del batch[rid]
-            self.dropped += max(0, excess)
+            self._drop("backlog_full", max(0, excess))
             log.warning("request index: publishing %d entries failed; will retry", len(rows))
             return
         recent = self._recent
@@ -274,6 +288,41 @@ class RedisRequestIndex:
     async def aclose(self) -> None:
         """Stop the loop and publish what is left."""
         await self._loop.stop()
+
+    async def _send(self, rows: list[Row]) -> None:
+        """One publishing call (raises ``TypeError`` for text orjson cannot encode)."""
+        await self._publish(keys=[], args=[self._prefix, orjson.dumps(rows)])
+
+    async def _reachable(self) -> bool:
+        try:
+            await self._client.ping()
+        except (RedisError, OSError):
+            return False
+        return True
+
+    async def _isolate(self, rows: list[Row]) -> bool:
+        """Publish a refused chunk half by half, dropping the entries refused alone.
+
+        ``False`` if Redis went down meanwhile (the whole chunk is then kept
+        for the next flush: publishing twice is harmless).
+        """
+        if len(rows) == 1:
+            log.error("request index: cannot publish entry %r; dropped", rows[0][0])
+            self._drop("rejected", 1)
+            return True
+        mid = len(rows) // 2
+        for half in (rows[:mid], rows[mid:]):
+            try:
+                await self._send(half)
+            except Exception:
+                if not await self._reachable() or not await self._isolate(half):
+                    return False
+        return True
+
+    def _drop(self, reason: str, count: int) -> None:
+        if count > 0:
+            self.dropped += count
+            self.on_drop(reason, count)
 
     def _local(self, request_id: str) -> IndexedRequest | None:
         """This replica's copy of an entry, queued or published (feedback maybe stale)."""

@@ -3,9 +3,12 @@
 :class:`WindowRecorder` is an :class:`InteractionSink`. ``record`` only adds
 numbers to a local map keyed by the request's window bucket; a background
 loop hands the whole map to :meth:`WindowStore.add` once per flush interval
-(one round trip for all requests of that second). If the store fails, the
+(one round trip for all requests of that second). If the store is down, the
 batch is merged back and retried on the next flush; the map is bounded by
-``max_pending_keys`` buckets, the oldest dropped (and counted) first.
+``max_pending_keys`` buckets, the oldest dropped (and counted as
+``backlog_full``) first. If the store answers but refuses the batch, a bucket
+in it is bad: the batch is split in halves until the bad bucket stands alone;
+it is dropped (counted as ``rejected``) and every other bucket is written.
 
 Feedback and user retries are filed under the bucket of the request they
 concern, however late they arrive, so they count for the right variant and
@@ -21,7 +24,7 @@ from operator import attrgetter
 from typing import cast
 
 from tara.telemetry.flush_loop import FlushLoop
-from tara.telemetry.interactions import Interaction
+from tara.telemetry.interactions import Interaction, OnDrop
 from tara.telemetry.request_index import CountedFeedback
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_fields import (
@@ -99,8 +102,16 @@ def feedback_delta(previous: CountedFeedback | None, current: CountedFeedback) -
 class WindowRecorder:
     """Accumulates window deltas in memory and flushes them to a :class:`WindowStore`."""
 
-    def __init__(self, store: WindowStore, settings: TelemetryStatsSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: WindowStore,
+        settings: TelemetryStatsSettings | None = None,
+        *,
+        on_drop: OnDrop | None = None,
+    ) -> None:
         settings = settings or TelemetryStatsSettings()
+        self.on_drop: OnDrop = on_drop or (lambda reason, count: None)
+        """Told ``(reason, buckets)`` for buckets lost: ``rejected`` or ``backlog_full``."""
         self._store = store
         self._bucket_seconds = store.layout.bucket_seconds
         self._max_keys = settings.max_pending_keys
@@ -111,7 +122,7 @@ class WindowRecorder:
         self.flush_failures = 0
         """Flushes the store refused; their deltas were kept for the next one."""
         self.dropped_keys = 0
-        """Buckets dropped unflushed because ``max_pending_keys`` was reached."""
+        """Buckets dropped unflushed: ``max_pending_keys`` reached, or refused by the store."""
 
     @property
     def pending_keys(self) -> int:
@@ -171,12 +182,50 @@ class WindowRecorder:
         try:
             await self._store.add(batch)
         except Exception as exc:
-            self.flush_failures += 1
-            self._merge_back(batch)
-            log.warning("window recorder: flush of %d buckets failed: %s", len(batch), exc)
-            return False
+            left = await self._split(batch) if await self._reachable() else batch
+            if left:
+                self.flush_failures += 1
+                self._merge_back(left)
+                log.warning("window recorder: flush of %d buckets failed: %s", len(left), exc)
+                return False
         self.flushes += 1
         return True
+
+    async def _reachable(self) -> bool:
+        try:
+            await self._store.ping()
+        except Exception:
+            return False
+        return True
+
+    async def _split(
+        self, batch: dict[WindowKey, dict[str, float]]
+    ) -> dict[WindowKey, dict[str, float]]:
+        """Write a refused batch half by half, dropping the buckets refused alone.
+
+        Returns what is left unwritten because the store went down meanwhile.
+        """
+        items = list(batch.items())
+        todo = [(0, len(items))]  # the next range is last
+        while todo:
+            lo, hi = todo.pop()
+            part = dict(items[lo:hi])
+            try:
+                await self._store.add(part)
+            except Exception as exc:
+                if not await self._reachable():
+                    left = dict(items[lo:hi])
+                    for a, b in todo:
+                        left.update(items[a:b])
+                    return left
+                if hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    todo += [(mid, hi), (lo, mid)]
+                    continue
+                log.error("window recorder: the store refused bucket %s: %s", items[lo][0], exc)
+                self.dropped_keys += 1
+                self.on_drop("rejected", 1)
+        return {}
 
     async def aclose(self) -> None:
         """Stop the loop and flush what is left (one try)."""
@@ -196,4 +245,5 @@ class WindowRecorder:
         for key in sorted(self._pending, key=attrgetter("bucket_start"))[:excess]:
             del self._pending[key]
         self.dropped_keys += excess
+        self.on_drop("backlog_full", excess)
         log.warning("window recorder: dropped %d unflushed buckets (store down?)", excess)

@@ -8,9 +8,15 @@ Buckets come in two tiers (see :mod:`tara.telemetry.stats_config` for why):
 fine buckets of ``bucket_seconds`` and rollups of ``rollup_seconds``. Every
 delta goes to both. :meth:`WindowLayout.plan` picks, for a read of
 ``[t0, t1)``, the rollups that lie wholly inside the range and the fine
-buckets at its edges. A read counts exactly the fine buckets whose start lies
-in ``[t0, t1)``; where an edge's fine buckets have already expired, that edge
-falls back to rollup resolution (a rollup counts iff its start is in range).
+buckets at its edges. A read counts exactly the fine buckets that overlap
+``[t0, t1)``: the bucket holding ``t0`` too, so a decision early in a stage
+sees every request since the stage began (and up to one bucket, 10 s, from
+before it). Where an edge's fine buckets have already expired, that edge
+falls back to rollup resolution.
+
+A store refuses a delta it cannot apply (a non-finite number, a name it
+cannot encode) as a whole, before applying any of it, so the recorder can
+split the batch and keep everything but the bad bucket.
 """
 
 from __future__ import annotations
@@ -60,6 +66,15 @@ Deltas = Mapping[WindowKey, Mapping[str, float]]
 def bucket_start(t: float, size: int) -> int:
     """Start of the ``size``-second bucket holding time ``t``."""
     return int(t // size) * size
+
+
+def check_deltas(deltas: Deltas) -> None:
+    """Raise ``ValueError`` naming the first non-finite increment (no store can add it)."""
+    for key, fields in deltas.items():
+        for name, value in fields.items():
+            if not math.isfinite(value):
+                msg = f"window delta {name}={value!r} for {key} is not a finite number"
+                raise ValueError(msg)
 
 
 def merge_fields(into: dict[str, float], fields: Mapping[str, float]) -> None:
@@ -114,7 +129,7 @@ class WindowLayout:
     def plan(self, t0: float, t1: float, now: float) -> list[tuple[Tier, int]]:
         """The buckets whose sum is the stats of ``[t0, t1)`` (see the module docstring)."""
         fine, roll = self.bucket_seconds, self.rollup_seconds
-        starts = range(math.ceil(t0 / fine) * fine, math.ceil(t1), fine)
+        starts = range(bucket_start(t0, fine), math.ceil(t1), fine)
         if not starts:
             return []
         if not self.rollups:
@@ -152,9 +167,14 @@ class WindowStore(Protocol):
     async def add(self, deltas: Deltas) -> None:
         """Add field increments to their buckets (one round trip for a remote store).
 
-        Raises on store failure; nothing of the batch is applied then, as far
-        as the store can promise, so the caller may retry it.
+        Raises on store failure, and for a delta the store cannot take
+        (``ValueError`` for a non-finite number); nothing of the batch is
+        applied then, as far as the store can promise, so the caller may
+        retry it or split it.
         """
+
+    async def ping(self) -> None:
+        """Return if the store answers; raise if it does not (an outage, not a bad delta)."""
 
     async def read(
         self, track: str, segment: str, variant: str, t0: float, t1: float

@@ -15,6 +15,7 @@ from tara.telemetry.window_store import (
     Series,
     Tier,
     WindowLayout,
+    check_deltas,
     merge_fields,
 )
 from tara.telemetry.windows import WindowStats
@@ -44,7 +45,8 @@ class MemoryWindowStore:
         return self._layout
 
     async def add(self, deltas: Deltas) -> None:
-        """Add field increments to their fine and rollup buckets."""
+        """Add field increments to their fine and rollup buckets (all or, if refused, none)."""
+        check_deltas(deltas)
         now = self._clock()
         for key, fields in deltas.items():
             for tier, start, expires in self._layout.targets(key.bucket_start, now):
@@ -56,6 +58,9 @@ class MemoryWindowStore:
                 merge_fields(entry[1], fields)
         if now - self._swept >= _SWEEP_EVERY:
             self._sweep(now)
+
+    async def ping(self) -> None:
+        """Memory always answers."""
 
     async def read(
         self, track: str, segment: str, variant: str, t0: float, t1: float

@@ -20,7 +20,7 @@ from redis.asyncio.client import Pipeline
 from tara import keys
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_fields import FLOAT_FIELDS
-from tara.telemetry.window_store import Deltas, Series, Tier, WindowLayout
+from tara.telemetry.window_store import Deltas, Series, Tier, WindowLayout, check_deltas
 from tara.telemetry.windows import WindowStats
 
 
@@ -56,9 +56,16 @@ class RedisWindowStore:
         return self._layout
 
     async def add(self, deltas: Deltas) -> None:
-        """Apply every delta in one transactional round trip."""
+        """Apply every delta in one transactional round trip.
+
+        Values are checked first: Redis would refuse a NaN inside ``EXEC``
+        after applying the rest, and a retry would then count those twice.
+        A name that is not valid UTF-8 fails while the pipeline is encoded,
+        before anything is sent.
+        """
         if not deltas:
             return
+        check_deltas(deltas)
         now = self._clock()
         pipe = self._client.pipeline(transaction=True)
         queued = False
@@ -69,6 +76,10 @@ class RedisWindowStore:
                 pipe.expireat(name, int(expires) + 1)
         if queued:  # an unexecuted pipeline never took a connection
             await pipe.execute()
+
+    async def ping(self) -> None:
+        """Raise unless Redis answers."""
+        await self._client.ping()
 
     async def read(
         self, track: str, segment: str, variant: str, t0: float, t1: float

@@ -152,9 +152,15 @@ class WindowStats:
         return out
 
     def add_fields(self, fields: Mapping[str, float]) -> None:
-        """Add a flat field mapping (as from :meth:`to_fields` or Redis) into this object."""
+        """Add a flat field mapping (as from :meth:`to_fields` or Redis) into this object.
+
+        Zero fields are skipped: a counter that went ``+1`` then ``-1`` in two
+        flushes (a replaced rating's tag) stays in a Redis hash as 0, and is
+        no tag or error class at all.
+        """
         for name, value in fields.items():
-            self._add_field(name, value)
+            if value:
+                self._add_field(name, value)
 
     def _add_field(self, name: str, value: float) -> None:  # noqa: C901 - a flat dispatch
         kind, arg = split(name)

@@ -153,7 +153,7 @@ async def run_check(
     Opens (and closes) the interaction log the settings name; ``windows`` is
     the shared window store when there is one. Starts no run.
     """
-    from tara.telemetry.log import open_log
+    from tara.telemetry.log_backends import open_log
 
     cfg = settings.triggers
     now = time.time() if now is None else now
