@@ -49,14 +49,17 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
 
 @contextlib.contextmanager
 def child(
-    args: list[str], ready_url: str, env: Mapping[str, str] | None = None
+    args: list[str],
+    ready_url: str,
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 20.0,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server process until the block ends; waits for ``ready_url`` first."""
     proc = subprocess.Popen(
         args, env={**os.environ, **(env or {})}, cwd=ROOT, stdout=subprocess.DEVNULL
     )
     try:
-        wait_http(ready_url)
+        wait_http(ready_url, ready_timeout)
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -4,7 +4,7 @@ A backend uploads files, creates, reads and cancels jobs, lists their
 events, and finds a job by its metadata (which is how a re-run never
 creates a second job, even when the local run registry is lost). Backends
 are picked by ``finetune.backend``: a name registered in :data:`BACKENDS`
-(``openai``) or a ``package.module:factory`` path, where ``factory`` takes
+(``openai``, ``lora``) or a ``package.module:factory`` path, where ``factory`` takes
 the :class:`~tara.settings.Settings` and returns a :class:`TrainingBackend`.
 Failures reach callers as :class:`BackendError` after the backend's own
 retries, never as a provider's exception type.
@@ -140,7 +140,10 @@ class TrainingBackend(Protocol):
 
 BackendFactory = Callable[["Settings"], TrainingBackend]
 
-BACKENDS: dict[str, str] = {"openai": "tara.finetune.backend_openai:open_openai_backend"}
+BACKENDS: dict[str, str] = {
+    "openai": "tara.finetune.backend_openai:open_openai_backend",
+    "lora": "tara.finetune.backend_lora:open_lora_backend",
+}
 """Registered backend names and the ``module:factory`` each stands for."""
 
 

@@ -224,6 +224,14 @@ class OpenAIBackend:
         """The newest job whose metadata holds every given pair (jobs are listed newest first)."""
         return await self._call(lambda: self._find(metadata))
 
+    async def list_models(self) -> list[str]:
+        """The ids the API lists (a retired model drops out; the retirement trigger reads it)."""
+
+        async def models() -> list[str]:
+            return [model.id async for model in self._client.models.list()]
+
+        return await self._call(models)
+
     async def aclose(self) -> None:
         """Close the HTTP client."""
         await self._client.close()

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from tara.finetune.eval_config import EvaluationSettings
+from tara.finetune.lora_config import LoraSettings
 
 Script = Literal["devanagari", "tamil", "latin"]
 
@@ -136,7 +137,7 @@ class FinetuneSettings(_Section):
 
     # The TRAIN phase (``tara finetune start | status | cancel``).
     backend: str = "openai"
-    """Training backend: a registered name (``openai``) or ``package.module:factory``."""
+    """Training backend: a registered name (``openai``, ``lora``) or ``package.module:factory``."""
     base_model: str = "gpt-4-0613"
     """Model the fine-tuning job starts from."""
     n_epochs: int = Field(3, ge=1)
@@ -168,3 +169,4 @@ class FinetuneSettings(_Section):
     workers: int = Field(1, ge=0, le=16)
     """Processes running the stateless rules of a large build; 0 keeps them in-process."""
     evaluation: EvaluationSettings = EvaluationSettings()
+    lora: LoraSettings = LoraSettings()

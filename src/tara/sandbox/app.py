@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tara.sandbox import chat, control, fine_tuning
+from tara.sandbox import chat, control, fine_tuning, lora
 from tara.sandbox.config import SandboxConfig, default_config
 from tara.sandbox.state import STATE, SandboxState
 
@@ -40,6 +40,7 @@ def build_sandbox_app(config: SandboxConfig | None = None, seed: int = 0) -> web
     router.add_get("/sandbox/stats", control.show_stats)
     router.add_post("/sandbox/reset", control.reset)
     fine_tuning.install(app, config.fine_tuning)
+    lora.install(app, config.lora)
     # Last, so it only catches what nothing else matched (wrong path or method).
     router.add_route("*", "/{tail:.*}", control.unknown_route)
     return app

@@ -119,6 +119,18 @@ class FineTuningConfig(_Model):
     min_training_examples: int = Field(10, ge=1)
 
 
+class LoraAdaptersConfig(_Model):
+    """How the sandbox emulates vLLM's runtime LoRA loading (see :mod:`tara.sandbox.lora`)."""
+
+    enabled: bool = True
+    """Serve ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter``, as vLLM does with
+    ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``; false: 404, as without."""
+    template_model: str = "tara-stable"
+    """Served model whose behaviour (latency, errors, quality) a loaded adapter copies."""
+    quality_gain: float = Field(0.1, ge=0, le=1)
+    """Added to the template's quality (at most 1): what the sandbox says tuning bought."""
+
+
 class SandboxConfig(_Model):
     """The whole sandbox: accepted keys and the models it serves."""
 
@@ -127,6 +139,7 @@ class SandboxConfig(_Model):
     models: dict[str, ModelBehaviour] = Field(default_factory=dict)
     shutdown_timeout: float = Field(5.0, ge=0)
     fine_tuning: FineTuningConfig = FineTuningConfig()
+    lora: LoraAdaptersConfig = LoraAdaptersConfig()
 
 
 _ZERO = Latency(ttft_median_ms=0, ttft_sigma=0, token_delay_ms=0)

@@ -33,14 +33,17 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def model_entry(name: str, entry: Entry) -> dict[str, Any]:
-    """One item of ``GET /v1/models``."""
-    return {
+    """One item of ``GET /v1/models`` (a LoRA adapter also names its ``root`` and ``parent``)."""
+    item: dict[str, Any] = {
         "id": name,
         "object": "model",
         "created": entry.created,
         "owned_by": entry.behaviour.owned_by,
         "quality": entry.behaviour.quality,
     }
+    if entry.root is not None:
+        item["root"], item["parent"] = entry.root, entry.parent
+    return item
 
 
 async def list_models(request: web.Request) -> web.Response:

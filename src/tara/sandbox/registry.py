@@ -23,6 +23,10 @@ class Entry:
 
     behaviour: ModelBehaviour
     created: int
+    root: str | None = None
+    """Where a LoRA adapter was loaded from (vLLM's ``root``); None for other models."""
+    parent: str | None = None
+    """The base model a LoRA adapter applies to (vLLM's ``parent``)."""
 
 
 class ModelRegistry:
@@ -40,12 +44,22 @@ class ModelRegistry:
         """The model's entry (behaviour and ``created``), or None."""
         return self._entries.get(name)
 
-    def register(self, name: str, behaviour: ModelBehaviour, created: int | None = None) -> None:
-        """Add a model or replace its behaviour (keeping its ``created`` time)."""
+    def register(
+        self,
+        name: str,
+        behaviour: ModelBehaviour,
+        created: int | None = None,
+        *,
+        root: str | None = None,
+        parent: str | None = None,
+    ) -> None:
+        """Add a model or replace its behaviour (keeping its ``created`` time and origin)."""
         old = self._entries.get(name)
         if created is None:
             created = old.created if old is not None else int(time.time())
-        self._entries[name] = Entry(behaviour, created)
+        if old is not None and root is None:
+            root, parent = old.root, old.parent
+        self._entries[name] = Entry(behaviour, created, root, parent)
 
     def remove(self, name: str) -> bool:
         """Stop serving a model; False if it was not served."""

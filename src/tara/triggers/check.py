@@ -12,15 +12,17 @@ counts each fired trigger in ``tara_trigger_fired_total{trigger}``.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tara.triggers.config import TriggerSettings
-from tara.triggers.model import EVERYTHING, TriggerResult
+from tara.triggers.model import EVERYTHING, Scope, TriggerResult
 from tara.triggers.reader import TelemetryReader
+from tara.triggers.retirement import BASE_RETIREMENT, base_of
 from tara.triggers.rules import ACADEMIC_YEAR, DATA_VOLUME, evaluate
 from tara.triggers.state import TriggerState, cooling_down
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from tara.settings import Settings
     from tara.telemetry.metrics import MetricsRecorder
     from tara.telemetry.window_store import WindowStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,9 @@ class Verdict:
     cooling_down: bool
     prepare_args: tuple[str, ...] = ()
     """``tara finetune prepare`` arguments of the run it would start (empty: none)."""
+    base_model: str | None = None
+    """Base model that run trains on, when not ``finetune.base_model`` (a retiring base's
+    successor)."""
 
     @property
     def would_start(self) -> bool:
@@ -54,6 +61,7 @@ class Verdict:
             "cooling_down": self.cooling_down,
             "would_start": self.would_start,
             "prepare_args": list(self.prepare_args),
+            "base_model": self.base_model,
         }
 
 
@@ -129,7 +137,9 @@ def decide(
         args = (
             prepare_args(result, last, now, cfg, min_rating) if result.fired and not cooling else ()
         )
-        out.append(Verdict(result, last, cooling, args))
+        successor = result.evidence.get("successor") if result.name == BASE_RETIREMENT else None
+        base = successor if args and isinstance(successor, str) else None
+        out.append(Verdict(result, last, cooling, args, base))
     return out
 
 
@@ -137,6 +147,30 @@ def count_fired(report: CheckReport, metrics: MetricsRecorder) -> None:
     """Add each fired trigger of a check to ``tara_trigger_fired_total{trigger}``."""
     for verdict in report.fired:
         metrics.trigger_fired.labels(verdict.result.name).inc()
+
+
+async def listed_models(
+    settings: Settings, stable_models: Mapping[str, str]
+) -> frozenset[str] | None:
+    """The training backend's model ids, when it lists them and a stable model's base has a
+    known retirement date (only then do they matter); None otherwise or when the list fails."""
+    retirements = settings.triggers.base_model_retirements
+    if not any(base_of(m) in retirements for m in stable_models.values()):
+        return None
+    from tara.finetune.backend import BackendError, open_backend
+
+    try:
+        backend = open_backend(settings)
+    except ValueError:
+        return None
+    try:
+        lister = getattr(backend, "list_models", None)
+        return frozenset(await lister()) if lister is not None else None
+    except BackendError as exc:
+        log.warning("cannot list the training backend's models: %s", exc)
+        return None
+    finally:
+        await backend.aclose()
 
 
 async def run_check(
@@ -147,11 +181,14 @@ async def run_check(
     windows: WindowStore | None = None,
     metrics: MetricsRecorder | None = None,
     state_dir: Path | None = None,
+    stable_models: Mapping[str, str] | None = None,
 ) -> CheckReport:
     """Read telemetry, evaluate every trigger, apply the cooldown; count fired ones in metrics.
 
     Opens (and closes) the interaction log the settings name; ``windows`` is
-    the shared window store when there is one. Starts no run.
+    the shared window store when there is one; ``stable_models`` the stable
+    model of each track as the routing table has it (default: the configured
+    tracks'). Starts no run.
     """
     from tara.telemetry.log_backends import open_log
 
@@ -171,12 +208,22 @@ async def run_check(
         obs = await reader.read(now, state, volume_since=volume_since)
     finally:
         await log.aclose()
+    if stable_models is None:
+        stable_models = {name: track.stable_model for name, track in settings.tracks.items()}
+    obs.stable_models = dict(stable_models)
+    obs.listed_models = await listed_models(settings, stable_models)
     results = evaluate(
         obs,
         cfg,
         subjects=settings.subjects,
         languages=settings.languages,
         academic_last_run=state.last_run(EVERYTHING, ACADEMIC_YEAR),
+        successor_base_model=settings.finetune.base_model,
+        retirement_runs={
+            track: at
+            for track in stable_models
+            if (at := state.last_run(Scope(track=track), BASE_RETIREMENT)) is not None
+        },
     )
     report = CheckReport(
         now, obs.period, decide(results, state, now, cfg, settings.finetune.min_rating)

@@ -93,6 +93,10 @@ def render(report: CheckReport, console: Console) -> None:
     console.print(f"{len(report.fired)} fired; would run (not started):")
     for args in runs:
         console.print(f"  {shlex.join(args)}", markup=False)
+    for verdict in report.verdicts:
+        if verdict.would_start and verdict.base_model is not None:
+            track = verdict.result.scope.key
+            console.print(f"  then for {track}: train on {verdict.base_model}", markup=False)
 
 
 def _json_safe(value: object) -> object:
@@ -109,7 +113,14 @@ async def _check(settings: Settings, now: float | None, since: float | None) -> 
     async with open_state(settings) as state:
         # Window stats in this process's memory would be empty: read the log instead.
         windows = state.windows if state.shared else None
-        return await run_check(settings, now=now, volume_since=since, windows=windows)
+        # A promotion changes the stable model: a shared routing table knows which it is now.
+        stable = {name: track.stable_model for name, track in settings.tracks.items()}
+        table = await state.routing.load_table() if state.shared else None
+        if table is not None:
+            stable |= {name: route.stable_model for name, route in table.tracks.items()}
+        return await run_check(
+            settings, now=now, volume_since=since, windows=windows, stable_models=stable
+        )
 
 
 def check_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,8 +8,9 @@ than 15% (per track and per language×subject), retry rate above 30% (per
 language×subject and per topic), knowledge gaps (grades or topics rated low or
 tagged wrong/irrelevant), a language behind the others in a subject (ratings
 or ``language`` complaints, on a confidence bound), anything new in traffic,
-and the start of the academic year (June 1 in India). Minimum sample sizes
-keep a handful of ratings from firing anything. Durations accept seconds or ISO 8601
+the start of the academic year (June 1 in India), and the retirement of the
+stable model's base model (60 days ahead). Minimum sample sizes keep a
+handful of ratings from firing anything. Durations accept seconds or ISO 8601
 (``"P7D"``), so tests and the demo run them in seconds.
 """
 
@@ -20,6 +21,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def _known_retirements() -> dict[str, dt.date]:
+    # OpenAI's deprecations page, "2026-04-22: Legacy GPT model snapshots" (docs/fine-tuning.md).
+    shutdown = dt.date(2026, 10, 23)
+    return dict.fromkeys(("gpt-4-0613", "gpt-4", "gpt-3.5-turbo-0125", "gpt-3.5-turbo"), shutdown)
 
 
 class TriggerSettings(BaseModel):
@@ -114,6 +121,15 @@ class TriggerSettings(BaseModel):
     utc_offset_hours: float = Field(5.5, ge=-12, le=14)
     """Offset of the calendar the start dates are in (India: +5:30, no daylight saving)."""
 
+    base_model_retirements: dict[str, dt.date] = Field(default_factory=_known_retirements)
+    """Known shutdown dates of base models (``YYYY-MM-DD``, UTC), as their provider published
+    them; a fine-tuned model stops answering with its base. Replaces the built-in table."""
+    retirement_lead: timedelta = timedelta(days=60)
+    """The retirement trigger fires this long before the stable model's base shuts down."""
+    successor_base_model: str | None = None
+    """Base model of the run proposed when the stable model's base retires;
+    None: ``finetune.base_model``."""
+
     @field_validator("academic_year_starts")
     @classmethod
     def _month_days(cls, value: list[str]) -> list[str]:
@@ -131,8 +147,8 @@ class TriggerSettings(BaseModel):
         if self.period <= timedelta(0):
             msg = "period must be positive"
             raise ValueError(msg)
-        if self.cooldown < timedelta(0) or self.academic_year_lead < timedelta(0):
-            msg = "cooldown and academic_year_lead must not be negative"
+        if min(self.cooldown, self.academic_year_lead, self.retirement_lead) < timedelta(0):
+            msg = "cooldown, academic_year_lead and retirement_lead must not be negative"
             raise ValueError(msg)
         low, high = self.optimal_high_quality
         if not 0 < low <= high:

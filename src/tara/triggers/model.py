@@ -223,6 +223,10 @@ class Observations:
     """Requests per subject, language and grade value in the current period."""
     seen_previous: dict[Dimension, Counter[str]] = field(default_factory=dict)
     """Requests per subject, language and grade value in the previous period."""
+    stable_models: dict[str, str] = field(default_factory=dict)
+    """Per track: the model serving stable now."""
+    listed_models: frozenset[str] | None = None
+    """Model ids the training backend lists (None: it lists none, or could not)."""
 
     def stats(self, scope: Scope, *, previous: bool = False) -> WindowStats:
         """The scope's stats in a period (empty when it saw nothing)."""

@@ -33,6 +33,7 @@ from tara.triggers.model import (
     TriggerResult,
     Window,
 )
+from tara.triggers.retirement import BASE_RETIREMENT, base_model_retirement
 
 DATA_VOLUME = "data_volume"
 LOW_RATING = "low_rating"
@@ -66,6 +67,7 @@ TRIGGERS: tuple[str, ...] = (
     NEW_LANGUAGE,
     NEW_GRADE,
     ACADEMIC_YEAR,
+    BASE_RETIREMENT,
 )
 """Every trigger name: the values of the ``trigger`` label of ``tara_trigger_fired_total``."""
 
@@ -558,10 +560,13 @@ def evaluate(
     subjects: Collection[str],
     languages: Collection[str],
     academic_last_run: float | None = None,
+    successor_base_model: str = "",
+    retirement_runs: Mapping[str, float] | None = None,
 ) -> list[TriggerResult]:
     """Every rule over every scope the observations hold, in :data:`TRIGGERS` order.
 
-    Each result carries the window its data covers.
+    Each result carries the window its data covers. ``retirement_runs`` holds, per
+    track, when the retirement trigger last started a run.
     """
     out: list[TriggerResult] = []
     for scope in sorted(obs.high_quality):
@@ -588,6 +593,20 @@ def evaluate(
     grades = cfg.known_grades or None
     out.extend(_new_values(obs, cfg, {"subject": subjects, "language": languages, "grade": grades}))
     out.append(academic_year(obs.now, academic_last_run, cfg))
+    runs = retirement_runs or {}
+    for track, model in sorted(obs.stable_models.items()):
+        out.append(
+            base_model_retirement(
+                track,
+                model,
+                obs.now,
+                retirements=cfg.base_model_retirements,
+                lead=cfg.retirement_lead,
+                successor=cfg.successor_base_model or successor_base_model,
+                last_run=runs.get(track),
+                listed=obs.listed_models,
+            )
+        )
     named = {r.name for r in out}
     out.extend(_no_traffic(name, cfg) for name in TRIGGERS if name not in named)
     out.sort(key=lambda r: TRIGGERS.index(r.name))  # stable: scopes keep their order
@@ -645,9 +664,11 @@ def _no_traffic(name: str, cfg: TriggerSettings) -> TriggerResult:
         NEW_SUBJECT: (cfg.min_new_requests, ">=", cfg.min_new_requests),
         NEW_LANGUAGE: (cfg.min_new_requests, ">=", cfg.min_new_requests),
         NEW_GRADE: (cfg.min_new_requests, ">=", cfg.min_new_requests),
+        BASE_RETIREMENT: (cfg.retirement_lead.total_seconds() / DAY, "<=", None),
     }
     threshold, op, min_sample = thresholds[name]
-    evidence = {"note": "no traffic in the period"}
+    note = "no track to look at" if name == BASE_RETIREMENT else "no traffic in the period"
+    evidence = {"note": note}
     return TriggerResult(
         name,
         False,
