@@ -2,7 +2,7 @@
 
 The app may name a request's topic (``X-Tara-Topic`` / ``metadata.topic``);
 otherwise the trigger reader derives one from the last user message with
-:func:`derive_topic`, a deterministic count of lexicon words (English, Hindi
+:meth:`TopicLexicon.derive`, a deterministic count of lexicon words (English, Hindi
 and Tamil) per topic of the request's subject. No model, no network: a few
 dictionary lookups per word, run by the reader over the interaction log, never
 on the request path. The shipped lexicon is ``data/topics.txt`` (its header
