@@ -2,7 +2,10 @@
 
 Tests share the machine's servers with each other and with other runs, so
 nothing here flushes a whole database: each test gets its own Redis key
-namespace and its own PostgreSQL schema, removed afterwards.
+namespace and its own PostgreSQL schema, removed afterwards. A test that uses
+the Redis or PostgreSQL fixtures must carry the ``redis`` / ``postgres``
+marker (so ``-m "not redis"`` really leaves Redis alone); the fixtures fail a
+test that does not.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ def pytest_runtest_makereport(
     return report
 
 
+def require_marker(request: pytest.FixtureRequest, marker: str, what: str) -> None:
+    """Fail the requesting test unless it carries ``marker`` (directly, or via its module)."""
+    if request.node.get_closest_marker(marker) is None:
+        pytest.fail(f"{request.node.nodeid} uses {what} but is not marked @pytest.mark.{marker}")
+
+
 @pytest.fixture
 def namespace() -> str:
     """A Redis key namespace no other test uses."""
@@ -37,8 +46,11 @@ def namespace() -> str:
 
 
 @pytest.fixture
-async def redis_client(namespace: str) -> AsyncIterator[aioredis.Redis]:
+async def redis_client(
+    namespace: str, request: pytest.FixtureRequest
+) -> AsyncIterator[aioredis.Redis]:
     """A client of the real Redis; keys under ``namespace`` are deleted afterwards."""
+    require_marker(request, "redis", "the real Redis (redis_client)")
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
         await client.ping()
@@ -52,8 +64,9 @@ async def redis_client(namespace: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-async def pg_schema() -> AsyncIterator[tuple[str, str]]:
+async def pg_schema(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
     """``(dsn, schema)``: a fresh schema in the real PostgreSQL, dropped afterwards."""
+    require_marker(request, "postgres", "the real PostgreSQL (pg_schema)")
     import asyncpg
 
     schema = f"tara_test_{uuid.uuid4().hex[:12]}"
@@ -67,8 +80,9 @@ async def pg_schema() -> AsyncIterator[tuple[str, str]]:
 
 
 @pytest.fixture
-async def redis_proxy() -> AsyncIterator[RedisProxy]:
-    """A started :class:`RedisProxy`; stopped afterwards."""
+async def redis_proxy(request: pytest.FixtureRequest) -> AsyncIterator[RedisProxy]:
+    """A started :class:`RedisProxy` (to the real Redis); stopped afterwards."""
+    require_marker(request, "redis", "the real Redis (redis_proxy)")
     proxy = RedisProxy()
     await proxy.start()
     yield proxy

@@ -37,6 +37,7 @@ from tara.serving import running_server
 from tara.settings import DEV_CLIENT_KEY, Settings
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tcp_relay import REDIS_URL
+from waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
@@ -87,6 +88,21 @@ class Traffic:
     def since(self, t: float) -> set[tuple[str, str]]:
         """``(variant, model)`` of the requests sent after ``t``."""
         return {(variant, model) for sent, variant, model in self.served if sent > t}
+
+    def count_since(self, t: float) -> int:
+        """How many answered requests were sent after ``t``."""
+        return sum(sent > t for sent, _, _ in self.served)
+
+    def last(self, n: int) -> set[tuple[str, str]]:
+        """``(variant, model)`` of the last ``n`` answered requests (fewer: an empty set)."""
+        return {(v, m) for _, v, m in self.served[-n:]} if len(self.served) >= n else set()
+
+    async def settle_on(self, variant: str, model: str, n: int = 40) -> None:
+        """Wait until ``n`` answers in a row came from ``model``, then check ``n`` more do."""
+        await eventually(lambda: self.last(n) == {(variant, model)}, f"{n} answers by {model}")
+        checkpoint = time.monotonic()
+        await eventually(lambda: self.count_since(checkpoint) >= n, f"{n} more answers")
+        assert self.since(checkpoint) == {(variant, model)}
 
     async def student(self, student: str) -> None:
         sent = time.monotonic()
@@ -210,10 +226,7 @@ async def test_bad_canary_is_rolled_back_and_good_one_becomes_stable_across_a_re
             assert bad.phase is Phase.ROLLED_BACK, bad.history[-1]
             assert [d.decision for d in bad.history] == ["start", "rollback"]
             assert bad.history[-1].actor == "controller"
-            await asyncio.sleep(0.3)  # replicas pick the table up within routing_refresh
-            checkpoint = time.monotonic()
-            await asyncio.sleep(0.5)
-            assert s.traffic.since(checkpoint) == {("stable", "tara-stable")}
+            await s.traffic.settle_on("stable", "tara-stable")  # every replica reloaded the table
 
             # -- a good candidate: promoted stage by stage ...
             good = await parts.service.start(TRACK, "tara-candidate-good")
@@ -240,15 +253,13 @@ async def test_bad_canary_is_rolled_back_and_good_one_becomes_stable_across_a_re
         print("bad canary: rolled back after", round(bad.history[-1].at - bad.history[0].at, 1))
         assert all(b - a >= 2.0 for a, b in itertools.pairwise(entries))  # no stage cut short
 
-        await asyncio.sleep(0.3)
-        checkpoint = time.monotonic()
-        await asyncio.sleep(0.5)
-        assert s.traffic.since(checkpoint) == {("stable", "tara-candidate-good")}
+        await s.traffic.settle_on("stable", "tara-candidate-good")
 
-    await asyncio.sleep(0.2)
+    good_events = ["started", "promoted", "promoted", "succeeded"]
+    await eventually(lambda: len(s.hooks.names(good.id)) >= len(good_events), "the last webhook")
     assert s.hooks.names(bad.id) == ["started", "rolled_back"]
     # The killed controller's events were delivered; its successor sent only newer ones.
-    assert s.hooks.names(good.id) == ["started", "promoted", "promoted", "succeeded"]
+    assert s.hooks.names(good.id) == good_events
 
 
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.ROLLED_BACK, Phase.ABORTED})

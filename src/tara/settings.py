@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -131,6 +131,8 @@ class Settings(BaseSettings):
         frozen=True,
         use_attribute_docstrings=True,
     )
+    config_file_data: ClassVar[dict[str, Any]] = {}
+    """Settings read from the config file (:func:`load_settings` fills it in a subclass)."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Logging level of every ``tara`` command."""
@@ -176,7 +178,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings)
+        """Keyword arguments, then ``TARA_*`` variables, then the config file (if any)."""
+        file = InitSettingsSource(settings_cls, cls.config_file_data)
+        return (init_settings, env_settings, file)
 
 
 class ConfigError(Exception):
@@ -220,16 +224,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     data = read_config_file(config) if config is not None else {}
 
     class _WithFile(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, InitSettingsSource(settings_cls, data))
+        config_file_data: ClassVar[dict[str, Any]] = data
 
     origin = f"config file {config} and TARA_* variables" if config else "TARA_* variables"
     try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Literal
 
 import redis.asyncio as aioredis
@@ -76,7 +75,7 @@ class _Leases:
 class SharedState:
     """Every store the processes of one deployment share, opened together from settings.
 
-    Use it as an async context manager (or call :meth:`aclose`) to release
+    Call :meth:`aclose` (``async with contextlib.aclosing(state)``) to release
     the Redis client it opened. Stores with background loops of their own
     (the request index) are started and stopped by their user, the telemetry.
     """
@@ -142,19 +141,6 @@ class SharedState:
         """Close the Redis client if this state opened it."""
         if self.redis is not None and self._owns_redis:
             await self.redis.aclose()
-
-    async def __aenter__(self) -> SharedState:
-        """The state itself."""
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close what :func:`open_state` opened."""
-        await self.aclose()
 
 
 def open_state(settings: Settings, *, redis: aioredis.Redis | None = None) -> SharedState:

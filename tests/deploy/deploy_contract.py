@@ -57,6 +57,8 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("tara_routing_table_healthy", GAUGE, ""),
         ("tara_routing_table_age_seconds", GAUGE, ""),
         ("tara_routing_table_version", GAUGE, ""),
+        # operational metric of the controller
+        ("tara_controller_leadership_lost_total", COUNTER, "reason"),
     ]
 }
 TARGET_LABELS = frozenset({"job", "instance"})

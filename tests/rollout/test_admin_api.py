@@ -343,6 +343,7 @@ async def test_shared_state_reports_whether_a_controller_leads(
     assert after["controller"]["leading"] is True
 
 
+@pytest.mark.redis
 async def test_state_store_outage_is_503(redis_proxy: RedisProxy, namespace: str) -> None:
     client = aioredis.Redis.from_url(
         redis_proxy.url, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -136,3 +137,20 @@ def test_percent_to_bp(percent: float, bp: int) -> None:
 
 def test_new_salts_are_fresh() -> None:
     assert len({new_salt() for _ in range(100)}) == 100
+
+
+GOLDEN = Path(__file__).with_name("bucket_golden.json")
+
+
+def test_buckets_match_the_committed_golden_table() -> None:
+    """A refactor of ``bucket`` must not move a single student (ids and salts around 64 bytes,
+    non-ASCII, empty, a lone surrogate, two long salts sharing their first 64 bytes)."""
+    rows = json.loads(GOLDEN.read_text(encoding="ascii"))["rows"]
+    assert len(rows) == 225
+    for row in rows:
+        salt, student = row["salt"], row["student"]
+        assert bucket(salt, student) == row["bucket"], (salt, student)
+        for weight, inside in row["in_canary"]:
+            assert in_canary(salt, student, weight) is inside, (salt, student, weight)
+    long_salts = {r["salt"] for r in rows if len(r["salt"].encode()) > 64}
+    assert len(long_salts) == 5  # hashed into a 64-byte key

@@ -32,6 +32,7 @@ from tara.telemetry.window_store_memory import MemoryWindowStore
 from tara.telemetry.window_store_redis import RedisWindowStore
 from tara.telemetry.windows import latency_bucket
 from tcp_relay import RedisProxy
+from waiting import eventually
 
 TRACK = "tara-tutor"
 STABLES = {TRACK: "tara-stable"}
@@ -241,6 +242,7 @@ async def test_a_controller_killed_mid_stage_resumes_with_the_time_left() -> Non
     assert second.lease.token == 2
 
 
+@pytest.mark.redis
 async def test_unreadable_stats_pause_and_alert_but_never_roll_back(
     redis_proxy: RedisProxy, redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -290,12 +292,35 @@ async def test_a_restarted_controller_does_not_repeat_old_events() -> None:
     w = World()
     started = await w.service.start(TRACK, "ft-1")  # before any controller leads
     w.clock.now += 5
-    ctl = w.controller()
-    report = await ctl.tick()
+    first = w.controller()
+    report = await first.tick()
     assert report.leader
     assert report.active == 1
-    assert w.events.names == []
+    # The operator's start waited in the rollout's outbox for a leader; it is announced once.
+    assert w.events.names == ["started"]
+    assert (await w.service.get(started.id)).outbox == ()
+    await first.lease.release()  # restarted
+    second = w.controller()
+    for _ in range(3):
+        w.clock.now += 1
+        await second.tick()
+    assert w.events.names == ["started"]
+    assert w.sample("tara_rollout_decisions_total", track=TRACK, decision="start") == 1
     assert stage_window_start(await w.service.get(started.id)) == started.history[0].at
+
+
+async def test_a_lost_lease_is_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    w = World()
+    first, second = w.controller(), w.controller()
+    assert (await first.tick()).leader
+    w.clock.now += 11  # the 10 s lease ran out: the second controller takes over
+    assert (await second.tick()).leader
+    assert not (await first.tick()).leader
+    assert not (await first.tick()).leader  # one lost tenure is counted once
+    lost = "tara_controller_leadership_lost_total"
+    assert w.sample(lost, reason="expired") == 1
+    assert w.sample(lost, reason="fenced") == 0
+    assert "lost leadership of tenure 1 (expired)" in caplog.text
 
 
 async def test_analysis_is_due_at_the_stage_interval() -> None:
@@ -308,11 +333,12 @@ async def test_analysis_is_due_at_the_stage_interval() -> None:
 
 async def test_shutdown_lets_a_running_tick_finish_then_steps_down() -> None:
     w = World()
-    gate = asyncio.Event()
+    gate, reading = asyncio.Event(), asyncio.Event()
     windows = WindowMetricSource(w.windows)
 
     class Slow:
         async def read(self, rollout: Rollout, t0: float, t1: float) -> Any:
+            reading.set()
             await gate.wait()
             return await windows.read(rollout, t0, t1)
 
@@ -324,10 +350,10 @@ async def test_shutdown_lets_a_running_tick_finish_then_steps_down() -> None:
     started = await w.service.start(TRACK, "ft-1")
     w.clock.now += 1
     runner = asyncio.create_task(ctl.run())
-    await asyncio.sleep(0.05)  # the tick now waits for the stats
+    await reading.wait()  # the tick now waits for the stats
     stopping = asyncio.create_task(ctl.shutdown(runner, timeout=5.0))
-    await asyncio.sleep(0.05)
-    assert not stopping.done()
+    await eventually(runner.done, "shutdown to stop the loop")
+    assert not stopping.done()  # ... but it waits for the running tick
     gate.set()
     await stopping
     assert runner.cancelled()
@@ -373,6 +399,7 @@ class RedisWorld:
             client, namespace=namespace, settings=STATS, clock=self.clock
         )
         self.events = Events()
+        self.registry = CollectorRegistry()
 
     def controller(self, ttl: float, source: Any = None, lease_clock: Any = None) -> Controller:
         lease = RedisLease(self.client, self.namespace, ttl, clock=lease_clock or time.monotonic)
@@ -381,7 +408,7 @@ class RedisWorld:
             source or WindowMetricSource(self.windows),
             lease,
             self.cfg,
-            MetricsRecorder.on(CollectorRegistry()),
+            MetricsRecorder.on(self.registry),
             self.events,
             clock=self.clock,
         )
@@ -441,7 +468,12 @@ async def test_a_stale_leader_is_fenced_off(redis_client: aioredis.Redis, namesp
     w.clock.now += 2
     tick = asyncio.create_task(stale.tick())
     await paused.wait()
-    await asyncio.sleep(0.3)  # its lease expires in Redis
+    owner = stale.lease.owner_key  # type: ignore[attr-defined]
+
+    async def expired() -> bool:
+        return not await redis_client.exists(owner)
+
+    await eventually(expired, "its lease to expire in Redis")
     successor = RedisLease(redis_client, namespace, 5.0)
     assert await successor.acquire()  # elected, has not written anything yet
     resumed.set()
@@ -453,3 +485,7 @@ async def test_a_stale_leader_is_fenced_off(redis_client: aioredis.Redis, namesp
     assert decisions(stored) == ["start"]
     assert not (await stale.tick()).leader
     assert successor.token == 2
+    assert (
+        w.registry.get_sample_value("tara_controller_leadership_lost_total", {"reason": "fenced"})
+        == 1
+    )

@@ -68,6 +68,11 @@ def kinds(actions: list[object]) -> list[str]:
     return [type(a).__name__ for a in actions]
 
 
+def counted_only(actions: list[object]) -> list[str]:
+    """The decisions of ``actions`` that are counted but announced to nobody (holds, errors)."""
+    return [a.decision.decision for a in actions if isinstance(a, Notify) and a.event is None]
+
+
 def test_step_starts_a_pending_rollout() -> None:
     r, actions = step(fresh(), None, None, CFG, 5.0)
     assert r.phase is Phase.PROGRESSING
@@ -78,7 +83,8 @@ def test_step_starts_a_pending_rollout() -> None:
 
 def test_pass_before_the_minimum_time_holds() -> None:
     r, actions = step(running(), good(), good(), CFG, 50.0)
-    assert (r.phase, r.stage_index, actions) == (Phase.PROGRESSING, 0, [])
+    assert (r.phase, r.stage_index, counted_only(actions)) == (Phase.PROGRESSING, 0, ["hold"])
+    assert kinds(actions) == ["Notify"]
     assert r.last_decision is not None
     assert r.last_decision.reason.startswith("waiting for time 50s of 100s")
 
@@ -125,20 +131,23 @@ def test_fail_rolls_back_at_once() -> None:
 def test_inconclusive_holds() -> None:
     little = window(30, 1, (1, 1, 3, 5, 5), 1.0)
     r, actions = step(running(), little, good(), CFG, 150.0)
-    assert (r.phase, r.stage_index, actions) == (Phase.PROGRESSING, 0, [])
+    assert (r.phase, r.stage_index, counted_only(actions)) == (Phase.PROGRESSING, 0, ["hold"])
+    assert kinds(actions) == ["Notify"]
 
 
 def test_errors_pause_and_alert_after_the_limit_and_never_roll_back() -> None:
     r = running()
     for i in range(1, CFG.max_consecutive_errors):
         r, actions = step(r, ConnectionError("redis down"), good(), CFG, float(i))
-        assert (r.phase, r.consecutive_errors, actions) == (Phase.PROGRESSING, i, [])
+        assert (r.phase, r.consecutive_errors) == (Phase.PROGRESSING, i)
+        assert (kinds(actions), counted_only(actions)) == (["Notify"], ["error"])
     r, actions = step(r, None, good(), CFG, 10.0)
     assert r.phase is Phase.PAUSED
-    assert kinds(actions) == ["Notify", "Alert"]
-    assert "stats unreadable 3 times in a row" in actions[1].message  # type: ignore[union-attr]
+    assert kinds(actions) == ["Notify", "Notify", "Alert"]  # the error, the pause, the alert
+    assert counted_only(actions) == ["error"]
+    assert "stats unreadable 3 times in a row" in actions[2].message  # type: ignore[union-attr]
     r, actions = step(r, None, None, CFG, 20.0)
-    assert (r.phase, r.consecutive_errors, actions) == (Phase.PAUSED, 4, [])
+    assert (r.phase, r.consecutive_errors, counted_only(actions)) == (Phase.PAUSED, 4, ["error"])
 
 
 def test_a_readable_look_resets_the_error_count() -> None:
@@ -150,7 +159,7 @@ def test_a_readable_look_resets_the_error_count() -> None:
 def test_paused_rollout_still_rolls_back_on_failure_but_never_advances() -> None:
     r = pause(running(), 10.0)[0]
     held, actions = step(r, good(), good(), CFG, 500.0)
-    assert (held.phase, held.stage_index, actions) == (Phase.PAUSED, 0, [])
+    assert (held.phase, held.stage_index, counted_only(actions)) == (Phase.PAUSED, 0, ["hold"])
     failed, actions = step(r, bad(), good(), CFG, 500.0)
     assert failed.phase is Phase.ROLLED_BACK
     assert kinds(actions) == ["Rollback", "Notify"]
@@ -159,12 +168,13 @@ def test_paused_rollout_still_rolls_back_on_failure_but_never_advances() -> None
 def test_a_stalled_stage_alerts_once() -> None:
     little = window(30, 1, (1, 1, 3, 5, 5), 1.0)
     r, actions = step(running(), little, good(), CFG, 299.0)
-    assert actions == []
+    assert counted_only(actions) == ["hold"]
     r, actions = step(r, little, good(), CFG, 300.0)
-    assert kinds(actions) == ["Alert"]
+    assert kinds(actions) == ["Notify", "Alert"]
+    assert actions[0].event == "stalled"  # type: ignore[union-attr]
     assert r.stall_alerted
     r, actions = step(r, little, good(), CFG, 400.0)
-    assert actions == []
+    assert counted_only(actions) == ["hold"]
 
 
 def test_terminal_rollouts_are_left_alone() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -18,6 +16,7 @@ from tara.rollout.rollout_store_memory import MemoryRolloutStore
 from tara.rollout.rollout_store_redis import RedisRolloutStore, leader_token_key
 from tara.rollout.routing import Segment
 from tcp_relay import RedisProxy
+from waiting import eventually
 
 pytestmark = pytest.mark.redis
 
@@ -30,6 +29,11 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+async def expired(client: aioredis.Redis, lease: RedisLease) -> bool:
+    """Whether Redis has dropped ``lease``'s lock (its TTL ran out)."""
+    return not await client.exists(lease.owner_key)
 
 
 def a_rollout() -> Rollout:
@@ -63,7 +67,7 @@ async def test_an_expired_lease_passes_to_another_and_the_old_one_cannot_renew(
     a = RedisLease(redis_client, namespace, ttl=0.2)
     b = RedisLease(redis_client, namespace, ttl=5.0)
     assert await a.acquire()
-    await asyncio.sleep(0.3)
+    await eventually(lambda: expired(redis_client, a), "the lease to expire in Redis")
     assert a.token is None  # its own clock says the lease ran out, too
     assert await b.acquire()
     assert b.token == 2
@@ -113,7 +117,7 @@ async def test_a_stale_token_is_refused_by_the_redis_rollout_store(
     stale = old.token
     assert stale == 1
     assert await store.save(a_rollout(), 0, fence=stale)
-    await asyncio.sleep(0.3)
+    await eventually(lambda: expired(redis_client, old), "the lease to expire in Redis")
     new = RedisLease(redis_client, namespace, ttl=5.0)
     assert await new.acquire()
     with pytest.raises(StaleLeaderError):

@@ -94,6 +94,7 @@ async def cli(
         yield Cli(config, capsys)
 
 
+@pytest.mark.redis
 async def test_start_status_and_transitions(
     cli: Cli, redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -132,6 +133,7 @@ async def test_start_status_and_transitions(
     assert listed["data"] == []
 
 
+@pytest.mark.redis
 async def test_refusals_exit_1_with_the_message(cli: Cli) -> None:
     rid = (await cli.json("start", "tara-tutor", "--candidate", "ft-1"))["id"]
     code, _, err = await cli.run("start", "tara-tutor", "--candidate", "ft-2", "--language", "hi")
@@ -151,6 +153,7 @@ async def test_refusals_exit_1_with_the_message(cli: Cli) -> None:
     assert "422: unknown track 'gpt-4'" in err
 
 
+@pytest.mark.redis
 async def test_wrong_admin_key_is_refused(cli: Cli, tmp_path: Path, namespace: str) -> None:
     port = load_settings(cli.config).server.port
     other = tmp_path / "wrong"
@@ -161,12 +164,14 @@ async def test_wrong_admin_key_is_refused(cli: Cli, tmp_path: Path, namespace: s
     assert "401" in err
 
 
+@pytest.mark.redis
 async def test_unreachable_gateway_exits_2(cli: Cli) -> None:
     code, _, err = await cli.run("status", "--url", f"http://127.0.0.1:{free_port()}")
     assert code == 2
     assert "cannot reach the gateway" in err
 
 
+@pytest.mark.redis
 async def test_server_error_exits_2(cli: Cli) -> None:
     async def unavailable(_request: Request) -> Response:
         body = {"error": {"message": "rollout state unavailable: down", "type": "server_error"}}
@@ -228,6 +233,7 @@ def test_status_rendering_of_unreadable_live_numbers_and_an_empty_list() -> None
     assert "1m 30s" in out.getvalue()
 
 
+@pytest.mark.redis
 async def test_status_with_no_rollouts(cli: Cli) -> None:
     code, out, _ = await cli.run("status")
     assert (code, out.strip()) == (0, "no rollouts")
@@ -252,6 +258,7 @@ async def test_start_on_a_gateway_no_controller_can_see_is_refused(
     assert listed["data"] == []
 
 
+@pytest.mark.redis
 async def test_start_warns_when_no_controller_leads_on_shared_state(
     cli: Cli, redis_client: aioredis.Redis, namespace: str
 ) -> None:

@@ -56,7 +56,7 @@ class Counter:
         return self.token
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def harness(request: pytest.FixtureRequest) -> Harness:
     if request.param == "memory":
         counter = Counter()
@@ -174,6 +174,7 @@ async def test_fence_before_any_lease_is_accepted(harness: Harness) -> None:
 # -- Redis specifics -------------------------------------------------------
 
 
+@pytest.mark.redis
 async def test_redis_layout(redis_client: aioredis.Redis, namespace: str) -> None:
     store = RedisRolloutStore(redis_client, namespace)
     assert await store.save(rollout(), 0)
@@ -185,6 +186,7 @@ async def test_redis_layout(redis_client: aioredis.Redis, namespace: str) -> Non
     assert b'"candidate_model":"ft-1"' in raw
 
 
+@pytest.mark.redis
 async def test_redis_malformed_record_is_a_store_error(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -199,6 +201,7 @@ async def test_redis_malformed_record_is_a_store_error(
         await store.get("ro-2")
 
 
+@pytest.mark.redis
 async def test_redis_bad_revision_is_a_store_error(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -209,6 +212,7 @@ async def test_redis_bad_revision_is_a_store_error(
         await store.load("ro-1")
 
 
+@pytest.mark.redis
 async def test_redis_unreachable_is_a_store_error(redis_proxy: RedisProxy, namespace: str) -> None:
     client = aioredis.Redis.from_url(
         redis_proxy.url, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)

@@ -95,6 +95,7 @@ async def test_stored_tracks_win_over_configured_ones() -> None:
     assert 0 <= cache.age_seconds() < math.inf
 
 
+@pytest.mark.redis
 async def test_two_replicas_see_a_change_after_refresh(
     redis_client: aioredis.Redis, namespace: str, writer: RedisRoutingStore
 ) -> None:
@@ -117,6 +118,7 @@ async def test_two_replicas_see_a_change_after_refresh(
         await other_client.aclose()
 
 
+@pytest.mark.redis
 async def test_unchanged_version_skips_the_table_and_a_malformed_one_is_an_error(
     redis_client: aioredis.Redis, writer: RedisRoutingStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -150,6 +152,7 @@ async def test_unchanged_version_skips_the_table_and_a_malformed_one_is_an_error
     assert any("reachable again after 2 failed" in m for m in records(caplog, logging.INFO))
 
 
+@pytest.mark.redis
 async def test_store_that_lost_its_data_sends_everyone_to_stable(
     redis_client: aioredis.Redis, writer: RedisRoutingStore
 ) -> None:
@@ -161,6 +164,7 @@ async def test_store_that_lost_its_data_sends_everyone_to_stable(
     assert cache.table == RoutingTable().with_defaults(CONFIGURED)
 
 
+@pytest.mark.redis
 async def test_outage_keeps_the_last_table_logs_once_and_recovers(
     redis_proxy: RedisProxy,
     proxied: aioredis.Redis,
@@ -214,6 +218,7 @@ async def test_start_against_an_unreachable_store_returns_in_time_with_defaults(
         assert cache.age_seconds() == math.inf
 
 
+@pytest.mark.redis
 async def test_background_loop_picks_up_changes_and_recovers_by_itself(
     redis_proxy: RedisProxy, proxied: aioredis.Redis, namespace: str, writer: RedisRoutingStore
 ) -> None:

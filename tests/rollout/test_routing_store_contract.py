@@ -24,7 +24,7 @@ def table(version: int, weight_bp: int = 1000, model: str = "ft-1") -> RoutingTa
     return RoutingTable(version, {"tara-tutor": TrackRoute("tara-stable", (c,))})
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def store(request: pytest.FixtureRequest) -> RoutingStore:
     # Sync on purpose: an async fixture cannot pull in the async redis_client lazily.
     if request.param == "memory":
@@ -122,6 +122,7 @@ async def test_aclose_leaves_the_stored_table_alone(store: RoutingStore) -> None
 # Redis specifics: the key layout, malformed contents, an unreachable server.
 
 
+@pytest.mark.redis
 async def test_redis_keys_follow_tara_keys(redis_client: aioredis.Redis, namespace: str) -> None:
     store = RedisRoutingStore(redis_client, namespace)
     assert await store.save_table(table(1), 0)
@@ -131,6 +132,7 @@ async def test_redis_keys_follow_tara_keys(redis_client: aioredis.Redis, namespa
     assert orjson.loads(raw) == table(1).to_dict()
 
 
+@pytest.mark.redis
 async def test_redis_namespaces_are_separate(redis_client: aioredis.Redis, namespace: str) -> None:
     assert await RedisRoutingStore(redis_client, namespace).save_table(table(1), 0)
     other = RedisRoutingStore(redis_client, f"{namespace}:other")
@@ -138,6 +140,7 @@ async def test_redis_namespaces_are_separate(redis_client: aioredis.Redis, names
     assert await other.save_table(table(1, model="other"), 0)
 
 
+@pytest.mark.redis
 @pytest.mark.parametrize(
     "raw",
     [b"{not json", b"[]", b'{"version": 1}', b'{"version": 1, "tracks": {"t": "x"}}'],
@@ -151,6 +154,7 @@ async def test_redis_malformed_table_is_a_store_error(
         await store.load_table()
 
 
+@pytest.mark.redis
 async def test_redis_malformed_version_is_a_store_error(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import pytest
 import redis.asyncio as aioredis
 
 from tara.rollout import model
-from tara.rollout.actions import Action, Notify
 from tara.rollout.config import RolloutSettings, StageSettings
 from tara.rollout.decide import step
 from tara.rollout.model import Phase, Rollout, TransitionError
@@ -65,7 +63,7 @@ class Env:
         return RolloutService(self.rollouts, self.routing, SETTINGS, STABLE, clock=Clock())
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def env(request: pytest.FixtureRequest) -> Env:
     if request.param == "memory":
         rollouts: RolloutStore = MemoryRolloutStore()
@@ -466,24 +464,17 @@ async def test_apply_loses_a_race_between_its_read_and_its_write(env: Env) -> No
 # -- notifications -----------------------------------------------------------
 
 
-async def test_operator_transitions_notify(env: Env) -> None:
-    seen: list[tuple[str, list[str]]] = []
-
-    async def notifier(rollout: Rollout, actions: Sequence[Action]) -> None:
-        seen.append((rollout.phase.value, [a.event for a in actions if isinstance(a, Notify)]))
-        if rollout.phase is Phase.PAUSED:
-            raise RuntimeError("webhook down")  # logged, never fails the transition
-
-    service = RolloutService(
-        env.rollouts, env.routing, SETTINGS, STABLE, clock=Clock(), notifier=notifier
-    )
-    r = await service.start(TRACK, "ft-1")
-    await service.pause(r.id)
-    await service.resume(r.id)
-    await service.rollback(r.id)
-    assert seen == [
-        ("progressing", ["started"]),
-        ("paused", ["paused"]),
-        ("progressing", ["resumed"]),
-        ("rolled_back", ["rolled_back"]),
+async def test_operator_transitions_leave_their_notices_for_the_controller(env: Env) -> None:
+    r = await env.service.start(TRACK, "ft-1")
+    await env.service.pause(r.id)
+    await env.service.resume(r.id)
+    await env.service.rollback(r.id, reason="bad answers")
+    stored = await env.service.get(r.id)
+    outbox = [(n.event, n.rollout["phase"], n.decision.actor) for n in stored.outbox]
+    assert outbox == [
+        ("started", "progressing", "operator"),
+        ("paused", "paused", "operator"),
+        ("resumed", "progressing", "operator"),
+        ("rolled_back", "rolled_back", "operator"),
     ]
+    assert stored.outbox[-1].body()["reason"] == "bad answers"

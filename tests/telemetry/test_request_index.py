@@ -57,7 +57,7 @@ def make_ix(request_id: str = "r1", **changes: Any) -> Interaction:
     return Interaction(**fields)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def make_index(request: pytest.FixtureRequest) -> IndexFactory:
     if request.param == "memory":
         return lambda settings: MemoryRequestIndex(settings)
@@ -125,6 +125,7 @@ def replicas(redis_client: aioredis.Redis, namespace: str) -> list[RedisRequestI
     ]
 
 
+@pytest.mark.redis
 async def test_lookup_waits_for_another_replica_to_publish(
     replicas: list[RedisRequestIndex],
 ) -> None:
@@ -139,6 +140,7 @@ async def test_lookup_waits_for_another_replica_to_publish(
     assert entry.variant == "canary"
 
 
+@pytest.mark.redis
 async def test_feedback_at_b_waits_for_a_to_publish(replicas: list[RedisRequestIndex]) -> None:
     a, b = replicas
     a.record(make_ix("r1"))
@@ -151,6 +153,7 @@ async def test_feedback_at_b_waits_for_a_to_publish(replicas: list[RedisRequestI
     assert (change.request.variant, change.previous) == ("canary", None)
 
 
+@pytest.mark.redis
 async def test_feedback_at_the_serving_replica_before_publishing(
     replicas: list[RedisRequestIndex],
 ) -> None:
@@ -166,6 +169,7 @@ async def test_feedback_at_the_serving_replica_before_publishing(
     assert seen_by_b.language == "ta"
 
 
+@pytest.mark.redis
 async def test_concurrent_ratings_on_two_replicas_count_once(
     replicas: list[RedisRequestIndex],
 ) -> None:
@@ -181,6 +185,7 @@ async def test_concurrent_ratings_on_two_replicas_count_once(
     assert (ca.previous, cb.previous) in [(None, CountedFeedback(1)), (CountedFeedback(5), None)]
 
 
+@pytest.mark.redis
 async def test_rating_via_b_lands_on_the_variant_and_bucket_served_by_a(
     replicas: list[RedisRequestIndex], redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -218,6 +223,7 @@ async def proxied_client(redis_proxy: Any) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+@pytest.mark.redis
 async def test_outage_is_reported_and_publishing_resumes(
     redis_proxy: Any, proxied_client: aioredis.Redis, redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -236,6 +242,7 @@ async def test_outage_is_reported_and_publishing_resumes(
     assert await other.lookup("r1") is not None
 
 
+@pytest.mark.redis
 async def test_unpublished_queue_is_bounded(redis_client: aioredis.Redis, namespace: str) -> None:
     settings = TelemetryStatsSettings(index_cache_size=2, index_lookup_wait=0)
     index = RedisRequestIndex(redis_client, namespace=namespace, settings=settings)
@@ -248,6 +255,7 @@ async def test_unpublished_queue_is_bounded(redis_client: aioredis.Redis, namesp
     assert await other.lookup("c") is not None
 
 
+@pytest.mark.redis
 async def test_a_backlog_is_published_in_chunks(replicas: list[RedisRequestIndex]) -> None:
     a, b = replicas
     for i in range(PUBLISH_CHUNK + 1):
@@ -257,6 +265,7 @@ async def test_a_backlog_is_published_in_chunks(replicas: list[RedisRequestIndex
     assert await b.lookup(f"r{PUBLISH_CHUNK}") is not None
 
 
+@pytest.mark.redis
 async def test_background_publishing(redis_client: aioredis.Redis, namespace: str) -> None:
     settings = TelemetryStatsSettings(flush_interval=0.02, index_lookup_wait=30)
     a = RedisRequestIndex(redis_client, namespace=namespace, settings=settings)
@@ -269,6 +278,7 @@ async def test_background_publishing(redis_client: aioredis.Redis, namespace: st
     assert await b.lookup("r2") is not None
 
 
+@pytest.mark.redis
 async def test_published_hash_layout_and_expiry(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -295,6 +305,7 @@ async def test_published_hash_layout_and_expiry(
     assert sorted(k.decode() for k in r2) == ["c", "m", "s", "t", "v"]
 
 
+@pytest.mark.redis
 async def test_unpublished_and_published_entries_are_local(
     replicas: list[RedisRequestIndex],
 ) -> None:
@@ -314,6 +325,7 @@ async def test_unpublished_and_published_entries_are_local(
     assert from_b.feedback == CountedFeedback(3)
 
 
+@pytest.mark.redis
 async def test_a_failed_flush_keeps_the_newest_within_the_bound(
     redis_proxy: Any, proxied_client: aioredis.Redis, redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -335,6 +347,7 @@ async def test_a_failed_flush_keeps_the_newest_within_the_bound(
         assert await other.lookup(rid) is not None
 
 
+@pytest.mark.redis
 async def test_the_local_cache_keeps_the_most_recent_ids(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -361,6 +374,7 @@ def test_the_local_copy_is_compact_and_shares_repeated_strings() -> None:
     assert held_entry("r3", held_form(no_context)) == IndexedRequest.from_interaction(no_context)
 
 
+@pytest.mark.redis
 async def test_a_poison_entry_loses_no_other_entry(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:

@@ -146,6 +146,7 @@ async def test_anonymous_wordless_and_stale_requests_are_skipped() -> None:
     assert await detector.flush() == 0
 
 
+@pytest.mark.redis
 async def test_a_client_flagged_retry_is_counted_once(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -166,6 +167,7 @@ async def test_a_client_flagged_retry_is_counted_once(
     assert found == []
 
 
+@pytest.mark.redis
 async def test_two_replicas_sharing_redis_see_each_others_questions(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -205,6 +207,7 @@ async def proxied_client(redis_proxy: Any) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+@pytest.mark.redis
 async def test_outage_keeps_requests_for_the_next_check(
     redis_proxy: Any, proxied_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -226,6 +229,7 @@ async def test_outage_keeps_requests_for_the_next_check(
     assert detector.retries_found == 1
 
 
+@pytest.mark.redis
 async def test_queue_is_bounded_and_memory_sweeps_expired_keys(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -278,6 +282,7 @@ def test_normalisation_follows_the_per_character_rule(text: str) -> None:
     assert normalise_question(text) == _reference_normalise(text)
 
 
+@pytest.mark.redis
 async def test_redis_memory_marks_in_order_and_sets_each_expiry(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:

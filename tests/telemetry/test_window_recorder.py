@@ -136,6 +136,7 @@ async def test_pending_buckets_are_bounded_dropping_the_oldest() -> None:
     assert (await store.read("tara-tutor", "all", "canary", NOW, NOW + 10)).requests == 0
 
 
+@pytest.mark.redis
 async def test_two_replicas_sharing_redis_merge_into_one_sum(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -163,6 +164,7 @@ async def proxied_client(redis_proxy: Any) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
+@pytest.mark.redis
 async def test_store_outage_then_recovery_loses_and_doubles_nothing(
     redis_proxy: Any, proxied_client: aioredis.Redis, redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -214,6 +216,7 @@ async def test_background_loop_flushes_and_close_flushes_the_rest() -> None:
     assert (await store.read("tara-tutor", "all", "canary", NOW, NOW + 10)).requests == 2
 
 
+@pytest.mark.redis
 async def test_deltas_recorded_during_a_failing_flush_are_kept(
     redis_proxy: Any, proxied_client: aioredis.Redis, redis_client: aioredis.Redis, namespace: str
 ) -> None:
@@ -251,7 +254,7 @@ async def test_flush_loop_survives_a_failing_flush(caplog: pytest.LogCaptureFixt
     assert "test-loop: flush failed" in caplog.text
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def real_store(request: pytest.FixtureRequest) -> RedisWindowStore | MemoryWindowStore:
     if request.param == "memory":
         return MemoryWindowStore()

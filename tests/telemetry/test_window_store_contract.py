@@ -25,7 +25,7 @@ def at(series: Series, start: int) -> WindowKey:
     return WindowKey(*series, start)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def make_store(request: pytest.FixtureRequest) -> StoreFactory:
     if request.param == "memory":
         return lambda settings: MemoryWindowStore(settings)
@@ -131,6 +131,7 @@ async def test_single_tier_layout_without_rollups(make_store: StoreFactory, hour
     assert (await store.read(*STABLE, hour + 60, hour + HOUR)).requests == 2
 
 
+@pytest.mark.redis
 async def test_redis_buckets_live_under_the_namespace_and_expire(
     redis_client: aioredis.Redis, namespace: str, hour: int
 ) -> None:
@@ -214,6 +215,7 @@ async def test_a_poison_delta_is_refused_whole(store: WindowStore, hour: int) ->
     assert (await store.read(*STABLE, hour, hour + 10)).requests == 1
 
 
+@pytest.mark.redis
 async def test_redis_refuses_a_name_it_cannot_encode_and_applies_nothing(
     redis_client: aioredis.Redis, namespace: str, hour: int
 ) -> None:

@@ -200,6 +200,7 @@ def test_settings_carry_a_triggers_section(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.triggers.min_high_quality == 5000
 
 
+@pytest.mark.redis
 def test_cli_check_reads_window_stats_from_redis(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 from triggers_traffic import CFG, DAY, HI_MATH, NOW, TA_PHYS, Maker, fill, traffic
 
@@ -94,6 +95,8 @@ async def test_reader_takes_track_latency_from_the_window_store(tmp_path: Path) 
     assert p95 > 2.0
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
 async def test_reader_on_postgres_and_redis(
     pg_schema: tuple[str, str], redis_client: aioredis.Redis, namespace: str
 ) -> None:

@@ -31,7 +31,8 @@ from tara.demo.scenario import (
 )
 from tara.demo.students import Classroom, population
 from tara.demo.timeline import Marker, Sample, ScenarioResult, Timeline, numbers_from
-from tara.rollout.model import TERMINAL, DecisionName, Rollout
+from tara.rollout.decisions import DecisionName
+from tara.rollout.model import TERMINAL, Rollout
 from tara.rollout.routing import Segment
 from tara.sandbox.config import Latency, SandboxConfig, default_config
 from tara.sandbox.server import running_sandbox

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tara.demo.timeline import Marker, ScenarioResult, Timeline
-from tara.rollout.model import DecisionName
+from tara.rollout.decisions import DecisionName
 
 CANARY_COLOUR = "#d9480f"
 STABLE_COLOUR = "#1864ab"

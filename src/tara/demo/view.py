@@ -15,7 +15,8 @@ from rich.text import Text
 
 from tara.demo.runner import DemoState
 from tara.demo.timeline import Numbers
-from tara.rollout.model import TERMINAL, DecisionName
+from tara.rollout.decisions import DecisionName
+from tara.rollout.model import TERMINAL
 
 BAR_WIDTH = 40
 DECISION_STYLES: dict[str, str] = {

@@ -11,13 +11,13 @@ name and renamed, so a reader never sees half of one.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from tara.atomic_files import write_atomically
 from tara.finetune.evaluate import EvaluationResult
 from tara.finetune.scoring import SATISFACTION_WEIGHTS
 
@@ -121,13 +121,6 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def report_paths(dataset_dir: Path, candidate: str) -> tuple[Path, Path]:
     """Where the JSON and Markdown reports of ``candidate`` go (model ids made file-safe)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", candidate).strip("_") or "candidate"
@@ -138,8 +131,8 @@ def report_paths(dataset_dir: Path, candidate: str) -> tuple[Path, Path]:
 def write_report(report: dict[str, Any], dataset_dir: Path) -> tuple[Path, Path]:
     """Write the JSON and Markdown reports; return their paths."""
     json_path, md_path = report_paths(dataset_dir, str(report["candidate"]["model"]))
-    _write_atomic(json_path, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-    _write_atomic(md_path, render_markdown(report).encode())
+    write_atomically(json_path, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    write_atomically(md_path, render_markdown(report).encode())
     return json_path, md_path
 
 
@@ -175,5 +168,5 @@ def register_candidate(result: EvaluationResult, state_dir: Path) -> Path:
     ]
     path = state_dir / REGISTRY_FILE
     payload = {"candidates": [*kept, entry]}
-    _write_atomic(path, orjson.dumps(payload, option=orjson.OPT_INDENT_2) + b"\n")
+    write_atomically(path, orjson.dumps(payload, option=orjson.OPT_INDENT_2) + b"\n")
     return path

@@ -8,7 +8,6 @@ and rule, the redactions, and each file's SHA-256.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from tara.atomic_files import write_atomically
 from tara.finetune.config import FinetuneSettings
 from tara.finetune.dataset import WrittenFile
 from tara.finetune.extract import EXTRACT_REASONS, ExtractFilter
@@ -173,7 +173,5 @@ def write_outputs(output_dir: Path, manifest: Mapping[str, Any], report: str) ->
     paths = (output_dir / "manifest.json", output_dir / "report.md")
     contents = (orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n", report.encode())
     for path, data in zip(paths, contents, strict=True):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomically(path, data)
     return paths

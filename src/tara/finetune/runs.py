@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from tara.atomic_files import write_atomically
 
 FORMAT = "tara-finetune-runs/1"
 FILENAME = "runs.json"
@@ -94,18 +94,7 @@ class RunRegistry:
             {"format": FORMAT, "runs": {k: r.as_json() for k, r in sorted(runs.items())}},
             option=orjson.OPT_INDENT_2,
         )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".runs-", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomically(self.path, body)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

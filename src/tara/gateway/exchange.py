@@ -284,10 +284,13 @@ class Exchange:
             return "connection"
 
     # -- records ------------------------------------------------------------
-    def _canary_record(self, failure: UpstreamError) -> Interaction:
+    def _record(
+        self, request_id: str, status: int, error_class: str | None, latency_s: float
+    ) -> Interaction:
+        """A record of this request as routed now (the fields every record of it shares)."""
         req, route = self.request, self.route
         return Interaction(
-            request_id=canary_attempt_id(self.request_id),
+            request_id=request_id,
             created_at=self.created,
             track=req.track,
             segment=route.segment,
@@ -298,38 +301,25 @@ class Exchange:
             language=req.language,
             grade=req.grade,
             topic=req.topic,
-            status=failure.status,
-            error_class=failure.error_class,
-            latency_s=time.monotonic() - self.t0,
+            status=status,
+            error_class=error_class,
+            latency_s=latency_s,
             stream=req.stream,
             messages=req.messages,
         )
 
+    def _canary_record(self, failure: UpstreamError) -> Interaction:
+        latency = time.monotonic() - self.t0
+        attempt = canary_attempt_id(self.request_id)
+        return self._record(attempt, failure.status, failure.error_class, latency)
+
     def records(self, ended: float) -> list[Interaction]:
         """The interaction records of this request (a failed canary attempt first)."""
-        req, route, out = self.request, self.route, self.result
-        served = Interaction(
-            request_id=self.request_id,
-            created_at=self.created,
-            track=req.track,
-            segment=route.segment,
-            variant=route.variant,
-            model=route.model,
-            student_hash=self.student_hash,
-            subject=req.subject,
-            language=req.language,
-            grade=req.grade,
-            topic=req.topic,
-            status=out.status,
-            error_class=out.error_class,
-            latency_s=ended - self.t0,
-            ttft_s=out.ttft_s,
-            prompt_tokens=out.prompt_tokens,
-            completion_tokens=out.completion_tokens,
-            user_retry=req.user_retry,
-            fallback=out.fallback,
-            stream=req.stream,
-            messages=req.messages,
-            answer=out.answer,
-        )
+        out = self.result
+        served = self._record(self.request_id, out.status, out.error_class, ended - self.t0)
+        served.ttft_s = out.ttft_s
+        served.prompt_tokens, served.completion_tokens = out.prompt_tokens, out.completion_tokens
+        served.user_retry = self.request.user_retry
+        served.fallback = out.fallback
+        served.answer = out.answer
         return [*out.failed_canary, served]

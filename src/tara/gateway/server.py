@@ -12,6 +12,7 @@ routing cache, the upstream pool and the state.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 
 import prometheus_client
@@ -53,7 +54,7 @@ def gateway_from_settings(
             feedback_route(telemetry, metrics.rejection),
             *routes_from_settings(settings, state),
         ],
-        services=[state, telemetry],
+        services=[contextlib.aclosing(state), telemetry],
     )
 
 

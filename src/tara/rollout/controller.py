@@ -1,20 +1,34 @@
-"""The rollout controller loop: read stats, call the pure ``step``, write, record, notify.
+"""The rollout controller loop: read stats, call the pure ``step``, save, carry out the effects.
 
 Every ``rollout.tick_interval`` the controller renews its leader lease; only
-the leader acts. For each live rollout whose analysis is due (its stage's
-interval since the last look) it reads canary and stable stats *since the
-stage began*, calls :func:`tara.rollout.decide.step`, and hands the result to
-the rollout service, which saves it (check-and-set on the record, fenced with
-the lease's token) and updates the routing table. A read failure is not an
-exception here: it becomes the ``ERROR`` input of ``step``, which holds and
-eventually pauses but never rolls back.
+the leader acts. For each rollout it
 
-After a successful save the controller turns every new decision in the
-rollout's history into the ``tara_rollout_*`` metrics and a webhook event.
-Reading decisions from the history (rather than only its own actions) also
-reports an operator's ``pause`` or ``rollback`` made through the admin API.
-Each tenure starts by re-syncing the routing table, so a leader that died
-between saving a rollout and publishing its weight is repaired by the next.
+1. when its analysis is due (its stage's interval since the last look),
+   reads canary and stable stats *since the stage began*, calls
+   :func:`tara.rollout.decide.step`, and hands the result to the rollout
+   service, which saves it (check-and-set, fenced with the lease's token)
+   and updates the routing table; then it carries out the step's effects.
+   A read failure is not an exception here: it becomes the ``ERROR`` input
+   of ``step``, which holds and eventually pauses but never rolls back;
+2. claims the rollout's **outbox** — notices of decisions an operator made
+   through the admin API, on whichever gateway replica — by saving the
+   rollout without them (check-and-set, fenced), then carries them out: a
+   notice is carried out once, by the leader that claimed it.
+
+Carrying out is the one side-effect path: a
+:class:`~tara.rollout.actions.Notify` is counted in
+``tara_rollout_decisions_total`` and, when it has an event, posted to the
+webhooks; an :class:`~tara.rollout.actions.Alert` is logged as ``ALERT``;
+the rollout's gauges are set. (Routing actions were carried out by the
+service when it saved.)
+
+Losing leadership — the lease could not be renewed or ran out mid-tick
+(``expired``), or a write was refused because a newer leader exists
+(``fenced``) — is logged and counted in
+``tara_controller_leadership_lost_total{reason}``, and the controller stops
+acting at once. Each tenure starts by re-syncing the routing table, so a
+leader that died between saving a rollout and publishing its weight is
+repaired by the next.
 """
 
 from __future__ import annotations
@@ -22,20 +36,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from tara.loops import poll
-from tara.rollout.actions import Action, Alert
+from tara.rollout.actions import Action, Alert, Notify
 from tara.rollout.analysis import StatsInput
 from tara.rollout.config import RolloutSettings
 from tara.rollout.decide import step
+from tara.rollout.decisions import DecisionName
+from tara.rollout.lease import Lease
 from tara.rollout.metric_source import MetricSource, stage_window_start
-from tara.rollout.model import TERMINAL, Decision, DecisionName, Phase, Rollout
+from tara.rollout.model import TERMINAL, Phase, Rollout
 from tara.rollout.rollout_store import StaleLeaderError
+from tara.rollout.service import RolloutService
 from tara.rollout.webhooks import EventSink
 from tara.telemetry.metrics import MetricsRecorder
 
@@ -44,45 +60,8 @@ log = logging.getLogger(__name__)
 DECISION_LABELS = tuple(dict.fromkeys(d.metric_label for d in DecisionName))
 """Every ``decision`` label value, created at 0 so dashboards and alerts see them early."""
 
-
-class RolloutService(Protocol):
-    """What the controller needs of :class:`tara.rollout.service.RolloutService`."""
-
-    async def list(self, track: str | None = None, *, active_only: bool = False) -> list[Rollout]:
-        """Every rollout (or the live ones)."""
-        ...
-
-    async def apply(
-        self,
-        before: Rollout,
-        after: Rollout,
-        actions: Sequence[Action],
-        *,
-        fence: int | None = None,
-    ) -> Rollout | None:
-        """Persist a step's result and carry out its routing actions; ``None`` if it lost."""
-        ...
-
-    async def sync_routing(self) -> None:
-        """Make the routing table match the stored rollouts."""
-        ...
-
-
-class Lease(Protocol):
-    """The controller's view of :class:`tara.rollout.lease.Lease`."""
-
-    @property
-    def token(self) -> int | None:
-        """The tenure's fencing token, ``None`` when not leading."""
-        ...
-
-    async def acquire(self) -> bool:
-        """Become or stay leader."""
-        ...
-
-    async def release(self) -> None:
-        """Stop leading."""
-        ...
+LostReason = Literal["expired", "fenced"]
+"""Why a tenure ended: the lease ran out, or a write showed that a newer leader exists."""
 
 
 @dataclass(slots=True)
@@ -94,12 +73,12 @@ class TickReport:
     active: int = 0
     """Rollouts still live after the tick."""
     analysed: int = 0
-    decisions: list[tuple[str, str]] = field(default_factory=list)
-    """``(rollout id, decision)`` of every decision observed this tick."""
+    decisions: list[tuple[str, DecisionName]] = field(default_factory=list)
+    """``(rollout id, decision)`` of every decision carried out this tick (own or claimed)."""
     conflicts: int = 0
     """Saves that lost the check-and-set (an operator changed the rollout meanwhile)."""
     fenced: bool = False
-    """A save was refused because another controller leads now."""
+    """Leadership was lost during the tick (a save was refused, or the lease ran out)."""
     errors: int = 0
     """Rollouts that could not be listed or saved."""
 
@@ -111,43 +90,6 @@ def analysis_due(rollout: Rollout, now: float) -> bool:
     if rollout.phase is Phase.PENDING or rollout.last_decision is None:
         return True
     return now - rollout.last_decision.at >= rollout.stage.interval
-
-
-def event_body(rollout: Rollout, decision: Decision) -> dict[str, Any]:
-    """The JSON a webhook receives for one decision."""
-    event = decision.decision.event
-    assert event is not None, f"{decision.decision} is not announced"
-    return {
-        "event": event,
-        "rollout_id": rollout.id,
-        "track": rollout.track,
-        "segment": rollout.segment.label,
-        "stable_model": rollout.stable_model,
-        "candidate_model": rollout.candidate_model,
-        "phase": rollout.phase.value,
-        "stage": rollout.stage_index + 1,
-        "stages": len(rollout.plan.stages),
-        "canary_weight": rollout.weight_bp / 10_000,
-        **decision.to_dict(),
-    }
-
-
-DecisionId = tuple[float, str, str, str]
-
-
-def _identity(decision: Decision) -> DecisionId:
-    return (decision.at, decision.decision, decision.actor, decision.reason)
-
-
-def _after(history: Sequence[Decision], seen: DecisionId | None) -> Sequence[Decision]:
-    """The decisions of ``history`` that come after ``seen`` (all of them if ``seen`` is None)."""
-    if seen is None:
-        return history
-    for i in range(len(history) - 1, -1, -1):
-        if _identity(history[i]) == seen:
-            return history[i + 1 :]
-    # ``seen`` fell out of the capped history: everything since its time is new.
-    return [d for d in history if d.at > seen[0]]
 
 
 class Controller:
@@ -173,9 +115,7 @@ class Controller:
         self._notifier = notifier
         self._clock = clock
         self._tenure: int | None = None
-        self._seen: dict[str, DecisionId | None] = {}
-        """Per rollout, the newest decision already reported in this tenure."""
-        self._tenure_started = -math.inf
+        """The fencing token of the tenure this controller believes it holds."""
         self._inflight: asyncio.Future[TickReport] | None = None
         self.last_tick: float | None = None
         """Clock time the last tick finished without a store error (a standby's too)."""
@@ -190,12 +130,13 @@ class Controller:
     async def tick(self) -> TickReport:
         """One pass over every rollout, if this controller leads."""
         if not await self.lease.acquire():
-            self._tenure = None
+            self._lost("expired", "the leader lease could not be renewed")
             # A standby that reached the lease store is as ready as it can be.
             self.last_tick = self._clock()
             return TickReport(leader=False)
         report = TickReport(leader=True, token=self.lease.token)
         if report.token != self._tenure:
+            self._lost("expired", f"the lease was taken again as tenure {report.token}")
             await self._begin_tenure(report)
         try:
             rollouts = await self._service.list()
@@ -204,37 +145,27 @@ class Controller:
             report.errors += 1
             return report
         for rollout in rollouts:
-            self._remember(rollout)
-            if analysis_due(rollout, self._clock()):
-                current = await self._analyse(rollout, report)
-                if report.fenced:
-                    break
-            else:
-                current = rollout
-            self._observe(current, report)
+            current = rollout
+            if analysis_due(current, self._clock()):
+                current = await self._analyse(current, report)
+            if current.outbox and not report.fenced:
+                current = await self._save(current, replace(current, outbox=()), (), report)
+            if report.fenced:
+                break
+            if current.phase not in TERMINAL:
+                self._set_gauges(current)
             report.active += current.phase not in TERMINAL
         if not report.errors:
             self.last_tick = self._clock()
         return report
 
     async def _begin_tenure(self, report: TickReport) -> None:
-        """Forget what the last tenure reported (another leader may have since); repair routing."""
+        """Remember the new tenure; repair the routing table its predecessor may have left."""
         self._tenure = report.token
-        self._seen.clear()
-        self._tenure_started = self._clock()
         try:
             await self._service.sync_routing()
         except Exception as exc:  # the next tenure (or the next change) will try again
             log.error("controller: cannot sync the routing table: %s", exc)
-
-    def _remember(self, rollout: Rollout) -> None:
-        """First sight in a tenure: report only decisions newer than what is there now."""
-        if rollout.id in self._seen:
-            return
-        if rollout.created_at >= self._tenure_started or not rollout.history:
-            self._seen[rollout.id] = None
-        else:
-            self._seen[rollout.id] = _identity(rollout.history[-1])
 
     async def _analyse(self, rollout: Rollout, report: TickReport) -> Rollout:
         now = self._clock()
@@ -255,62 +186,72 @@ class Controller:
         return await self._save(rollout, after, actions, report)
 
     async def _save(
-        self, before: Rollout, after: Rollout, actions: list[Action], report: TickReport
+        self, before: Rollout, after: Rollout, actions: Sequence[Action], report: TickReport
     ) -> Rollout:
+        """Save ``before → after`` (fenced), then carry out ``actions`` and ``before``'s outbox
+        if ``after`` no longer holds it. Returns what is stored now, as far as this tick knows.
+        """
         token = self.lease.token
         if token is None:  # the lease ran out during this tick: leave it to the next leader
-            report.fenced = True
+            self._lost("expired", "the leader lease ran out during a tick", report)
             return before
         try:
             saved = await self._service.apply(before, after, actions, fence=token)
         except StaleLeaderError as exc:
-            log.warning("controller: fenced off, another controller leads: %s", exc)
-            report.fenced = True
+            self._lost("fenced", str(exc), report)
             return before
         except Exception as exc:  # store down: the next tick decides again
             log.error("controller: cannot save rollout %s: %s", before.id, exc)
             report.errors += 1
             return before
         if saved is None:
-            # Lost the check-and-set, or the fence refused the write: which one matters,
-            # because a fenced controller must stop acting at once.
+            # The stored rollout changed under us: an operator, or a newer leader?
             if not await self.lease.acquire() or self.lease.token != token:
-                log.warning("controller: write of %s refused, no longer the leader", before.id)
-                report.fenced = True
+                self._lost("fenced", f"the write of {before.id} lost to another controller", report)
             else:
                 report.conflicts += 1
             return before
-        for action in actions:
-            if isinstance(action, Alert):
-                log.warning("ALERT %s", action.message)
-        last = saved.last_decision
-        if last is not None and last.decision is DecisionName.HOLD:  # holds stay out of history
-            self._count(saved, DecisionName.HOLD, report)
+        claimed = before.outbox if not saved.outbox else ()
+        self._carry_out(saved, [*claimed, *actions], report)
         return saved
 
-    def _observe(self, rollout: Rollout, report: TickReport) -> None:
-        """Report decisions not yet reported and set the rollout's gauges."""
-        fresh = _after(rollout.history, self._seen.get(rollout.id))
-        if fresh:
-            self._seen[rollout.id] = _identity(fresh[-1])
-        for decision in fresh:
-            self._count(rollout, decision.decision, report)
-            if decision.decision.event is not None:
-                self._notifier.notify(event_body(rollout, decision))
-        if self._metrics is not None and (fresh or rollout.phase not in TERMINAL):
-            segment = rollout.segment.label
-            self._metrics.rollout_canary_weight.labels(rollout.track, segment).set(
-                rollout.weight_bp / 10_000
-            )
-            stage = rollout.stage_index
-            if rollout.phase is Phase.SUCCEEDED:
-                stage = len(rollout.plan.stages)  # the 100% stage after the partial ones
-            self._metrics.rollout_stage.labels(rollout.track, segment).set(stage)
+    def _carry_out(self, rollout: Rollout, effects: Iterable[Action], report: TickReport) -> None:
+        """The one side-effect path: count and announce notices, log alerts, set gauges."""
+        for effect in effects:
+            if isinstance(effect, Notify):
+                decision = effect.decision.decision
+                report.decisions.append((effect.rollout_id, decision))
+                if self._metrics is not None:
+                    label = decision.metric_label
+                    self._metrics.rollout_decisions.labels(effect.track, label).inc()
+                if effect.event is not None:
+                    self._notifier.notify(effect.body())
+            elif isinstance(effect, Alert):
+                log.warning("ALERT %s", effect.message)
+        self._set_gauges(rollout)
 
-    def _count(self, rollout: Rollout, decision: DecisionName, report: TickReport) -> None:
-        report.decisions.append((rollout.id, decision))
+    def _set_gauges(self, rollout: Rollout) -> None:
+        if self._metrics is None:
+            return
+        segment = rollout.segment.label
+        self._metrics.rollout_canary_weight.labels(rollout.track, segment).set(
+            rollout.weight_bp / 10_000
+        )
+        stage = rollout.stage_index
+        if rollout.phase is Phase.SUCCEEDED:
+            stage = len(rollout.plan.stages)  # the 100% stage after the partial ones
+        self._metrics.rollout_stage.labels(rollout.track, segment).set(stage)
+
+    def _lost(self, reason: LostReason, detail: str, report: TickReport | None = None) -> None:
+        """Stop acting: log and count the end of the tenure (once per tenure)."""
+        if report is not None:
+            report.fenced = True
+        tenure, self._tenure = self._tenure, None
+        if tenure is None:
+            return
+        log.warning("controller: lost leadership of tenure %d (%s): %s", tenure, reason, detail)
         if self._metrics is not None:
-            self._metrics.rollout_decisions.labels(rollout.track, decision.metric_label).inc()
+            self._metrics.controller_leadership_lost.labels(reason).inc()
 
     async def run(self, *, once: bool = False, burst: bool = False) -> None:
         """Tick every ``tick_interval``: once, until no rollout is live (``burst``), or forever.

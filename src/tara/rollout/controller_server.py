@@ -173,7 +173,7 @@ async def run_controller(
 
     Raises :class:`~tara.state.StateNotShared` on state in process memory.
     """
-    async with open_state(settings) as state:
+    async with contextlib.aclosing(open_state(settings)) as state:
         state.require_shared("tara controller")
         async with controller_parts(settings, registry, state) as parts:
             if once:

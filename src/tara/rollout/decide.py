@@ -18,15 +18,15 @@ from __future__ import annotations
 from tara.rollout.actions import Action, Alert
 from tara.rollout.analysis import Analysis, Outcome, StatsInput, analyse
 from tara.rollout.config import RolloutSettings
+from tara.rollout.decisions import Decision, DecisionName
 from tara.rollout.model import (
     TERMINAL,
-    Decision,
-    DecisionName,
     Phase,
     Rollout,
     Transition,
     promote_to_next_stage,
     rollback,
+    transition,
 )
 from tara.rollout.model import pause as pause_rollout
 from tara.rollout.model import start as start_rollout
@@ -36,7 +36,7 @@ from tara.telemetry.windows import WindowStats
 
 def _hold(rollout: Rollout, now: float, reason: str, analysis: Analysis) -> Transition:
     decision = Decision(now, DecisionName.HOLD, reason, {"analysis": analysis})
-    return rollout.decided(decision, record=False, consecutive_errors=0), []
+    return transition(rollout, decision, record=False, consecutive_errors=0)
 
 
 def _on_error(rollout: Rollout, now: float, analysis: Analysis, cfg: RolloutSettings) -> Transition:
@@ -44,12 +44,12 @@ def _on_error(rollout: Rollout, now: float, analysis: Analysis, cfg: RolloutSett
     limit = cfg.max_consecutive_errors
     reason = f"{analysis.reason} ({errors} in a row, pause at {limit})"
     decision = Decision(now, DecisionName.ERROR, reason, {"consecutive_errors": errors})
-    new = rollout.decided(decision, consecutive_errors=errors)
+    new, notices = transition(rollout, decision, consecutive_errors=errors)
     if errors != limit or rollout.phase is not Phase.PROGRESSING:
-        return new, []
+        return new, notices
     why = f"stats unreadable {errors} times in a row: {analysis.reason}"
     paused, actions = pause_rollout(new, now, actor="controller", reason=why)
-    return paused, [*actions, Alert(rollout.id, f"rollout {rollout.id} paused: {why}")]
+    return paused, [*notices, *actions, Alert(rollout.id, f"rollout {rollout.id} paused: {why}")]
 
 
 def _gate(rollout: Rollout, canary: WindowStats, now: float) -> str | None:
@@ -78,8 +78,8 @@ def _stalled(
         f"{limit:.0f}s: {reason}"
     )
     decision = Decision(now, DecisionName.STALLED, message, {"analysis": analysis.to_dict()})
-    new = rollout.decided(decision, consecutive_errors=0, stall_alerted=True)
-    return new, [Alert(rollout.id, message)]
+    new, notices = transition(rollout, decision, consecutive_errors=0, stall_alerted=True)
+    return new, [*notices, Alert(rollout.id, message)]
 
 
 def step(

@@ -94,6 +94,14 @@ class Lease(Protocol):
         ...
 
 
+def positive_ttl(ttl: float) -> float:
+    """``ttl``, or :class:`ValueError` unless it is positive."""
+    if ttl <= 0:
+        msg = f"lease ttl must be positive, got {ttl}"
+        raise ValueError(msg)
+    return ttl
+
+
 class RedisLease:
     """A :class:`Lease` in Redis, shared by every controller of one namespace."""
 
@@ -106,15 +114,12 @@ class RedisLease:
         owner: str | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        if ttl <= 0:
-            msg = f"lease ttl must be positive, got {ttl}"
-            raise ValueError(msg)
         self._redis = redis
         self.owner_key = keys.key(namespace, keys.LEADER, OWNER_SUFFIX)
         self.token_key = leader_token_key(namespace)
         self.owner = owner or uuid.uuid4().hex
         """Unique per lease object, so a restarted controller never inherits a tenure."""
-        self._ttl = ttl
+        self._ttl = positive_ttl(ttl)
         self._clock = clock
         self._acquire = redis.register_script(_ACQUIRE)
         self._release = redis.register_script(_RELEASE)
@@ -191,12 +196,9 @@ class MemoryLease:
         owner: str | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        if ttl <= 0:
-            msg = f"lease ttl must be positive, got {ttl}"
-            raise ValueError(msg)
         self.board = board if board is not None else MemoryLeaseBoard()
         self.owner = owner or uuid.uuid4().hex
-        self._ttl = ttl
+        self._ttl = positive_ttl(ttl)
         self._clock = clock
         self._token: int | None = None
 

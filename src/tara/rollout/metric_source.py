@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from tara.rollout.model import STAGE_ENTRIES, Rollout
+from tara.rollout.decisions import STAGE_ENTRIES
+from tara.rollout.model import Rollout
 from tara.telemetry.window_store import Series, WindowStore
 from tara.telemetry.windows import WindowStats
 

@@ -6,17 +6,24 @@ rules. Time is epoch seconds (a virtual clock in the simulator). The time a
 stage has run is ``stage_elapsed_before`` plus the time since
 ``stage_started_at`` while progressing, so a pause, a resume or a controller
 restart continues with the time the stage had left.
+
+Every decision comes with a :class:`~tara.rollout.actions.Notify` that
+announces it. The controller carries out its own at once; an operator's
+transition (made by the admin API, wherever it runs) is saved with its
+notices in the rollout's :attr:`~Rollout.outbox`, which the leading
+controller empties and carries out.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tara.rollout.actions import Action, Event, Notify, PromoteToStable, Rollback, SetWeight
+from tara.rollout.actions import Action, Notify, PromoteToStable, Rollback, SetWeight
 from tara.rollout.bucketing import BUCKETS
+from tara.rollout.decisions import Decision, DecisionName
 from tara.rollout.plan import Plan, Stage
 from tara.rollout.routing import Segment
 
@@ -41,100 +48,8 @@ RUNNING = frozenset({Phase.PROGRESSING, Phase.PAUSED})
 """Phases in which the canary serves its stage's share of students."""
 
 
-class DecisionName(enum.StrEnum):
-    """What a decision was: the ``decision`` of a history entry (the stored, shown value).
-
-    Promoting is one act with two causes: the controller promotes when a stage
-    passed (stored as ``advance``, an older spelling kept for stored records
-    and scripts) and an operator promotes by hand (``promote``). Metrics and
-    webhooks call both ``promote``/``promoted``.
-    """
-
-    START = "start"
-    HOLD = "hold"
-    """Nothing to do yet; counted in metrics but kept out of the history."""
-    STAGE_PASSED = "advance"
-    """The stage passed: the controller promoted the rollout to the next stage."""
-    PROMOTE = "promote"
-    """An operator promoted the rollout by hand (after the last stage: made it stable)."""
-    SUCCEED = "succeed"
-    """The last stage passed: the canary became the stable model."""
-    PAUSE = "pause"
-    RESUME = "resume"
-    ROLLBACK = "rollback"
-    ABORT = "abort"
-    ERROR = "error"
-    """The stats could not be read (held; paused after too many in a row)."""
-    STALLED = "stalled"
-
-    @property
-    def metric_label(self) -> str:
-        """The ``decision`` label in ``tara_rollout_decisions_total`` (promotions: ``promote``)."""
-        return DecisionName.PROMOTE.value if self is DecisionName.STAGE_PASSED else self.value
-
-    @property
-    def event(self) -> Event | None:
-        """The webhook event this decision is announced as (``None``: not announced)."""
-        return _EVENTS.get(self)
-
-
-_EVENTS = {
-    DecisionName.START: Event.STARTED,
-    DecisionName.STAGE_PASSED: Event.PROMOTED,
-    DecisionName.PROMOTE: Event.PROMOTED,
-    DecisionName.SUCCEED: Event.SUCCEEDED,
-    DecisionName.PAUSE: Event.PAUSED,
-    DecisionName.RESUME: Event.RESUMED,
-    DecisionName.ROLLBACK: Event.ROLLED_BACK,
-    DecisionName.ABORT: Event.ABORTED,
-    DecisionName.STALLED: Event.STALLED,
-}
-
-STAGE_ENTRIES = frozenset({DecisionName.START, DecisionName.STAGE_PASSED, DecisionName.PROMOTE})
-"""Decisions that begin a stage (``succeed`` ends the last one)."""
-
-
 class TransitionError(Exception):
     """An operation that the rollout's phase does not allow; the message says why."""
-
-
-def _jsonable(value: Any) -> Any:
-    to_dict = getattr(value, "to_dict", None)
-    return to_dict() if callable(to_dict) else value
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """One decision: when, what, why, and the numbers it rested on."""
-
-    at: float
-    decision: DecisionName
-    reason: str
-    evidence: Mapping[str, Any]
-    """The numbers compared; values may be objects with ``to_dict`` (serialised lazily,
-    so the many "hold" decisions of a stage cost no formatting)."""
-    actor: str = "controller"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (evidence objects with a ``to_dict`` are serialised now)."""
-        return {
-            "at": self.at,
-            "decision": self.decision,
-            "reason": self.reason,
-            "evidence": {k: _jsonable(v) for k, v in self.evidence.items()},
-            "actor": self.actor,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
-        """Inverse of :meth:`to_dict`."""
-        return cls(
-            at=float(data["at"]),
-            decision=DecisionName(data["decision"]),
-            reason=str(data["reason"]),
-            evidence=dict(data.get("evidence", {})),
-            actor=str(data.get("actor", "controller")),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +74,8 @@ class Rollout:
     stall_alerted: bool = False
     history: tuple[Decision, ...] = ()
     last_decision: Decision | None = None
+    outbox: tuple[Notify, ...] = ()
+    """Notices of operator decisions the controller has not carried out yet."""
 
     @property
     def stage(self) -> Stage:
@@ -188,6 +105,11 @@ class Rollout:
             self, **changes, updated_at=decision.at, history=history, last_decision=decision
         )
 
+    def with_notices(self, actions: Iterable[Action]) -> Rollout:
+        """A copy whose outbox also holds the notices among ``actions`` (for the controller)."""
+        notices = tuple(a for a in actions if isinstance(a, Notify))
+        return replace(self, outbox=(*self.outbox, *notices)) if notices else self
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, the one the state store keeps."""
         return {
@@ -208,6 +130,7 @@ class Rollout:
             "stall_alerted": self.stall_alerted,
             "history": [d.to_dict() for d in self.history],
             "last_decision": self.last_decision.to_dict() if self.last_decision else None,
+            "outbox": [n.to_dict() for n in self.outbox],
         }
 
     @classmethod
@@ -233,10 +156,37 @@ class Rollout:
             stall_alerted=bool(data.get("stall_alerted", False)),
             history=tuple(Decision.from_dict(d) for d in data.get("history", ())),
             last_decision=None if last is None else Decision.from_dict(last),
+            outbox=tuple(Notify.from_dict(n) for n in data.get("outbox", ())),
         )
 
 
 Transition = tuple[Rollout, list[Action]]
+
+
+def announce(rollout: Rollout, decision: Decision) -> Notify:
+    """The notice of ``decision``, with ``rollout`` as the decision left it."""
+    return Notify(
+        rollout.id,
+        rollout.track,
+        decision,
+        {
+            "segment": rollout.segment.label,
+            "stable_model": rollout.stable_model,
+            "candidate_model": rollout.candidate_model,
+            "phase": rollout.phase.value,
+            "stage": rollout.stage_index + 1,
+            "stages": len(rollout.plan.stages),
+            "canary_weight": rollout.weight_bp / BUCKETS,
+        },
+    )
+
+
+def transition(
+    rollout: Rollout, decision: Decision, *, record: bool = True, **changes: Any
+) -> Transition:
+    """:meth:`Rollout.decided` plus the notice announcing the decision."""
+    new = rollout.decided(decision, record=record, **changes)
+    return new, [announce(new, decision)]
 
 
 def _refuse(rollout: Rollout, verb: str, allowed: frozenset[Phase]) -> None:
@@ -256,7 +206,7 @@ def start(rollout: Rollout, now: float, actor: str = "controller") -> Transition
     )  # fmt: skip
     return new, [
         SetWeight(rollout.id, rollout.track, rollout.segment, weight),
-        Notify(rollout.id, Event.STARTED, decision.reason),
+        announce(new, decision),
     ]
 
 
@@ -267,7 +217,7 @@ def promote_to_next_stage(rollout: Rollout, decision: Decision) -> Transition:
         new = r.decided(decision, phase=Phase.SUCCEEDED, stage_started_at=None)
         return new, [
             PromoteToStable(r.id, r.track, r.segment, r.candidate_model),
-            Notify(r.id, Event.SUCCEEDED, decision.reason, dict(decision.evidence)),
+            announce(new, decision),
         ]
     nxt = r.stage_index + 1
     new = r.decided(
@@ -277,7 +227,7 @@ def promote_to_next_stage(rollout: Rollout, decision: Decision) -> Transition:
     weight = r.plan.stages[nxt].weight_bp
     return new, [
         SetWeight(r.id, r.track, r.segment, weight),
-        Notify(r.id, Event.PROMOTED, decision.reason, dict(decision.evidence)),
+        announce(new, decision),
     ]
 
 
@@ -292,21 +242,19 @@ def pause(rollout: Rollout, now: float, actor: str = "operator", reason: str = "
     """Stop advancing (the canary keeps its weight and is still watched for failure)."""
     _refuse(rollout, "pause", frozenset({Phase.PROGRESSING}))
     decision = Decision(now, DecisionName.PAUSE, reason or "paused", {}, actor)
-    new = rollout.decided(
-        decision, phase=Phase.PAUSED, stage_started_at=None,
+    return transition(
+        rollout, decision, phase=Phase.PAUSED, stage_started_at=None,
         stage_elapsed_before=rollout.stage_elapsed(now),
     )  # fmt: skip
-    return new, [Notify(rollout.id, Event.PAUSED, decision.reason)]
 
 
 def resume(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
     """Continue a paused rollout with the stage time it had left."""
     _refuse(rollout, "resume", frozenset({Phase.PAUSED}))
     decision = Decision(now, DecisionName.RESUME, reason or "resumed", {}, actor)
-    new = rollout.decided(
-        decision, phase=Phase.PROGRESSING, stage_started_at=now, consecutive_errors=0
+    return transition(
+        rollout, decision, phase=Phase.PROGRESSING, stage_started_at=now, consecutive_errors=0
     )
-    return new, [Notify(rollout.id, Event.RESUMED, decision.reason)]
 
 
 def rollback(
@@ -325,7 +273,7 @@ def rollback(
     )
     return new, [
         Rollback(rollout.id, rollout.track, rollout.segment),
-        Notify(rollout.id, Event.ROLLED_BACK, decision.reason, dict(decision.evidence)),
+        announce(new, decision),
     ]
 
 
@@ -339,5 +287,5 @@ def abort(rollout: Rollout, now: float, actor: str = "operator", reason: str = "
     )
     return new, [
         SetWeight(rollout.id, rollout.track, rollout.segment, 0),
-        Notify(rollout.id, Event.ABORTED, decision.reason),
+        announce(new, decision),
     ]

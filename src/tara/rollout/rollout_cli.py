@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -55,24 +54,20 @@ def call(
     timeout: float = 10.0,
 ) -> Any:
     """One admin API call; returns the decoded JSON or raises :class:`AdminApiError`."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own gateway
-        url + path,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"},
-    )
+    headers = {"Authorization": f"Bearer {admin_key}"}
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            message = _error_message(exc.read()) or exc.reason
-        code = REFUSED if exc.code < 500 else UNREACHABLE
-        raise AdminApiError(code, f"{exc.code}: {message}") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise AdminApiError(UNREACHABLE, f"cannot reach the gateway at {url}: {reason}") from exc
+        response = httpx.request(method, url + path, json=body, headers=headers, timeout=timeout)
+    except (httpx.HTTPError, ValueError) as exc:
+        raise AdminApiError(UNREACHABLE, f"cannot reach the gateway at {url}: {exc}") from exc
+    if response.is_error:
+        message = _error_message(response.content) or response.reason_phrase
+        code = REFUSED if response.status_code < 500 else UNREACHABLE
+        raise AdminApiError(code, f"{response.status_code}: {message}")
+    try:
+        return response.json()
+    except ValueError as exc:
+        msg = f"the gateway at {url} answered {path} with something other than JSON"
+        raise AdminApiError(UNREACHABLE, msg) from exc
 
 
 def _error_message(raw: bytes) -> str | None:

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from tara.rollout import rollout_store as shared
 from tara.rollout.model import Rollout
-from tara.rollout.rollout_store import (
-    StaleLeaderError,
-    Stored,
-    check_revision,
-    decode_rollout,
-    encode_rollout,
-    oldest_first,
-    stale_message,
-)
+from tara.rollout.rollout_store import StaleLeaderError, Stored
 
 
 class MemoryRolloutStore:
@@ -39,23 +32,25 @@ class MemoryRolloutStore:
         record = self._records.get(rollout_id)
         if record is None:
             return None
-        return Stored(decode_rollout(record[0]), record[1])
+        return Stored(shared.decode_rollout(record[0]), record[1])
 
     async def list(self) -> list[Rollout]:
         """Every rollout, oldest first."""
-        return oldest_first([decode_rollout(raw) for raw, _ in self._records.values()])
+        return shared.oldest_first(
+            [shared.decode_rollout(raw) for raw, _ in self._records.values()]
+        )
 
     async def save(
         self, rollout: Rollout, expected_revision: int, fence: int | None = None
     ) -> bool:
         """Store ``rollout`` iff the stored revision is ``expected_revision``."""
-        check_revision(expected_revision)
+        shared.check_revision(expected_revision)
         if fence is not None and self._leader_token is not None:
             newest = self._leader_token()
             if newest is not None and newest > fence:
-                raise StaleLeaderError(stale_message(fence, newest))
+                raise StaleLeaderError(shared.stale_message(fence, newest))
         _, revision = self._records.get(rollout.id, (b"", 0))
         if revision != expected_revision:
             return False
-        self._records[rollout.id] = (encode_rollout(rollout), revision + 1)
+        self._records[rollout.id] = (shared.encode_rollout(rollout), revision + 1)
         return True

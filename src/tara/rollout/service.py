@@ -7,7 +7,9 @@ controller calls :meth:`RolloutService.apply` with the result of
 the rollout record first, then the routing table is re-derived from all
 records (:func:`tara.rollout.routing_derive.derive`) and saved with
 check-and-set, retrying on conflict. Because the table is derived, a crash
-between the two writes is repaired by the next :meth:`sync_routing`.
+between the two writes is repaired by the next :meth:`sync_routing`. An
+operator's transition is saved with its notices in the rollout's outbox; the
+leading controller carries them out (metrics, webhooks).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import orjson
@@ -42,12 +44,8 @@ __all__ = [
     "RolloutNotFound",
     "RolloutService",
     "TransitionError",
-    "TransitionHook",
     "UnknownTrack",
 ]
-
-TransitionHook = Callable[[Rollout, Sequence[Action]], Awaitable[None]]
-"""Called with an operator transition's result (webhooks, for instance); errors are logged."""
 
 _ROUTING_ACTIONS = (SetWeight, PromoteToStable, Rollback)
 _MAX_ATTEMPTS = 20
@@ -91,14 +89,12 @@ class RolloutService:
         stable_models: Mapping[str, str],
         *,
         clock: Callable[[], float] = time.time,
-        notifier: TransitionHook | None = None,
     ) -> None:
         self.rollouts = rollouts
         self.routing = routing
         self.settings = settings
         self.stable_models = dict(stable_models)
         self._clock = clock
-        self._notifier = notifier
 
     @classmethod
     def over(cls, state: SharedState, settings: Settings) -> RolloutService:
@@ -235,19 +231,18 @@ class RolloutService:
         return await self._transition(rollout_id, _op(model.abort, actor, reason))
 
     async def _transition(self, rollout_id: str, operation: Operation) -> Rollout:
-        """Load, transition, check-and-set (reloading on a lost race), sync, notify."""
+        """Load, transition, check-and-set (reloading on a lost race), sync the routing table.
+
+        The transition's notices go to the rollout's outbox, for the controller.
+        """
         for _ in range(_MAX_ATTEMPTS):
             stored = await self.rollouts.load(rollout_id)
             if stored is None:
                 raise RolloutNotFound(f"no rollout with id {rollout_id!r}")
             new, actions = operation(stored.rollout, self._clock())
+            new = new.with_notices(actions)
             if await self.rollouts.save(new, stored.revision):
                 await self._after(new, actions)
-                if self._notifier is not None and actions:
-                    try:
-                        await self._notifier(new, actions)
-                    except Exception:
-                        log.exception("notifying about rollout %s failed", new.id)
                 return new
         msg = f"rollout {rollout_id} kept changing while it was being updated; try again"
         raise RolloutConflict(msg)
@@ -264,8 +259,9 @@ class RolloutService:
 
         Returns ``after``, or ``None`` when the stored rollout is no longer
         ``before`` (an operator or another controller got there first) or
-        ``fence`` is stale. The caller carries out ``actions`` itself (this
-        method only syncs the routing table for them).
+        ``fence`` is stale (the controller then finds its lease gone and says
+        so). The caller carries out the other ``actions`` itself (this method
+        only syncs the routing table for them).
         """
         stored = await self.rollouts.load(before.id)
         if stored is None or _canonical(stored.rollout) != _canonical(before):

@@ -156,6 +156,15 @@ class MetricsRecorder:
             ["track", "decision"],
             registry=r,
         )
+        self.controller_leadership_lost = Counter(
+            "tara_controller_leadership_lost_total",
+            "Tenures a rollout controller lost while leading: its lease ran out (expired) or a "
+            "write was refused because a newer leader exists (fenced).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("expired", "fenced"):
+            self.controller_leadership_lost.labels(reason)
         self.trigger_fired = Counter(
             "tara_trigger_fired_total", "Fine-tuning triggers that fired.", ["trigger"], registry=r
         )

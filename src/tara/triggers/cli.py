@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import shlex
@@ -110,7 +111,7 @@ def _json_safe(value: object) -> object:
 
 
 async def _check(settings: Settings, now: float | None, since: float | None) -> CheckReport:
-    async with open_state(settings) as state:
+    async with contextlib.aclosing(open_state(settings)) as state:
         # Window stats in this process's memory would be empty: read the log instead.
         windows = state.windows if state.shared else None
         # A promotion changes the stable model: a shared routing table knows which it is now.

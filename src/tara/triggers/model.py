@@ -48,18 +48,7 @@ class Scope:
     @property
     def key(self) -> str:
         """Stable text form (``language=hi,subject=math``; ``*`` for everything)."""
-        parts = [
-            f"{name}={value}"
-            for name, value in (
-                ("track", self.track),
-                ("language", self.language),
-                ("subject", self.subject),
-                ("grade", self.grade),
-                ("topic", self.topic),
-            )
-            if value is not None
-        ]
-        return ",".join(parts) or "*"
+        return ",".join(f"{name}={value}" for name, value in self.as_json().items()) or "*"
 
     def __lt__(self, other: Scope) -> bool:
         # A missing value sorts first; comparing None with a str would raise.
@@ -70,18 +59,15 @@ class Scope:
         return tuple((v is not None, v or "") for v in values)
 
     def as_json(self) -> dict[str, str]:
-        """The set fields only."""
-        return {
-            name: value
-            for name, value in (
-                ("track", self.track),
-                ("language", self.language),
-                ("subject", self.subject),
-                ("grade", self.grade),
-                ("topic", self.topic),
-            )
-            if value is not None
-        }
+        """The set fields only, in key order (track, language, subject, grade, topic)."""
+        fields = (
+            ("track", self.track),
+            ("language", self.language),
+            ("subject", self.subject),
+            ("grade", self.grade),
+            ("topic", self.topic),
+        )
+        return {name: value for name, value in fields if value is not None}
 
     @property
     def run_scope(self) -> Scope:

@@ -10,12 +10,11 @@ cooldown at once).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import orjson
 
+from tara.atomic_files import write_atomically
 from tara.triggers.model import Scope
 
 FORMAT = "tara-triggers-state/1"
@@ -80,18 +79,8 @@ class TriggerState:
 
     def save(self) -> None:
         """Write the state atomically, creating the directory if needed."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         body = orjson.dumps(
             {"format": FORMAT, "runs": self._runs},
             option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
         )
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".triggers-", suffix=".json")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, body)
