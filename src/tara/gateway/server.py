@@ -20,6 +20,7 @@ import prometheus_client
 from tara.gateway.app import Gateway, build_gateway
 from tara.gateway.feedback import feedback_route
 from tara.gateway.upstream import redact_url
+from tara.retrain.admin_api import retrain_routes
 from tara.rollout.admin_api import routes_from_settings
 from tara.serving import serve_forever
 from tara.settings import Settings
@@ -53,6 +54,7 @@ def gateway_from_settings(
         routes=[
             feedback_route(telemetry, metrics.rejection),
             *routes_from_settings(settings, state),
+            *retrain_routes(state.runs, state.ledger, settings),
         ],
         services=[contextlib.aclosing(state), telemetry],
     )

@@ -169,7 +169,23 @@ class MetricsRecorder:
             "tara_trigger_fired_total", "Fine-tuning triggers that fired.", ["trigger"], registry=r
         )
         self.finetune_runs = Counter(
-            "tara_finetune_runs_total", "Fine-tuning runs by final status.", ["status"], registry=r
+            "tara_finetune_runs_total",
+            "Fine-tuning runs entering each status (pending: started; promoted, failed, "
+            "rejected, rolled_back, cancelled: ended).",
+            ["status"],
+            registry=r,
+        )
+        self.finetune_runs_open = Gauge(
+            "tara_finetune_runs_open",
+            "Fine-tuning runs in progress, by the state they are in.",
+            ["state"],
+            registry=r,
+        )
+        self.finetune_run_state_age = Gauge(
+            "tara_finetune_run_state_age_seconds",
+            "How long the longest-waiting open fine-tuning run has been in its state (0: none).",
+            ["state"],
+            registry=r,
         )
         # -- operational metrics ------------------------------------------
         self.request_errors = Counter(
