@@ -59,6 +59,7 @@ FIELDS = [
     ("x-tara-subject", "X-Tara-Subject", "metadata.subject", limits.SUBJECT),
     ("x-tara-language", "X-Tara-Language", "metadata.language", limits.LANGUAGE),
     ("x-tara-grade", "X-Tara-Grade", "metadata.grade", limits.GRADE),
+    ("x-tara-topic", "X-Tara-Topic", "metadata.topic", limits.TOPIC),
 ]
 
 
@@ -327,6 +328,7 @@ def test_docs_state_the_limits_the_code_enforces() -> None:
         ("subject", limits.SUBJECT),
         ("language", limits.LANGUAGE),
         ("grade", limits.GRADE),
+        ("topic", limits.TOPIC),
         ("request id", limits.REQUEST_ID),
         ("comment", limits.COMMENT),
     ]:

@@ -89,7 +89,9 @@ async def test_a_poorly_rated_segment_is_retrained_and_promoted_with_nobody_in_b
             RunState.PROMOTED,
         ]
         assert run.segment.label == "math:hi"
-        assert [t["trigger"] for t in run.triggers] == ["low_rating"]
+        # Rated poorly throughout: its grade and topic cells are knowledge gaps too.
+        assert [t["trigger"] for t in run.triggers] == ["low_rating", "knowledge_gap"]
+        assert run.triggers[1]["evidence"]["gaps"]
         trigger = run.triggers[0]
         assert trigger["value"] < trigger["threshold"] == 3.5
         assert trigger["evidence"]["ratings"] >= 20

@@ -137,9 +137,12 @@ async def test_a_firing_with_too_little_data_starts_no_run_and_says_why(tmp_path
         assert decision["start"] is False
         assert decision["reason"].startswith("too little data: 10 of 50 interactions rated ≥ 4")
         await loop.aclose()
-    [event] = sink.fired()
-    assert (event["trigger"], event["outcome"], event["run_id"]) == ("low_rating", "held", None)
-    assert event["reason"] == decision["reason"]
+    # Rated low throughout: its grade and topic cells are knowledge gaps, in the same decision.
+    events = {e["trigger"]: e for e in sink.fired()}
+    assert sorted(events) == ["knowledge_gap", "low_rating"]
+    for event in events.values():
+        assert (event["outcome"], event["run_id"]) == ("held", None)
+        assert event["reason"] == decision["reason"]
     assert registry.get_sample_value("tara_trigger_fired_total", {"trigger": "low_rating"}) == 1
     assert registry.get_sample_value("tara_finetune_runs_total", {"status": "pending"}) == 0
 
@@ -195,8 +198,9 @@ async def test_enough_data_starts_one_run_and_the_next_look_cools_down(tmp_path:
         )
         assert cooling["cooldown_until"] == pytest.approx(ended.ended_at + 14 * 86_400)
         await loop.aclose()
-    outcomes = [e["outcome"] for e in sink.fired()]
-    assert outcomes == ["started", "held", "held"]
+    for trigger in ("low_rating", "knowledge_gap"):  # one run for both, then held twice
+        outcomes = [e["outcome"] for e in sink.fired() if e["trigger"] == trigger]
+        assert outcomes == ["started", "held", "held"], trigger
 
 
 async def _never(_work: object) -> object:

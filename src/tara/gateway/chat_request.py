@@ -23,19 +23,21 @@ from tara.gateway import limits
 from tara.gateway.errors import GatewayError, bad_request
 from tara.gateway.limits import TextLimit
 
-CONTEXT_KEYS = ("subject", "language", "grade")
+CONTEXT_KEYS = ("subject", "language", "grade", "topic")
 """Tara's keys in body ``metadata``; removed before the body goes upstream."""
 
 _H_USER = b"x-tara-user"
 _H_SUBJECT = b"x-tara-subject"
 _H_LANGUAGE = b"x-tara-language"
 _H_GRADE = b"x-tara-grade"
+_H_TOPIC = b"x-tara-topic"
 _H_RETRY = b"x-tara-retry"
 _CHECKED: dict[bytes, tuple[str, TextLimit]] = {
     _H_USER: ("X-Tara-User", limits.STUDENT_ID),
     _H_SUBJECT: ("X-Tara-Subject", limits.SUBJECT),
     _H_LANGUAGE: ("X-Tara-Language", limits.LANGUAGE),
     _H_GRADE: ("X-Tara-Grade", limits.GRADE),
+    _H_TOPIC: ("X-Tara-Topic", limits.TOPIC),
 }
 """Headers whose value is stored or keyed on: their canonical name and limit."""
 _TARA_HEADERS = frozenset((*_CHECKED, _H_RETRY))
@@ -44,6 +46,7 @@ _BODY_LIMITS = {
     "subject": limits.SUBJECT,
     "language": limits.LANGUAGE,
     "grade": limits.GRADE,
+    "topic": limits.TOPIC,
 }
 
 
@@ -58,6 +61,9 @@ class ChatRequest:
     subject: str | None
     language: str | None
     grade: str | None
+    topic: str | None
+    """What the question is about, as the app names it (lower-cased); stored with the
+    interaction for the trigger rules, never a routing key or a metric label."""
     stream: bool
     client_wants_usage: bool
     user_retry: bool
@@ -183,17 +189,18 @@ def _parse(raw: bytes, headers: Iterable[tuple[bytes, bytes]]) -> ChatRequest:
     if user is not None and not isinstance(user, str):
         raise bad_request("'user' must be a string", "user")
     metadata = body.get("metadata")
-    subject = language = grade = None
+    subject = language = grade = topic = None
     if metadata is not None:
         if not isinstance(metadata, dict):
             raise bad_request("'metadata' must be an object", "metadata")
-        subject, language, grade = (_context(metadata, k) for k in CONTEXT_KEYS)
+        subject, language, grade, topic = (_context(metadata, k) for k in CONTEXT_KEYS)
         if not metadata:
             del body["metadata"]
     found = tara_headers(headers)
     student = found.get(_H_USER) or (_checked(user, "user", limits.STUDENT_ID) if user else None)
     subject = found.get(_H_SUBJECT) or subject
     language = found.get(_H_LANGUAGE) or language
+    topic = found.get(_H_TOPIC) or topic
     return ChatRequest(
         body=body,
         track=track,
@@ -202,6 +209,7 @@ def _parse(raw: bytes, headers: Iterable[tuple[bytes, bytes]]) -> ChatRequest:
         subject=subject.lower() if subject else None,
         language=language.lower() if language else None,
         grade=found.get(_H_GRADE) or grade,
+        topic=topic.lower() if topic else None,
         stream=stream,
         client_wants_usage=wants_usage,
         user_retry=_H_RETRY in found,

@@ -300,6 +300,7 @@ class Exchange:
             subject=req.subject,
             language=req.language,
             grade=req.grade,
+            topic=req.topic,
             status=status,
             error_class=error_class,
             latency_s=latency_s,

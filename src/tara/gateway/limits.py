@@ -124,6 +124,8 @@ LANGUAGE = TextLimit(35, "ASCII letters, digits, '_', '-' (a BCP 47 tag)", r"A-Z
 """``X-Tara-Language`` / ``metadata.language``: a segment key and a metric label."""
 GRADE = TextLimit(32, "ASCII letters, digits, space, '_', '.', '-'", r"A-Za-z0-9 _.\-")
 """``X-Tara-Grade`` / ``metadata.grade``: stored with the interaction."""
+TOPIC = TextLimit(64, "ASCII letters, digits, space, '_', '.', '-'", r"A-Za-z0-9 _.\-")
+"""``X-Tara-Topic`` / ``metadata.topic``: stored with the interaction, counted by the triggers."""
 REQUEST_ID = TextLimit(128, "ASCII letters, digits, '_', '.', ':', '-'", r"A-Za-z0-9_.:\-")
 """Feedback ``request_id``: a request-index key."""
 COMMENT = TextLimit(

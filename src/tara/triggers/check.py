@@ -125,11 +125,14 @@ def decide(
     cfg: TriggerSettings,
     min_rating: int,
 ) -> list[Verdict]:
-    """Apply the cooldown to each result and plan the run of each that still fires."""
+    """Apply the cooldown to each result and plan the run of each that still fires.
+
+    A topic's result cools down with its language×subject: the run is the segment's.
+    """
     cooldown = cfg.cooldown.total_seconds()
     out: list[Verdict] = []
     for result in results:
-        last = state.last_run(result.scope)
+        last = state.last_run(result.scope.run_scope)
         cooling = result.fired and cooling_down(last, now, cooldown)
         args = (
             prepare_args(result, last, now, cfg, min_rating) if result.fired and not cooling else ()

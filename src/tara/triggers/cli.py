@@ -63,14 +63,25 @@ def _evidence(verdict: Verdict) -> str:
     for name, value in verdict.result.evidence.items():
         if name == "since" and isinstance(value, int | float):
             value = iso(value)
+        elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            # Knowledge gaps: one "grade=10 rating_mean=2.5 ..." per cell.
+            value = "[" + "; ".join(" ".join(f"{k}={v}" for k, v in d.items()) for d in value) + "]"
         parts.append(f"{name}={value}")
     return ", ".join(parts)
+
+
+def _sample(verdict: Verdict) -> str:
+    r = verdict.result
+    if r.sample is None:
+        return "—"
+    return f"{r.sample:,}" if r.min_sample is None else f"{r.sample:,} / {r.min_sample:,}"
 
 
 def render(report: CheckReport, console: Console) -> None:
     """The report as a rich table plus the runs that would start."""
     table = Table(title=f"Fine-tuning triggers as of {iso(report.at)}")
-    for column in ("trigger", "scope", "value", "threshold", "fires?", "evidence"):
+    columns = ("trigger", "scope", "value", "threshold", "sample / min", "fires?", "evidence")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for v in report.verdicts:
         r = v.result
@@ -79,6 +90,7 @@ def render(report: CheckReport, console: Console) -> None:
             r.scope.key,
             _number(r.value),
             f"{r.op} {_number(r.threshold)}",
+            _sample(v),
             _outcome(v),
             _evidence(v),
         )
