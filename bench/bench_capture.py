@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import tempfile
 import uuid
@@ -33,13 +32,13 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import drop_namespace
+from bench_gateway import BENCH_KEY, drop_namespace, gateway_env
 from loadgen import QUESTIONS, chat_body, new_students, question_bodies, run_load
 from procs import ROOT, TARA, child, cpu_seconds
 from tara.serving import free_port
 
 TRACK = "tara-tutor"
-KEY = "sk-tara-dev"
+KEY = BENCH_KEY
 CHAT = "/v1/chat/completions"
 
 
@@ -128,15 +127,8 @@ def main() -> int:
     ports = [free_port(), free_port()]
 
     def env(capture: str, namespace: str) -> dict[str, str]:
-        return {
-            "TARA_REDIS_URL": "redis://127.0.0.1:6379/0",
-            "TARA_REDIS_NAMESPACE": namespace,
-            "TARA_UPSTREAM__BASE_URL": upstream,
-            "TARA_TRACKS": json.dumps({TRACK: {"stable_model": "bench-fast"}}),
-            "TARA_TELEMETRY__CAPTURE": capture,
-            "TARA_TELEMETRY__SQLITE_PATH": str(Path(data.name) / f"{capture}.db"),
-            "TARA_LOG_LEVEL": "WARNING",
-        }
+        log = Path(data.name) / f"{capture}.db"
+        return {**gateway_env(upstream, namespace, log), "TARA_TELEMETRY__CAPTURE": capture}
 
     results: dict[str, list[Sample]] = {"full": [], "off": []}
     try:

@@ -102,9 +102,15 @@ def best(rows: list[Row]) -> Row:
     )
 
 
+BENCH_KEY = "sk-bench-client"
+"""The benchmarked gateways' client key (with Redis, ``tara serve`` refuses the dev keys)."""
+
+
 def gateway_env(upstream: str, namespace: str, sqlite_path: Path) -> dict[str, str]:
-    """Environment of a benchmarked ``tara serve``: Redis state, the track, a log file."""
+    """Environment of a benchmarked ``tara serve``: Redis state, keys, the track, a log file."""
     return {
+        "TARA_AUTH__CLIENT_KEYS": json.dumps([BENCH_KEY]),
+        "TARA_AUTH__ADMIN_KEY": "sk-bench-admin",
         "TARA_REDIS_URL": "redis://127.0.0.1:6379/0",
         "TARA_REDIS_NAMESPACE": namespace,
         "TARA_UPSTREAM__BASE_URL": upstream,
@@ -201,14 +207,14 @@ def main() -> int:
                     f"http://127.0.0.1:{gw_port}{chat}",
                     TRACK,
                     gw.pid,
-                    "sk-tara-dev",
+                    BENCH_KEY,
                 ),
                 (
                     "gateway, interaction log off",
                     f"http://127.0.0.1:{gw2_port}{chat}",
                     TRACK,
                     gw2.pid,
-                    "sk-tara-dev",
+                    BENCH_KEY,
                 ),
             ]
             runs: list[list[Row]] = [[] for _ in targets]

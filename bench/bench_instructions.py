@@ -19,7 +19,9 @@ Under valgrind a request takes tens of milliseconds, so the gateway's
 disconnect watcher (a timer for the first 20 ms) is set to start after 5 s
 here; at full speed almost no request lives long enough to start it.
 
-Run: ``.venv/bin/python bench/bench_instructions.py [--syscalls]`` (needs
+``--stream`` asks for streamed answers, so the SSE relay is measured too.
+
+Run: ``.venv/bin/python bench/bench_instructions.py [--stream] [--syscalls]`` (needs
 valgrind, strace for ``--syscalls``, Redis, and PostgreSQL for the
 ``pg log`` row when ``--pg`` names it).
 """
@@ -41,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import TRACK, drop_namespace, gateway_env, seed_table
+from bench_gateway import BENCH_KEY, TRACK, drop_namespace, gateway_env, seed_table
 from loadgen import QUESTIONS, new_students, question_bodies, run_load
 from procs import ROOT, TARA, child, wait_http
 from tara.serving import free_port
@@ -79,23 +81,28 @@ def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[T
 
     found = [
         Target("pass-through (aiohttp)", passthrough, {}, "bench-fast", "x", "/"),
-        Target("gateway, SQLite log", gateway, env, TRACK, "sk-tara-dev", "/readyz"),
+        Target("gateway, SQLite log", gateway, env, TRACK, BENCH_KEY, "/readyz"),
     ]
     if pg:
         pg_env = {**env, "TARA_DATABASE_URL": pg}
         found.append(
-            Target("gateway, PostgreSQL log", gateway, pg_env, TRACK, "sk-tara-dev", "/readyz")
+            Target("gateway, PostgreSQL log", gateway, pg_env, TRACK, BENCH_KEY, "/readyz")
         )
     log_off = {**env, "TARA_TELEMETRY__CAPTURE": "off"}
-    found.append(Target("gateway, log off", gateway, log_off, TRACK, "sk-tara-dev", "/readyz"))
+    found.append(Target("gateway, log off", gateway, log_off, TRACK, BENCH_KEY, "/readyz"))
     return found
 
 
-async def drive(url: str, model: str, key: str, count: int) -> int:
+async def drive(url: str, model: str, key: str, count: int, stream: bool) -> int:
     """``count`` requests at 32 concurrent; returns how many were not 200."""
-    bodies = question_bodies(model, stream=False)
+    bodies = question_bodies(model, stream=stream)
     result = await run_load(
-        url, lambda i: bodies[i % QUESTIONS], new_students(key), concurrency=32, count=count
+        url,
+        lambda i: bodies[i % QUESTIONS],
+        new_students(key),
+        concurrency=32,
+        count=count,
+        stream=stream,
     )
     return sum(n for status, n in result.statuses.items() if status != 200)
 
@@ -107,6 +114,7 @@ def run_under(
     count: int,
     counting: tuple[str, str] | None,
     log: Path,
+    stream: bool,
 ) -> None:
     """Run ``target`` under ``wrapper``, warm it up, drive ``count`` requests, stop it.
 
@@ -124,11 +132,11 @@ def run_under(
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     try:
         wait_http(f"http://127.0.0.1:{port}{target.ready_path}", timeout=300)
-        asyncio.run(drive(url, target.model, target.key, WARM_UP))
+        asyncio.run(drive(url, target.model, target.key, WARM_UP, stream))
         time.sleep(1.5)  # the warm-up's telemetry is flushed before counting starts
         if counting:
             subprocess.run(["callgrind_control", counting[0], str(proc.pid)], check=True)
-        bad = asyncio.run(drive(url, target.model, target.key, count))
+        bad = asyncio.run(drive(url, target.model, target.key, count, stream))
         time.sleep(1.5)  # one telemetry flush of what was measured
         if counting:
             subprocess.run(["callgrind_control", counting[1], str(proc.pid)], check=True)
@@ -153,12 +161,12 @@ def run_under(
             raise RuntimeError(msg + "\n".join(tail)) from None
 
 
-def instructions(target: Target, upstream: str, count: int, work: Path) -> float:
+def instructions(target: Target, upstream: str, count: int, work: Path, stream: bool) -> float:
     """Instructions per request, counted by callgrind."""
     out = work / f"callgrind.{uuid.uuid4().hex[:6]}"
     wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     log = work / f"server-{out.name}.log"
-    run_under(wrapper, target, upstream, count, ("--instr=on", "--instr=off"), log)
+    run_under(wrapper, target, upstream, count, ("--instr=on", "--instr=off"), log, stream)
     total = 0
     for dump in work.glob(f"{out.name}*"):
         for line in dump.read_text(errors="replace").splitlines():
@@ -168,14 +176,15 @@ def instructions(target: Target, upstream: str, count: int, work: Path) -> float
 
 
 def syscalls(
-    target: Target, upstream: str, counts: tuple[int, int], work: Path
+    target: Target, upstream: str, counts: tuple[int, int], work: Path, stream: bool
 ) -> dict[str, float]:
     """System calls per request by name: the difference of two runs of different length."""
     tallies = []
     for count in counts:
         out = work / f"strace.{uuid.uuid4().hex[:6]}"
         log = work / f"server-{out.name}.log"
-        run_under(["strace", "-f", "-c", "-o", str(out)], target, upstream, count, None, log)
+        strace = ["strace", "-f", "-c", "-o", str(out)]
+        run_under(strace, target, upstream, count, None, log, stream)
         tally: dict[str, int] = {}
         for line in out.read_text().splitlines():
             fields = line.split()
@@ -194,6 +203,10 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000, help="measured requests (2,000)")
     parser.add_argument("--syscalls", action="store_true", help="also count system calls")
     parser.add_argument("--pg", default=None, help="PostgreSQL URL for a 'PostgreSQL log' row")
+    parser.add_argument("--stream", action="store_true", help="streamed answers (SSE relay)")
+    parser.add_argument(
+        "--only", default=None, help="measure only the targets whose name contains this"
+    )
     args = parser.parse_args()
 
     sb_port = free_port()
@@ -212,12 +225,15 @@ def main() -> int:
             work = Path(tmp)
             base = 0.0
             for target in targets(upstream, work, args.pg, namespace):
-                per_request = instructions(target, upstream, args.requests, work)
+                if args.only and args.only not in target.name:
+                    continue
+                per_request = instructions(target, upstream, args.requests, work, args.stream)
                 base = base or per_request
                 lines.append(f"| {target.name} | {per_request:,.0f} | {per_request / base:.2f}x |")
                 print(lines[-1], flush=True)
                 if args.syscalls:
-                    per = syscalls(target, upstream, (1000, 1000 + args.requests), work)
+                    counts = (1000, 1000 + args.requests)
+                    per = syscalls(target, upstream, counts, work, args.stream)
                     shown = ", ".join(f"{name} {v:.2f}" for name, v in per.items())
                     calls.append(f"- {target.name}: {shown}")
     finally:

@@ -53,12 +53,7 @@ class TcpRelay:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            self._tasks.discard(task)
-            return
+        up_writer: asyncio.StreamWriter | None = None
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError):
@@ -69,10 +64,16 @@ class TcpRelay:
             dst.close()
 
         try:
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            with contextlib.suppress(OSError):
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            if up_writer is not None:
+                await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
+            # Aborted however the relay ends (a stop can cancel it mid-connect): a writer
+            # left open is garbage-collected after its loop closed, and warns then.
             for w in (writer, up_writer):
-                w.transport.abort()
+                if w is not None:
+                    w.transport.abort()
             self._tasks.discard(task)
 
 

@@ -10,6 +10,7 @@ names the page and line.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -34,6 +35,7 @@ from docs_check import (
     unknown_options,
 )
 from tara.config_docs import END, PAGE, START, markdown_table, rows, with_table
+from tara.telemetry.log_sqlite import SqliteInteractionLog
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -142,6 +144,14 @@ def test_cheap_commands_in_the_docs_really_run(tmp_path: Path) -> None:
     by_argv, _ = _tara_commands()
     cheap = sorted(argv for argv in by_argv if argv[:2] in CHEAP)
     assert cheap, "the docs should show `tara triggers check`"
+    # The log a gateway would have made where these run (purge never creates one).
+    log = SqliteInteractionLog(tmp_path / "tara-data" / "interactions.db")
+
+    async def make_log() -> None:
+        await log.migrate()
+        await log.aclose()
+
+    asyncio.run(make_log())
     problems = []
     for argv in cheap:
         done = subprocess.run(

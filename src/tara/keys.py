@@ -20,6 +20,12 @@ USER_RETRY = "uretry"
 ROLLOUTS = "rollouts"
 """Rollout records (JSON) keyed by rollout id."""
 
+RUNS = "runs"
+"""Fine-tuning runs of the loop (JSON) keyed by run id, and their revisions."""
+
+TRIGGERS = "triggers"
+"""The triggers' ledger: run start times per scope and the latest evaluation."""
+
 LEADER = "leader"
 """The controller's leader lease and fencing token."""
 

@@ -1,13 +1,19 @@
 """How Tara runs async code: a command's event loop, and background loops as ``poll``.
 
-Background loops are written one way: ``async for _ in poll(interval)``.
+Background loops are written one way: ``async for _ in poll(interval)``; long
+work that must not hold a loop up runs in a thread of its own (:func:`run_in_thread`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Coroutine
-from typing import Any
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 async def poll(interval: float, *, once: bool = False) -> AsyncIterator[None]:
@@ -31,3 +37,35 @@ def run_in_loop(coro: Coroutine[Any, Any, Any]) -> None:
         asyncio.run(coro)
     else:
         uvloop.run(coro)
+
+
+async def run_in_thread(
+    make: Callable[[], Coroutine[Any, Any, T]], executor: ThreadPoolExecutor | None = None
+) -> T:
+    """Run the coroutine ``make()`` returns on an event loop of its own in a worker thread.
+
+    For long work (a dataset build, an evaluation) that must not hold up the
+    caller's loop. Cancelling the caller cancels the coroutine in its thread
+    too, at its next ``await``, so a cancelled step does not run on unseen.
+    """
+    cancelled = threading.Event()
+    inner: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[T]]] = []
+
+    async def body() -> T:
+        task = asyncio.ensure_future(make())
+        inner.append((asyncio.get_running_loop(), task))
+        if cancelled.is_set():  # cancelled before this thread got going
+            task.cancel()
+        return await task
+
+    outer = asyncio.get_running_loop().run_in_executor(executor, asyncio.run, body())
+    try:
+        return await asyncio.shield(outer)
+    except asyncio.CancelledError:
+        cancelled.set()
+        for loop, task in inner:
+            with contextlib.suppress(RuntimeError):  # its loop has already closed
+                loop.call_soon_threadsafe(task.cancel)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await outer
+        raise

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from tara.finetune.config import FinetuneSettings
+from tara.retrain.config import RetrainSettings
 from tara.rollout.config import RolloutSettings
 from tara.telemetry.config import TelemetrySettings
 from tara.telemetry.stats_config import TelemetryStatsSettings
@@ -161,6 +162,7 @@ class Settings(BaseSettings):
     finetune: FinetuneSettings = FinetuneSettings()
     rollout: RolloutSettings = RolloutSettings()
     triggers: TriggerSettings = TriggerSettings()
+    retrain: RetrainSettings = RetrainSettings()
 
     @property
     def use_redis(self) -> bool:

@@ -2,8 +2,9 @@
 
 Shared state is what the gateway replicas and the rollout controller of one
 deployment must all see: the routing table, the rollout records, the window
-stats, the request index (feedback joins), the user-retry memory and the
-controller's leader lease. It lives either
+stats, the request index (feedback joins), the user-retry memory, the
+controller's leader lease, and the fine-tuning loop's runs and trigger
+ledger. It lives either
 
 * in **Redis** (``redis_url`` set, ``state_backend`` ``auto`` or ``redis``):
   shared by every process that uses the same ``redis_url`` and
@@ -32,6 +33,9 @@ from typing import Literal
 import redis.asyncio as aioredis
 
 from tara import keys
+from tara.retrain.stores import LedgerStore, RunStore
+from tara.retrain.stores_memory import MemoryLedgerStore, MemoryRunStore
+from tara.retrain.stores_redis import RedisLedgerStore, RedisRunStore
 from tara.rollout.lease import OWNER_SUFFIX, Lease, MemoryLease, MemoryLeaseBoard, RedisLease
 from tara.rollout.rollout_store import RolloutStore
 from tara.rollout.rollout_store_memory import MemoryRolloutStore
@@ -89,6 +93,10 @@ class SharedState:
     """The request index: which variant and window a request id belongs to, for feedback."""
     retries: RetryMemory
     """Recent questions per student, for user-retry detection."""
+    runs: RunStore
+    """The fine-tuning runs the controller drives (and operators approve or cancel)."""
+    ledger: LedgerStore
+    """When each segment's triggers last started a run, and the triggers' latest look."""
     redis: aioredis.Redis | None = None
     _leases: _Leases = field(default_factory=lambda: _Leases(None))
     _owns_redis: bool = False
@@ -170,7 +178,9 @@ def _in_memory(settings: Settings) -> SharedState:
         rollouts=MemoryRolloutStore(leader_token=lambda: board.token),
         windows=MemoryWindowStore(settings.stats),
         requests=MemoryRequestIndex(settings.stats),
-        retries=MemoryRetryMemory(),
+        retries=MemoryRetryMemory(settings.stats.user_retry_window_seconds),
+        runs=MemoryRunStore(leader_token=lambda: board.token),
+        ledger=MemoryLedgerStore(leader_token=lambda: board.token),
         _leases=_Leases(board),
     )
 
@@ -184,7 +194,9 @@ def _in_redis(settings: Settings, client: aioredis.Redis, *, owns_client: bool) 
         rollouts=RedisRolloutStore(client, ns),
         windows=RedisWindowStore(client, namespace=ns, settings=stats),
         requests=RedisRequestIndex(client, namespace=ns, settings=stats),
-        retries=RedisRetryMemory(client, namespace=ns),
+        retries=RedisRetryMemory(client, namespace=ns, window=stats.user_retry_window_seconds),
+        runs=RedisRunStore(client, ns),
+        ledger=RedisLedgerStore(client, ns),
         redis=client,
         _owns_redis=owns_client,
     )

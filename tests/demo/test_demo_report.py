@@ -1,4 +1,4 @@
-"""The HTML report: four plots, the decisions, the summary, escaping."""
+"""The HTML report: four plots, the loop's timeline, the decisions, the summary, escaping."""
 
 from __future__ import annotations
 
@@ -68,3 +68,25 @@ def test_a_failed_scenario_is_called_out() -> None:
 
 def test_no_samples_no_charts() -> None:
     assert charts(Timeline()) == []
+
+
+def test_the_loop_is_drawn_as_a_timeline_with_the_numbers_and_who_got_which_model() -> None:
+    loop = ScenarioResult("full-loop", "ft:m:1", "promoted", "retrain Hindi math")
+    loop.started, loop.ended, loop.phase = 0.0, 20.0, "promoted"
+    loop.steps = [
+        Marker(6.0, "full-loop", "trigger", "controller", "low_rating 2.84 < 3.5", 0.0),
+        Marker(6.0, "full-loop", "pending", "controller", "61 rated ≥ 4", 0.0),
+        Marker(10.6, "full-loop", "canary", "controller", "canary ro-1 on math:hi", 0.4),
+        Marker(19.0, "full-loop", "promoted", "controller", "rollout ro-1 succeeded", 1.0),
+    ]
+    loop.markers = [Marker(10.5, "full-loop", "start", "run ft-1", "stage 1 at 40%", 0.4)]
+    loop.run = {"id": "ft-1", "segment": "math:hi", "state": "promoted", "steps": [1, 2, 3]}
+    loop.served = {"math:hi": {"ft:m:1": 541, "tara-stable": 1181}, "physics:en": {"s": 259}}
+    page = html_report(Timeline(results=[loop]), {})
+    assert "The loop: run ft-1 for math:hi, promoted after 3 steps" in page
+    timeline = page[page.index('aria-label="the fine-tuning loop as a timeline"') :]
+    events = ("trigger", "pending", "start", "canary", "promoted")
+    assert [e for e in events if f">{e}<" in timeline] == list(events)
+    assert "low_rating 2.84 &lt; 3.5" in page
+    assert "<td>physics:en</td><td>s</td><td>259</td>" in page
+    assert "The loop" not in html_report(_timeline(), {})

@@ -10,6 +10,7 @@ import pytest
 
 from tara.demo.questions import GRADES, LANGUAGES, QUESTIONS, SUBJECTS
 from tara.demo.students import (
+    Classroom,
     Student,
     answer_complete,
     draw_rating,
@@ -118,3 +119,40 @@ def test_students_sometimes_repeat_their_question_and_otherwise_ask_a_new_one() 
 )
 def test_complete_answers(body: bytes, streamed: bool, complete: bool) -> None:
     assert answer_complete(body, streamed) is complete
+
+
+def test_a_population_can_be_put_in_given_segments_in_given_shares() -> None:
+    mix = ((("math", "hi"), 0.85), (("physics", "en"), 0.15))
+    students = population(random.Random(3), 2000, mix, prefix="loop-student")
+    segments = Counter((s.subject, s.language) for s in students)
+    assert set(segments) == {("math", "hi"), ("physics", "en")}
+    assert 0.8 < segments[("math", "hi")] / 2000 < 0.9
+    assert students[0].id == "loop-student-0000"
+
+
+async def test_students_see_a_new_model_once_the_sandbox_lists_it() -> None:
+    listed = {"tara-stable": 0.75, "ft:x:1": 0.95}
+    asked: list[int] = []
+
+    async def refresh() -> dict[str, float]:
+        asked.append(1)
+        return listed
+
+    room = Classroom(
+        None,  # type: ignore[arg-type]  # no request is sent here
+        "http://unused",
+        "tara-tutor",
+        {"tara-stable": 0.75},
+        [],
+        1.0,
+        0,
+        perceived=lambda subject, language, model, q: 0.45 if subject == "math" else q,
+        refresh=refresh,
+    )
+    hindi_math = Student("s", "math", "hi", "8", 0.0)
+    english_physics = Student("t", "physics", "en", "8", 0.0)
+    assert await room.quality(english_physics, "ft:x:1") == 0.95
+    assert await room.quality(english_physics, "ft:x:1") == 0.95
+    assert await room.quality(english_physics, "nowhere") == 0.5
+    assert await room.quality(hindi_math, "tara-stable") == 0.45
+    assert len(asked) == 2  # once per model it did not know

@@ -45,9 +45,12 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("tara_rollout_decisions_total", COUNTER, "track decision"),
         ("tara_trigger_fired_total", COUNTER, "trigger"),
         ("tara_finetune_runs_total", COUNTER, "status"),
+        # the controller's fine-tuning loop (tara.retrain): new, not in DESIGN.md's table yet
+        ("tara_finetune_runs_open", GAUGE, "state"),
+        ("tara_finetune_run_state_age_seconds", GAUGE, "state"),
         # operational metrics of the gateway (tara.telemetry.metrics)
         ("tara_request_errors_total", COUNTER, "track variant error_class"),
-        ("tara_rejected_requests_total", COUNTER, "status"),
+        ("tara_rejected_requests_total", COUNTER, "status route"),
         ("tara_requests_in_flight", GAUGE, ""),
         ("tara_interactions_dropped_total", COUNTER, "reason"),
         ("tara_interaction_log_up", GAUGE, ""),

@@ -207,7 +207,8 @@ class LiveStack:
                 settings = gateway_settings(upstream, self.namespace, self.data_dir / f"log-{n}.db")
                 gateway = gateway_from_settings(settings, CollectorRegistry())
                 await stack.enter_async_context(running_server(gateway, port=port))
-            # The controller shares the replicas' Redis namespace; it opens no interaction log.
+            # The controller shares the replicas' Redis namespace; its fine-tuning loop reads
+            # an interaction log of its own, empty (the replicas' logs are theirs).
             settings = gateway_settings(upstream, self.namespace, self.data_dir / "unused.db")
             parts = await stack.enter_async_context(controller_parts(settings, CollectorRegistry()))
             tick = settings.rollout.tick_interval.total_seconds()

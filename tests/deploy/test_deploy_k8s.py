@@ -26,6 +26,7 @@ from deploy_contract import DEPLOY
 from pydantic import BaseModel
 
 from tara.cli import build_parser
+from tara.gateway.server import dev_keys_refusal
 from tara.settings import Settings, load_settings
 
 K8S = DEPLOY / "k8s"
@@ -404,3 +405,5 @@ def test_config_and_secret_example_load_as_settings(monkeypatch: pytest.MonkeyPa
     assert [k.get_secret_value() for k in settings.auth.client_keys] == ["CHANGE-ME-client-key"]
     assert settings.auth.admin_key.get_secret_value() == example["admin-key"]
     assert settings.upstream.api_key.get_secret_value() == example["upstream-api-key"]
+    # Listening on 0.0.0.0 with Redis, tara serve starts only with keys of its own.
+    assert dev_keys_refusal(settings, settings.server.host) is None

@@ -54,7 +54,8 @@ EXPECTED_EMPTY = {
         "nothing is dropped: each replica's SQLite log keeps up with this traffic"
     ),
     "Fine-tuning triggers and runs [A]": (
-        "no fine-tuning trigger fires in seconds (and the triggers loop is not in the tree yet)"
+        "no fine-tuning trigger fires in seconds: the controller's loop looks at the week's "
+        "interactions, and these few minutes of good ratings fire no rule"
     ),
     "Fine-tuning triggers and runs [B]": "no fine-tuning run starts, let alone finishes",
 }

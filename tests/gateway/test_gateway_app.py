@@ -106,7 +106,7 @@ async def test_bad_requests(content: bytes, status: int, code: str) -> None:
         assert_openai_error(response, status, code)
         assert len(response.headers["x-tara-request-id"]) == 32
         text = (await client.get("/metrics")).text
-    assert f'tara_rejected_requests_total{{status="{status}"}} 1.0' in text
+    assert f'tara_rejected_requests_total{{route="chat",status="{status}"}} 1.0' in text
 
 
 async def test_wrong_method_and_unknown_path() -> None:

@@ -84,6 +84,26 @@ def test_headers_win_over_body() -> None:
     assert r.user_retry
 
 
+@pytest.mark.parametrize(
+    ("metadata", "headers", "topic", "left"),
+    [
+        ({"topic": "Quadratic Equations", "app": "x"}, {}, "quadratic equations", {"app": "x"}),
+        ({"topic": "algebra"}, {"X-Tara-Topic": "Fractions"}, "fractions", None),  # header wins
+        (None, {"X-Tara-Topic": " optics "}, "optics", None),
+        ({"topic": "  "}, {}, None, None),
+        (None, {}, None, None),
+    ],
+)
+def test_topic_from_metadata_or_header_is_taken_out_of_the_body(
+    metadata: dict[str, Any] | None, headers: dict[str, str], topic: str | None, left: Any
+) -> None:
+    body: dict[str, Any] = {"model": "t", "messages": MSGS}
+    if metadata is not None:
+        body["metadata"] = metadata
+    r = ok(body, headers)
+    assert (r.topic, r.body.get("metadata")) == (topic, left)
+
+
 def test_blank_headers_are_ignored() -> None:
     assert tara_headers([(b"x-tara-user", b"  "), (b"x-other", b"v")]) == {}
 
@@ -105,6 +125,7 @@ def test_blank_headers_are_ignored() -> None:
         ({"model": "t", "messages": MSGS, "metadata": []}, "metadata"),
         ({"model": "t", "messages": MSGS, "metadata": {"subject": {}}}, "metadata.subject"),
         ({"model": "t", "messages": MSGS, "metadata": {"grade": True}}, "metadata.grade"),
+        ({"model": "t", "messages": MSGS, "metadata": {"topic": ["a"]}}, "metadata.topic"),
     ],
 )
 def test_invalid_fields_are_named(body: dict[str, Any], param: str) -> None:

@@ -72,6 +72,14 @@ def body(**fields: Any) -> bytes:
         (body(relevance="high"), "relevance"),
         (body(comment=5), "comment"),
         (body(comment="x" * (MAX_COMMENT_CHARS + 1)), "comment"),
+        (body(comment="a\x00b"), "comment"),
+        (body(comment="bell\x07"), "comment"),
+        (body(request_id="r 1"), "request_id"),
+        (body(request_id="r-\u00fc"), "request_id"),
+        (body(request_id="r-1\n"), "request_id"),
+        (body(tags=["wrong"] * 17), "tags"),
+        (b"[" * 300 + b"]" * 300, None),
+        (b'{"request_id": "r-1", "rating": 4, "x": ' + b"[" * 300 + b"]" * 300 + b"}", None),
     ],
 )
 def test_bad_feedback_is_refused_naming_the_field(raw: bytes, param: str | None) -> None:
@@ -81,6 +89,30 @@ def test_bad_feedback_is_refused_naming_the_field(raw: bytes, param: str | None)
     assert error.param == param
     if param is not None:
         assert param in error.message
+
+
+def test_bad_feedback_messages_name_the_rule() -> None:
+    errors = [
+        parse_feedback(body(rating=9)),
+        parse_feedback(body(request_id="r 1")),
+        parse_feedback(body(comment="a\x00b")),
+        parse_feedback(orjson.dumps({"rating": 4})),
+        parse_feedback(b"[" * 300 + b"]" * 300),
+    ]
+    messages = [e.message for e in errors if isinstance(e, GatewayError)]
+    assert len(messages) == 5
+    assert "1" in messages[0]
+    assert "5" in messages[0]
+    assert "128 characters" in messages[1]
+    assert "2000 characters" in messages[2]
+    assert "required" in messages[3]
+    assert "64 levels" in messages[4]
+
+
+def test_edge_values_are_accepted() -> None:
+    comment = "पहली पंक्ति\nsecond line\twith a tab"
+    parsed = parse_feedback(body(request_id="a" * 128, comment=comment, relevance=0))
+    assert parsed == FeedbackRequest("a" * 128, 4, (), 0.0, comment)
 
 
 def test_good_feedback_is_parsed() -> None:
@@ -269,7 +301,9 @@ async def test_feedback_errors_over_http(tmp_path: Path) -> None:
             no_key = await client.post("/v1/feedback", json={"request_id": "x", "rating": 3})
             wrong_method = await client.get("/v1/feedback", headers=AUTH)
             huge = await client.post("/v1/feedback", content=b" " * 20_000, headers=AUTH)
-            refused = sample(gateway, "tara_rejected_requests_total", status="422")
+            refused = sample(
+                gateway, "tara_rejected_requests_total", status="422", route="feedback"
+            )
     assert unknown.status_code == 404
     assert unknown.json()["error"]["param"] == "request_id"
     assert bad.status_code == 422

@@ -9,18 +9,20 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
 from gateway_harness import MESSAGES, UPSTREAM_KEY
 
-from tara.gateway.server import gateway_from_settings, serve_command
+from tara.gateway.server import dev_keys_refusal, gateway_from_settings, serve_command
 from tara.rollout.routing_store_memory import MemoryRoutingStore
 from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.sandbox import running_sandbox
 from tara.sandbox.config import Latency, ModelBehaviour, default_config
 from tara.serving import free_port
 from tara.settings import Settings
+from waiting import eventually
 
 
 def store_of(settings: Settings) -> object:
@@ -34,13 +36,131 @@ def test_state_backend_picks_the_store() -> None:
 
 
 def test_redis_backend_without_url_is_a_config_error(caplog: pytest.LogCaptureFixture) -> None:
-    args = argparse.Namespace(host=None, port=None)
+    args = argparse.Namespace(host=None, port=None, insecure_dev_keys=False)
     assert serve_command(args, Settings(state_backend="redis")) == 2
     assert "redis_url is not set" in caplog.text
 
 
+REAL_KEYS = {"client_keys": ["sk-real-client"], "admin_key": "sk-real-admin"}
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("host", "settings", "named"),
+    [
+        ("0.0.0.0", {}, ["TARA_AUTH__CLIENT_KEYS", "TARA_AUTH__ADMIN_KEY"]),
+        ("10.1.2.3", {}, ["TARA_AUTH__CLIENT_KEYS", "TARA_AUTH__ADMIN_KEY"]),
+        ("gateway.internal", {}, ["TARA_AUTH__CLIENT_KEYS", "TARA_AUTH__ADMIN_KEY"]),
+        ("127.0.0.1", {"redis_url": REDIS}, ["TARA_AUTH__CLIENT_KEYS", "TARA_AUTH__ADMIN_KEY"]),
+        ("::1", {"database_url": "postgresql://db/tara"}, ["TARA_AUTH__CLIENT_KEYS"]),
+        ("0.0.0.0", {"auth": {"admin_key": "sk-real-admin"}}, ["TARA_AUTH__CLIENT_KEYS"]),
+        (
+            "0.0.0.0",
+            {"auth": {"client_keys": ["sk-real", "sk-tara-dev"]}},
+            ["TARA_AUTH__CLIENT_KEYS", "TARA_AUTH__ADMIN_KEY"],
+        ),
+    ],
+)
+def test_dev_keys_are_refused_where_others_can_reach_the_gateway(
+    host: str, settings: dict[str, object], named: list[str]
+) -> None:
+    if host == "::1":
+        settings = {**settings, "auth": {"admin_key": "sk-real-admin"}}
+    refusal = dev_keys_refusal(Settings(**settings), host)  # type: ignore[arg-type]
+    assert refusal is not None
+    for variable in named:
+        assert variable in refusal
+    for variable in {"TARA_AUTH__CLIENT_KEYS", "TARA_AUTH__ADMIN_KEY"} - set(named):
+        assert variable not in refusal
+    assert "--insecure-dev-keys" in refusal
+
+
+@pytest.mark.parametrize(
+    ("host", "settings"),
+    [
+        ("127.0.0.1", {}),
+        ("localhost", {}),
+        ("::1", {}),
+        ("0.0.0.0", {"auth": REAL_KEYS}),
+        ("127.0.0.1", {"redis_url": REDIS, "auth": REAL_KEYS}),
+        ("0.0.0.0", {"auth": {"enabled": False}}),  # an explicit choice, warned about
+    ],
+)
+def test_loopback_or_real_keys_start(host: str, settings: dict[str, object]) -> None:
+    assert dev_keys_refusal(Settings(**settings), host) is None  # type: ignore[arg-type]
+
+
+def serve_env(**variables: str) -> dict[str, str]:
+    """The environment without the caller's TARA_* variables, plus ``variables``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TARA_")}
+    return {**env, "TARA_LOG_LEVEL": "INFO", **variables}
+
+
 @pytest.mark.integration
-async def test_serve_process_drains_a_stream_on_sigterm() -> None:
+@pytest.mark.parametrize(
+    ("args", "variables"),
+    [
+        (["--host", "0.0.0.0"], {}),
+        ([], {"TARA_REDIS_URL": REDIS}),
+        ([], {"TARA_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/test"}),
+    ],
+)
+def test_tara_serve_refuses_to_start_with_dev_keys(
+    args: list[str], variables: dict[str, str]
+) -> None:
+    port = str(free_port())
+    done = subprocess.run(
+        [sys.executable, "-m", "tara", "serve", "--port", port, *args],
+        env=serve_env(**variables),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    stderr = done.stderr.decode()
+    assert done.returncode == 2, stderr
+    assert "TARA_AUTH__CLIENT_KEYS" in stderr
+    assert "TARA_AUTH__ADMIN_KEY" in stderr
+    assert "--insecure-dev-keys" in stderr
+    assert "sk-tara-dev" not in stderr
+
+
+@pytest.mark.integration
+@pytest.mark.redis
+async def test_insecure_dev_keys_flag_lets_it_start(
+    namespace: str, redis_client: object, tmp_path: Path
+) -> None:
+    del redis_client  # cleans the namespace afterwards
+    port = free_port()
+    env = serve_env(
+        TARA_REDIS_URL=REDIS,
+        TARA_REDIS_NAMESPACE=namespace,
+        TARA_TELEMETRY__SQLITE_PATH=str(tmp_path / "interactions.db"),
+    )
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped below
+        [sys.executable, "-m", "tara", "serve", "--port", str(port), "--insecure-dev-keys"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def ready() -> bool:
+                assert proc.poll() is None, "tara serve exited"
+                try:
+                    return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(ready, "tara serve to be ready", within=30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.to_thread(proc.communicate, timeout=30)
+    assert "built-in development" in err.decode()
+
+
+@pytest.mark.integration
+async def test_serve_process_drains_a_stream_on_sigterm(tmp_path: Path) -> None:
     slow = ModelBehaviour(
         latency=Latency(ttft_median_ms=0, ttft_sigma=0, token_delay_ms=15),
         min_sentences=4,
@@ -56,6 +176,7 @@ async def test_serve_process_drains_a_stream_on_sigterm() -> None:
             "TARA_TRACKS": json.dumps({"tara-tutor": {"stable_model": "m-slow"}}),
             "TARA_AUTH__CLIENT_KEYS": json.dumps(["sk-proc"]),
             "TARA_SERVER__SHUTDOWN_TIMEOUT": "10",
+            "TARA_TELEMETRY__SQLITE_PATH": str(tmp_path / "interactions.db"),
         }
         proc = subprocess.Popen(  # noqa: ASYNC220 - started once, waited on in a thread
             [sys.executable, "-m", "tara", "serve", "--port", str(port)],

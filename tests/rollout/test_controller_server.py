@@ -26,7 +26,10 @@ def settings(port: int, namespace: str) -> Settings:
     rollout = RolloutSettings(
         controller_port=port, tick_interval=timedelta(seconds=0.05), shutdown_timeout=1.0
     )
-    return Settings(redis_url=REDIS_URL, redis_namespace=namespace, rollout=rollout)
+    # Probes and ticks only: the fine-tuning loop would read an interaction log here.
+    return Settings(
+        redis_url=REDIS_URL, redis_namespace=namespace, rollout=rollout, retrain={"enabled": False}
+    )
 
 
 @pytest.mark.redis

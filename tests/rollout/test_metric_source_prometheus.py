@@ -457,7 +457,7 @@ async def test_read_matches_what_a_real_prometheus_scraped_from_a_real_gateway(
             routing_store=store,
             sinks=telemetry.sinks,
             registry=registry,
-            routes=[feedback_route(telemetry, metrics.rejection)],
+            routes=[feedback_route(telemetry)],
             services=[telemetry],
         )
         async with running_server(gateway, port=port) as base:

@@ -89,6 +89,23 @@ def test_purge_sqlite_with_explicit_and_default_age(
     assert _left(SqliteInteractionLog(db)) == ["r3", "r4"]
 
 
+@pytest.mark.parametrize("how", ["url", "setting"])
+def test_purge_of_a_log_that_does_not_exist_fails_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    missing = tmp_path / "no-such-dir" / "interactions.db"
+    if how == "url":
+        monkeypatch.setenv("TARA_DATABASE_URL", f"sqlite:///{missing}")
+    else:
+        monkeypatch.setenv("TARA_TELEMETRY__SQLITE_PATH", str(missing))
+    assert main(["log", "purge", "--older-than", "30d"]) == 1
+    err = capsys.readouterr().err
+    assert str(missing) in err
+    assert "does not exist" in err
+    assert not missing.exists()
+    assert not missing.parent.exists()
+
+
 def test_purge_rejects_a_bad_age(capsys: pytest.CaptureFixture[str]) -> None:
     assert purge("soon") == 2
     assert "invalid age 'soon'" in capsys.readouterr().err

@@ -77,6 +77,7 @@ async def test_round_trip_keeps_every_field_and_indian_scripts(store: Interactio
             {"role": "user", "content": HINDI_Q},
         ],
         answer=HINDI_A,
+        topic="geometry",
         latency_s=1.25,
         ttft_s=0.125,
         prompt_tokens=42,

@@ -55,8 +55,10 @@ def test_both_dialects_have_the_same_steps() -> None:
     assert steps(sqlite_migrations.MIGRATIONS) == steps(pg_migrations.MIGRATIONS)
 
 
-SQLITE_V2 = Migration(2, "extra_column", ("ALTER TABLE interactions ADD COLUMN extra TEXT",))
-PG_V2 = Migration(2, "extra_column", ("ALTER TABLE interactions ADD COLUMN extra text",))
+RELEASED = [(m.version, m.name) for m in sqlite_migrations.MIGRATIONS]
+NEXT = RELEASED[-1][0] + 1
+SQLITE_NEXT = Migration(NEXT, "extra_column", ("ALTER TABLE interactions ADD COLUMN extra TEXT",))
+PG_NEXT = Migration(NEXT, "extra_column", ("ALTER TABLE interactions ADD COLUMN extra text",))
 
 
 def _sqlite_state(path: Path) -> tuple[list[tuple[int, str]], set[str], set[str]]:
@@ -84,16 +86,17 @@ async def test_sqlite_migrations_are_versioned_and_idempotent(tmp_path: Path) ->
     await first.migrate()
     await first.aclose()
     versions, indexes, columns = _sqlite_state(path)
-    assert versions == [(1, "interactions")]
+    assert versions == RELEASED
     assert indexes >= EXPECTED_INDEXES
+    assert "topic" in columns
     assert "extra" not in columns
 
-    upgraded = SqliteInteractionLog(path, migrations=(*sqlite_migrations.MIGRATIONS, SQLITE_V2))
+    upgraded = SqliteInteractionLog(path, migrations=(*sqlite_migrations.MIGRATIONS, SQLITE_NEXT))
     await upgraded.migrate()
     await upgraded.migrate()
     await upgraded.aclose()
     versions, _, columns = _sqlite_state(path)
-    assert versions == [(1, "interactions"), (2, "extra_column")]
+    assert versions == [*RELEASED, (NEXT, "extra_column")]
     assert "extra" in columns
 
     older = SqliteInteractionLog(path)  # the previous release meets a newer database
@@ -103,7 +106,7 @@ async def test_sqlite_migrations_are_versioned_and_idempotent(tmp_path: Path) ->
 
 
 async def test_sqlite_failed_step_leaves_the_version_unrecorded(tmp_path: Path) -> None:
-    broken = Migration(2, "broken", ("ALTER TABLE interactions ADD COLUMN x", "SELECT nope"))
+    broken = Migration(NEXT, "broken", ("ALTER TABLE interactions ADD COLUMN x", "SELECT nope"))
     log = SqliteInteractionLog(
         tmp_path / "ix.db", migrations=(*sqlite_migrations.MIGRATIONS, broken)
     )
@@ -111,7 +114,7 @@ async def test_sqlite_failed_step_leaves_the_version_unrecorded(tmp_path: Path) 
         await log.migrate()
     await log.aclose()
     versions, _, columns = _sqlite_state(tmp_path / "ix.db")
-    assert versions == [(1, "interactions")]
+    assert versions == RELEASED
     assert "x" not in columns  # the half-done step was rolled back
 
 
@@ -124,7 +127,7 @@ async def test_postgres_migrations_are_versioned_idempotent_and_safe_in_parallel
     await asyncio.gather(*(log.migrate() for log in logs))  # replicas starting together
     await logs[0].migrate()
     upgraded = PostgresInteractionLog(
-        dsn, schema=schema, migrations=(*pg_migrations.MIGRATIONS, PG_V2)
+        dsn, schema=schema, migrations=(*pg_migrations.MIGRATIONS, PG_NEXT)
     )
     await upgraded.migrate()
     await upgraded.migrate()
@@ -146,12 +149,36 @@ async def test_postgres_migrations_are_versioned_idempotent_and_safe_in_parallel
         )
     finally:
         await conn.close()
-    assert [tuple(r) for r in versions] == [(1, "interactions"), (2, "extra_column")]
+    assert [tuple(r) for r in versions] == [*RELEASED, (NEXT, "extra_column")]
     assert {r[0] for r in indexes} >= EXPECTED_INDEXES
     column_types = dict(types)
     assert column_types["messages"] == "jsonb"
     assert column_types["tags"] == "jsonb"
     assert column_types["extra"] == "text"
+    assert column_types["topic"] == "text"
+
+
+async def test_sqlite_a_first_release_log_gains_the_topic_column_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ix.db"
+    old = SqliteInteractionLog(path, migrations=sqlite_migrations.MIGRATIONS[:1])
+    await old.migrate()
+    await old.aclose()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO interactions (request_id, created_at, track, segment, variant, model,"
+            " status, rating) VALUES ('r1', 1.0, 't', 'all', 'stable', 'm', 200, 5)"
+        )
+    db.close()
+    log = SqliteInteractionLog(path)
+    await log.migrate()
+    try:
+        ix = await log.get("r1")
+        assert ix is not None
+        assert (ix.rating, ix.topic) == (5, None)
+    finally:
+        await log.aclose()
 
 
 @pytest.mark.postgres

@@ -16,6 +16,7 @@ from tara.telemetry import user_retries
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.user_retries import (
+    Ask,
     MemoryRetryMemory,
     RedisRetryMemory,
     UserRetryDetector,
@@ -29,6 +30,8 @@ from tara.telemetry.window_store_memory import MemoryWindowStore
 from tara.telemetry.window_store_redis import RedisWindowStore
 
 NOW = float(bucket_start(time.time(), 60))
+AT_ONCE = TelemetryStatsSettings(user_retry_settle_seconds=0)
+"""Decide each ask in the flush that shares it (one replica: nothing to wait for)."""
 
 
 def ask(text: str, request_id: str = "r", **changes: Any) -> Interaction:
@@ -116,7 +119,10 @@ async def test_memory_detector_counts_a_retry_within_the_window_only() -> None:
     recorder = WindowRecorder(store)
     found: list[str] = []
     detector = UserRetryDetector(
-        MemoryRetryMemory(clock=clock), recorder, on_retry=lambda ix: found.append(ix.request_id)
+        MemoryRetryMemory(clock=clock),
+        recorder,
+        AT_ONCE,
+        on_retry=lambda ix: found.append(ix.request_id),
     )
     detector.record(ask("What is force?", "r1"))
     detector.record(ask("what is force", "r2", created_at=NOW + 300))
@@ -156,6 +162,7 @@ async def test_a_client_flagged_retry_is_counted_once(
     detector = UserRetryDetector(
         RedisRetryMemory(redis_client, namespace=namespace),
         recorder,
+        AT_ONCE,
         on_retry=lambda ix: found.append(ix.request_id),
     )
     for ix in (ask("q", "r1"), ask("q", "r2", user_retry=True)):
@@ -178,7 +185,7 @@ async def test_two_replicas_sharing_redis_see_each_others_questions(
         recorder = WindowRecorder(store)
         memory = RedisRetryMemory(redis_client, namespace=namespace)
         detector = UserRetryDetector(
-            memory, recorder, on_retry=lambda ix: found.append(ix.request_id)
+            memory, recorder, AT_ONCE, on_retry=lambda ix: found.append(ix.request_id)
         )
         return detector, recorder
 
@@ -217,6 +224,7 @@ async def test_outage_keeps_requests_for_the_next_check(
     detector = UserRetryDetector(
         RedisRetryMemory(proxied_client, namespace=namespace),
         WindowRecorder(MemoryWindowStore()),
+        AT_ONCE,
         on_retry=broken,
     )
     detector.record(ask("q", "r1"))
@@ -245,10 +253,13 @@ async def test_queue_is_bounded_and_memory_sweeps_expired_keys(
         detector.record(ask(f"q{i}"))
     assert detector.dropped == 1
     assert await detector.flush() == 0
-    assert await memory.check_and_mark([(f"k{i}", NOW + 1) for i in range(1100)]) == [False] * 1100
-    clock.now = NOW + 2
-    assert await memory.check_and_mark([("k1", NOW + 600)]) == [False]
-    assert await RedisRetryMemory(redis_client, namespace=namespace).check_and_mark([]) == []
+    many = [Ask(f"k{i}", NOW, f"r{i}") for i in range(1100)]
+    assert await memory.share_and_check(many, many) == [False] * 1100
+    clock.now = NOW + 1201  # two windows later, the next sweep drops every older key
+    later = [Ask(f"new-{i}", NOW + 1201, f"r{i}") for i in range(1200)]
+    assert await memory.share_and_check(later, later[:1]) == [False]
+    assert len(memory._asks) == 1200
+    assert await RedisRetryMemory(redis_client, namespace=namespace).share_and_check([], []) == []
 
 
 def _reference_normalise(text: str) -> str:
@@ -282,19 +293,94 @@ def test_normalisation_follows_the_per_character_rule(text: str) -> None:
     assert normalise_question(text) == _reference_normalise(text)
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def memory(request: pytest.FixtureRequest, namespace: str) -> AsyncIterator[Any]:
+    """Each :class:`RetryMemory`, with a 600 s window."""
+    if request.param == "memory":
+        yield MemoryRetryMemory(600.0)
+        return
+    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+    yield RedisRetryMemory(client, namespace=namespace, window=600.0)
+    found = [k async for k in client.scan_iter(match=f"{namespace}:*")]
+    if found:
+        await client.delete(*found)
+    await client.aclose()
+
+
 @pytest.mark.redis
-async def test_redis_memory_marks_in_order_and_sets_each_expiry(
+async def test_memory_finds_an_earlier_ask_whatever_order_they_are_shared_in(memory: Any) -> None:
+    now = time.time()
+    first, second = Ask("k", now, "r-b"), Ask("k", now + 0.4, "r-a")
+    # The later ask is shared (and checked) first, as when its replica flushes first.
+    assert await memory.share_and_check([second], [second]) == [False]
+    assert await memory.share_and_check([first], [first, second]) == [False, True]
+    # Equal arrival times: the smaller request id is the earlier one.
+    tie_a, tie_b = Ask("t", now, "r-1"), Ask("t", now, "r-2")
+    assert await memory.share_and_check([tie_b, tie_a], [tie_b, tie_a]) == [True, False]
+    # Outside the window, or another key: not a retry.
+    late = Ask("k", now + 0.4 + 600.5, "r-c")
+    other = Ask("k2", now + 1, "r-d")
+    assert await memory.share_and_check([late, other], [late, other]) == [False, False]
+    assert await memory.share_and_check([], []) == []
+
+
+@pytest.mark.redis
+async def test_redis_keys_live_a_window_past_their_newest_ask(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
-    memory = RedisRetryMemory(redis_client, namespace=namespace)
+    memory = RedisRetryMemory(redis_client, namespace=namespace, window=100.0)
     now = time.time()
-    items = [("k1", now + 100.5), ("k2", now + 300.25), ("k1", now + 400.0)]
-    assert await memory.check_and_mark(items) == [False, False, True]
-    assert await memory.check_and_mark([("k2", now + 50), ("k3", now + 50)]) == [True, False]
-    assert await memory.check_and_mark([]) == []
-    # EXAT is the expiry rounded up to the next whole second.
-    assert await redis_client.expiretime(f"{namespace}:uretry:k1") == int(now + 400.0) + 1
-    assert await redis_client.expiretime(f"{namespace}:uretry:k3") == int(now + 50) + 1
+    asks = [Ask("k1", now + 0.5, "a"), Ask("k1", now + 50.25, "b"), Ask("k1", now - 500, "old")]
+    await memory.share_and_check(asks, [])
+    assert await redis_client.expiretime(f"{namespace}:uretry:k1") == int(now + 50.25 + 100) + 1
+    # Asks two windows older than the newest are trimmed.
+    assert await redis_client.zrange(f"{namespace}:uretry:k1", 0, -1) == [b"a", b"b"]
+
+
+async def test_a_shared_ask_is_decided_only_once_it_has_settled() -> None:
+    clock = Clock(NOW)
+    found: list[str] = []
+    settings = TelemetryStatsSettings(user_retry_settle_seconds=3)
+    replicas = [
+        UserRetryDetector(
+            memory,
+            WindowRecorder(MemoryWindowStore()),
+            settings,
+            on_retry=lambda ix: found.append(ix.request_id),
+            clock=clock,
+        )
+        for memory in [MemoryRetryMemory(clock=clock)] * 2
+    ]
+    fast, slow = replicas
+    slow.record(ask("q", "first", created_at=NOW))
+    fast.record(ask("q", "second", created_at=NOW + 0.5))
+    clock.now = NOW + 1
+    assert await fast.flush() == 0  # shared, not decided: the slow replica has not shared yet
+    assert fast.pending == 1
+    clock.now = NOW + 2
+    assert await slow.flush() == 0
+    clock.now = NOW + 4
+    assert await fast.flush() == 1
+    clock.now = NOW + 5
+    assert await slow.flush() == 0
+    assert found == ["second"]
+    assert fast.pending == slow.pending == 0
+
+
+async def test_shut_down_decides_what_has_not_settled() -> None:
+    found: list[str] = []
+    detector = UserRetryDetector(
+        MemoryRetryMemory(),
+        WindowRecorder(MemoryWindowStore()),
+        TelemetryStatsSettings(user_retry_settle_seconds=3600),
+        on_retry=lambda ix: found.append(ix.request_id),
+    )
+    now = time.time()
+    detector.record(ask("q", "r1", created_at=now))
+    detector.record(ask("q", "r2", created_at=now + 1))
+    assert await detector.flush() == 0
+    await detector.aclose()
+    assert found == ["r2"]
 
 
 def test_the_character_table_stops_growing_at_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -116,6 +116,7 @@ async def test_run_check_reads_the_log_and_counts_fired_triggers(tmp_path: Path)
         ("low_rating", "language=hi,subject=math"),
         ("negative_feedback", "language=hi,subject=math"),
         ("cultural_complaints", "language=hi,subject=math"),
+        ("knowledge_gap", "language=hi,subject=math"),  # grade 8 (and topic other): mean 3.0
         ("new_subject", "subject=biology"),  # not configured; grade 11 needs more history
     }
     assert report.runs() == [
@@ -231,3 +232,90 @@ def test_infinite_rises_render_as_infinity_and_json_null(
     render(report, console)
     assert "+∞" in console.export_text()
     assert _json_safe(report.as_json())["triggers"][0]["value"] is None  # type: ignore[index]
+
+
+async def test_check_takes_requests_without_a_language_or_subject(tmp_path: Path) -> None:
+    # A request without X-Tara-Language next to one with it: scopes with and
+    # without a value must sort together, not raise TypeError on None < "hi".
+    from triggers_traffic import Maker
+
+    make = Maker()
+    db = tmp_path / "log.db"
+    log = SqliteInteractionLog(str(db))
+    await log.migrate()
+    await log.write_batch(
+        [make(NOW - DAY, rating=4), make(NOW - DAY, language=None, subject=None, rating=2)]
+    )
+    await log.aclose()
+    settings = Settings(
+        database_url=f"sqlite:///{db}", triggers=TriggerSettings(state_dir=tmp_path)
+    )
+    report = await run_check(settings, now=NOW)
+    scopes = {v.result.scope.key for v in report.verdicts if v.result.name == "low_rating"}
+    assert scopes == {"*", "language=hi,subject=math"}
+
+
+def test_a_topic_cools_down_with_its_language_and_subject(tmp_path: Path) -> None:
+    state = TriggerState(tmp_path / FILENAME)
+    state.record("low_rating", HI_MATH, NOW - 3 * DAY)
+    algebra = Scope(language="hi", subject="math", topic="algebra")
+    (verdict,) = decide([fired("topic_retry_rate", algebra)], state, NOW, CFG, 4)
+    assert (verdict.cooling_down, verdict.last_run) == (True, NOW - 3 * DAY)
+    assert algebra.run_scope == HI_MATH
+    assert Scope(track="t").run_scope == Scope(track="t")
+
+
+def test_cli_check_finds_latency_degraded_in_one_language_and_subject(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from triggers_traffic import TA_PHYS, Maker
+
+    make = Maker()
+    rows = []
+    for scope, slower in ((HI_MATH, 1.3), (TA_PHYS, 1.0)):
+        for i in range(150):
+            spread = 0.5 + i / 150
+            context = {"language": scope.language, "subject": scope.subject}
+            rows.append(make(NOW - 9 * DAY + i, latency_s=spread, **context))
+            rows.append(make(NOW - 2 * DAY + i, latency_s=slower * spread, **context))
+    db = tmp_path / "log.db"
+    log = SqliteInteractionLog(str(db))
+    asyncio.run(log.migrate())
+    asyncio.run(log.write_batch(rows))
+    asyncio.run(log.aclose())
+    monkeypatch.delenv("TARA_REDIS_URL", raising=False)
+    monkeypatch.setenv("TARA_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("TARA_TRIGGERS__STATE_DIR", str(tmp_path / "state"))
+    assert main(["triggers", "check", "--json", "--at", str(NOW)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    latency = {
+        ",".join(f"{k}={v}" for k, v in t["scope"].items()): t
+        for t in report["triggers"]
+        if t["trigger"] == "latency_p95"
+    }
+    assert set(latency) == {"track=tara-tutor", HI_MATH.key, TA_PHYS.key}
+    assert latency[HI_MATH.key]["fired"] is True
+    assert latency[TA_PHYS.key]["fired"] is False
+    assert latency[HI_MATH.key]["window"] == {
+        "start": NOW - 7 * DAY,
+        "end": NOW,
+        "previous_start": NOW - 14 * DAY,
+    }
+    assert (latency[HI_MATH.key]["sample"], latency[HI_MATH.key]["min_sample"]) == (150, 100)
+
+
+def test_cli_check_says_when_the_topic_lexicon_cannot_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TARA_REDIS_URL", raising=False)
+    monkeypatch.setenv("TARA_DATABASE_URL", f"sqlite:///{tmp_path / 'log.db'}")
+    monkeypatch.setenv("TARA_TRIGGERS__STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("TARA_TRIGGERS__TOPIC_LEXICON", str(tmp_path / "missing.txt"))
+    assert main(["triggers", "check"]) == 1
+    assert "cannot read topic lexicon" in capsys.readouterr().err
+    (tmp_path / "bad.txt").write_text("algebra\n")
+    monkeypatch.setenv("TARA_TRIGGERS__TOPIC_LEXICON", str(tmp_path / "bad.txt"))
+    assert main(["triggers", "check"]) == 1
+    assert "bad.txt:1: entry before the first [subject/topic] section" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from tara.telemetry.window_recorder import add_interaction
 from tara.telemetry.window_store import WindowKey, WindowStore, bucket_start
 from tara.telemetry.window_store_memory import MemoryWindowStore
 from tara.telemetry.window_store_redis import RedisWindowStore
-from tara.triggers.model import Scope
+from tara.triggers.model import CellStats, Scope
 from tara.triggers.reader import TelemetryReader
 from tara.triggers.state import TriggerState
 
@@ -117,3 +117,63 @@ async def test_reader_on_postgres_and_redis(
     assert obs.seen_current["subject"]["biology"] == 25
     assert obs.tracks_current["tara-tutor"].requests == 150
     assert obs.tracks_previous["tara-tutor"].requests == 150
+
+
+def _asked(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+async def test_reader_counts_grade_and_topic_cells_of_the_current_period(tmp_path: Path) -> None:
+    make = Maker()
+    cur = NOW - DAY
+    rows = [
+        # Named by the app; rated and tagged.
+        make(cur, topic="fractions", grade="7", rating=2, tags=["wrong"], user_retry=True),
+        make(cur + 1, topic="fractions", grade="7", rating=5, tags=["cultural"]),
+        # Derived from the question (Hindi: quadratic equation), or nothing to derive from.
+        make(cur + 2, messages=_asked("द्विघात समीकरण कैसे हल करें?"), rating=1, tags=["irrelevant"]),
+        make(cur + 3, messages=_asked("hello"), grade=None),
+        make(cur + 4, messages=None, language="ta", subject="physics", grade="9"),
+        # The previous period never makes cells.
+        make(NOW - 9 * DAY, topic="fractions", rating=1),
+    ]
+    log = SqliteInteractionLog(str(tmp_path / "log.db"))
+    try:
+        await fill(log, rows)
+        obs = await TelemetryReader(log, CFG, min_rating=4).read(NOW, TriggerState(tmp_path))
+    finally:
+        await log.aclose()
+
+    def topic(name: str, scope: Scope = HI_MATH) -> CellStats:
+        return obs.topics[Scope(language=scope.language, subject=scope.subject, topic=name)]
+
+    # CellStats(requests, user_retries, ratings, rating_sum, flagged, derived)
+    assert topic("fractions") == CellStats(2, 1, 2, 7, 1, 0)
+    assert topic("algebra") == CellStats(1, 0, 1, 1, 1, 1)
+    assert topic("other") == CellStats(1, 0, 0, 0, 0, 1)  # "hello" matches no topic
+    assert topic("other", TA_PHYS) == CellStats(1, 0, 0, 0, 0, 1)  # no text: metadata capture
+    grades = {s.key: c.requests for s, c in obs.grades.items()}
+    assert grades == {
+        "language=hi,subject=math,grade=7": 2,
+        "language=hi,subject=math,grade=8": 1,
+        "language=hi,subject=math,grade=other": 1,
+        "language=ta,subject=physics,grade=9": 1,
+    }
+
+
+async def test_reader_bounds_topics_per_segment(tmp_path: Path) -> None:
+    make = Maker()
+    rows = [make(NOW - DAY + i, topic=f"t{i % 5}") for i in range(50)]
+    rows += [make(NOW - DAY + 100 + i, topic="algebra") for i in range(30)]
+    cfg = CFG.model_copy(update={"max_topics_per_segment": 2, "max_grades_per_segment": 1})
+    log = SqliteInteractionLog(str(tmp_path / "log.db"))
+    try:
+        await fill(log, rows)
+        obs = await TelemetryReader(log, cfg, min_rating=4).read(NOW, TriggerState(tmp_path))
+    finally:
+        await log.aclose()
+    topics = {s.topic: c.requests for s, c in obs.topics.items()}
+    assert len(topics) == 3  # two named topics and other
+    assert topics["algebra"] == 30  # 30 in a row: it takes a cell and keeps it
+    assert sum(topics.values()) == 80
+    assert {s.grade for s in obs.grades} == {"8"}

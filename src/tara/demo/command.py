@@ -68,6 +68,11 @@ def report_meta(state: DemoState, wall: float) -> dict[str, Any]:
         "stages (minimum time; each also needs 100 canary requests)": stages,
         "arrival rate": f"{pace.arrival_rate:g} questions/s from {pace.students} students",
         "sandbox latency": "real (150 ms median first token)" if pace.real_latency else "10 ms",
+        "fine-tuning loop": (
+            f"triggers over the last {pace.trigger_period:g} s, looked at every "
+            f"{pace.loop_interval:g} s; a run needs {pace.min_training_examples} examples rated "
+            f"≥ 4; sandbox training takes {pace.training_seconds:g} s"
+        ),
         "wall time": f"{wall:.1f} s",
         "students": ", ".join(f"{k} {v}" for k, v in sorted(state.counts.items())),
     }
@@ -75,15 +80,18 @@ def report_meta(state: DemoState, wall: float) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def quiet_logs(level: str) -> Iterator[None]:
-    """Keep routine warnings (dev keys, injected upstream errors) out of the live view."""
-    logger = logging.getLogger("tara")
-    before = logger.level
+    """Keep routine warnings (dev keys, injected upstream errors) and the HTTP clients'
+    request lines (the loop's evaluation) out of the live view."""
+    tara, root = logging.getLogger("tara"), logging.getLogger()
+    before = tara.level, root.level
     if level != "DEBUG":
-        logger.setLevel(logging.ERROR)
+        tara.setLevel(logging.ERROR)
+        root.setLevel(logging.WARNING)
     try:
         yield
     finally:
-        logger.setLevel(before)
+        tara.setLevel(before[0])
+        root.setLevel(before[1])
 
 
 class DecisionPrinter:
@@ -94,11 +102,11 @@ class DecisionPrinter:
         self.printed = 0
 
     def __call__(self, state: DemoState) -> None:
-        markers = state.timeline.markers
+        markers = state.timeline.events
         for m in markers[self.printed :]:
             reason = m.reason.splitlines()[0] if m.reason else ""
             self.console.print(
-                f"{m.t:6.1f}s  {m.scenario:<12} {m.decision:<9} by {m.actor:<10} "
+                f"{m.t:6.1f}s  {m.scenario:<12} {m.decision:<11} by {m.actor:<10} "
                 f"weight {m.weight:>4.0%}  {reason}",
                 highlight=False,
                 soft_wrap=True,

@@ -26,7 +26,7 @@ from tara.rollout.controller_server import build_controller
 from tara.rollout.service import RolloutService
 from tara.serving import running_server
 from tara.settings import Settings
-from tara.state import open_state
+from tara.state import SharedState, open_state
 from tara.telemetry.window_store import WindowStore
 
 
@@ -39,6 +39,8 @@ class Embedded:
     service: RolloutService
     controller: Controller
     windows: WindowStore
+    state: SharedState
+    """Everything the parts share (rollouts, routing table, fine-tuning runs ...)."""
 
 
 @contextlib.asynccontextmanager
@@ -53,7 +55,7 @@ async def embedded_stack(
     async with running_server(gateway) as base_url:
         runner = asyncio.create_task(controller.run())
         try:
-            yield Embedded(base_url, gateway, service, controller, state.windows)
+            yield Embedded(base_url, gateway, service, controller, state.windows, state)
         finally:
             await controller.shutdown(runner, settings.rollout.shutdown_timeout)
             await source.aclose()

@@ -12,7 +12,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tara.demo.svg import CANARY_COLOUR, MARKER_COLOURS, STABLE_COLOUR, Point, line_chart
+from tara.demo.svg import (
+    CANARY_COLOUR,
+    MARKER_COLOURS,
+    STABLE_COLOUR,
+    Point,
+    event_colour,
+    line_chart,
+    loop_timeline,
+)
 from tara.demo.timeline import Marker, Numbers, Sample, ScenarioResult, Timeline
 
 
@@ -143,6 +151,38 @@ def _decision_rows(markers: Sequence[Marker]) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+def loop_section(result: ScenarioResult) -> str:
+    """The fine-tuning loop of one scenario: its timeline, each event's numbers, who got what."""
+    events = sorted([*result.steps, *result.markers], key=lambda m: m.t)
+    run = result.run or {}
+    title = (
+        f"The loop: run {run.get('id')} for {run.get('segment')}, "
+        f"{run.get('state')} after {len(run.get('steps', []))} steps"
+    )
+    rows = [
+        f"<tr><td>{e.t:.1f}s</td>"
+        f'<td style="color:{event_colour(e.decision)}">{html.escape(e.decision)}</td>'
+        f"<td>{html.escape(e.actor)}</td><td>{e.weight:.0%}</td>"
+        f'<td class="reason">{html.escape(e.reason)}</td></tr>'
+        for e in events
+    ]
+    head = "".join(f"<th>{h}</th>" for h in ("time", "event", "by", "canary weight", "numbers"))
+    served = "".join(
+        f"<tr><td>{html.escape(segment)}</td><td>{html.escape(model)}</td><td>{n}</td></tr>"
+        for segment, models in result.served.items()
+        for model, n in models.items()
+    )
+    return "\n".join(
+        [
+            f"<h2>{html.escape(title)}</h2>",
+            loop_timeline(events),
+            f"<table><tr>{head}</tr>{''.join(rows)}</table>",
+            "<h2>Who got which model while the loop ran</h2>",
+            f"<table><tr><th>segment</th><th>model</th><th>answers</th></tr>{served}</table>",
+        ]
+    )
+
+
 def html_report(timeline: Timeline, meta: dict[str, Any]) -> str:
     """The whole report page."""
     facts = "".join(
@@ -156,10 +196,11 @@ def html_report(timeline: Timeline, meta: dict[str, Any]) -> str:
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8"><title>tara demo report</title>',
         f"<style>{STYLE}</style></head><body>",
-        "<h1>tara demo: canary rollouts, decided by the controller</h1>",
+        "<h1>tara demo: canary rollouts and the fine-tuning loop, decided by the controller</h1>",
         f'<p class="{"ok" if timeline.ok else "bad"}">{verdict}.</p>',
         _summary_rows(timeline.results),
         *charts(timeline),
+        *(loop_section(r) for r in timeline.results if r.run is not None),
         "<h2>Decisions</h2>",
         _decision_rows(timeline.markers),
         "<h2>Run</h2>",

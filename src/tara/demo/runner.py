@@ -3,8 +3,11 @@
 Nothing outside the process is needed: the sandbox and the gateway listen on
 free loopback ports, state is in memory, the interaction log is a SQLite
 file in ``data_dir``, keys are the built-in development ones (or whatever the
-settings hold). Each scenario starts its rollout through the admin API, as
-an operator would, then only watches: every decision is the controller's.
+settings hold). Each canary scenario starts its rollout through the admin
+API, as an operator would, then only watches: every decision is the
+controller's. The full loop starts nothing at all: it changes who the
+students are and how they rate, and watches the controller's fine-tuning
+loop find the weak segment, train, gate and roll out on its own.
 """
 
 from __future__ import annotations
@@ -24,13 +27,27 @@ from tara.demo.embedded import Embedded, embedded_stack
 from tara.demo.scenario import (
     STABLE_MODEL,
     TRACK,
+    AnyScenario,
+    LoopScenario,
     Pace,
     Scenario,
+    fine_tuning,
+    loop_settings,
     rollout_settings,
     stats_settings,
 )
-from tara.demo.students import Classroom, population
-from tara.demo.timeline import Marker, Sample, ScenarioResult, Timeline, numbers_from
+from tara.demo.students import Classroom, as_served, population
+from tara.demo.timeline import (
+    Marker,
+    Sample,
+    ScenarioResult,
+    Timeline,
+    describe_step,
+    numbers_from,
+    trigger_marker,
+)
+from tara.retrain.operations import cancel_run
+from tara.retrain.run import Run, RunState
 from tara.rollout.decisions import DecisionName
 from tara.rollout.model import TERMINAL, Rollout
 from tara.rollout.routing import Segment
@@ -48,7 +65,7 @@ SANDBOX_KEY = "sk-sandbox"
 class DemoOptions:
     """What to run, how fast, and with which seed."""
 
-    scenarios: tuple[Scenario, ...]
+    scenarios: tuple[AnyScenario, ...]
     pace: Pace
     seed: int = 7
 
@@ -59,8 +76,10 @@ class DemoState:
 
     options: DemoOptions
     timeline: Timeline = field(default_factory=Timeline)
-    scenario: Scenario | None = None
+    scenario: AnyScenario | None = None
     rollout: Rollout | None = None
+    run: Run | None = None
+    """The full loop's fine-tuning run, once the controller started it."""
     latest: Sample | None = None
     counts: Counter[str] = field(default_factory=Counter)
     note: str = "starting the sandbox, the gateway and the controller"
@@ -77,7 +96,7 @@ Update = Callable[[DemoState], None]
 
 def sandbox_config(pace: Pace) -> SandboxConfig:
     """The built-in models; with a quick pace, a fixed 10 ms first token and no token delay."""
-    config = default_config()
+    config = default_config().model_copy(update={"fine_tuning": fine_tuning(pace)})
     if pace.real_latency:
         return config
     fixed = Latency(ttft_median_ms=10, ttft_sigma=0, token_delay_ms=0)
@@ -89,7 +108,7 @@ def demo_settings(settings: Settings, upstream: str, data_dir: Path, pace: Pace)
     """``settings`` made embedded: memory state, SQLite log in ``data_dir``, the sandbox upstream.
 
     Keys, subjects, languages and the rollout thresholds are kept; stages and
-    cadences come from ``pace``.
+    cadences, and the fine-tuning loop's clocks, come from ``pace``.
     """
     return settings.model_copy(
         update={
@@ -106,6 +125,7 @@ def demo_settings(settings: Settings, upstream: str, data_dir: Path, pace: Pace)
             ),
             "stats": stats_settings(settings.stats),
             "rollout": rollout_settings(pace, settings.rollout),
+            **loop_settings(pace, upstream, data_dir, settings.finetune),
         }
     )
 
@@ -129,6 +149,7 @@ class Demo:
         session: aiohttp.ClientSession,
         admin_key: str,
         on_update: Update,
+        classroom: Classroom | None = None,
     ) -> None:
         self.state = state
         self.stack = stack
@@ -136,6 +157,7 @@ class Demo:
         self.admin_key = admin_key
         self.on_update = on_update
         self.pace = state.options.pace
+        self.classroom = classroom
 
     async def sample(self) -> None:
         """Record both variants' recent numbers and the rollout's stage and weight."""
@@ -232,6 +254,104 @@ class Demo:
         await self.watch(self.pace.tail)
         return result
 
+    async def run_loop_scenario(self, scenario: LoopScenario) -> ScenarioResult:
+        """Make one segment unhappy and watch the loop fix it on its own (or the time limit)."""
+        state, classroom = self.state, self.classroom
+        assert classroom is not None
+        result = ScenarioResult(
+            scenario.name, "a fine-tune by the loop", scenario.expected, scenario.story
+        )
+        state.timeline.results.append(result)
+        state.scenario, state.rollout, state.run = scenario, None, None
+        state.note = scenario.story
+        result.started = state.elapsed
+        since = time.time()
+        everyone, served_before = classroom.students, Counter(classroom.served)
+        mix = [
+            ((scenario.weak.subject or "", scenario.weak.language or ""), scenario.weak_share),
+            (
+                (scenario.bystander.subject or "", scenario.bystander.language or ""),
+                1 - scenario.weak_share,
+            ),
+        ]
+        classroom.students = population(
+            random.Random(state.options.seed), self.pace.students, mix, prefix="loop-student"
+        )
+        classroom.perceived = scenario.quality
+        try:
+            run = await self._follow_run(scenario, result, since)
+        finally:
+            classroom.students, classroom.perceived = everyone, as_served
+        result.phase = run.state.value if run is not None else None
+        result.ended = state.elapsed
+        result.served = _served_since(classroom.served, served_before, scenario)
+        if run is not None:
+            result.run = run.to_dict()
+            result.candidate = run.fine_tuned_model or result.candidate
+            result.final_weight = state.rollout.weight_bp / 10_000 if state.rollout else 0.0
+        result.stable_model = await self.stack.service.stable_model(TRACK, scenario.weak)
+        state.note = f"{scenario.name}: {result.phase or result.error}; watching where students go"
+        await self.watch(self.pace.tail)
+        return result
+
+    async def _follow_run(
+        self, scenario: LoopScenario, result: ScenarioResult, since: float
+    ) -> Run | None:
+        """Watch for the segment's run and follow it to its end; cancel it at the time limit."""
+        runs, limit = self.stack.state.runs, self.pace.loop_time_limit
+        deadline = time.monotonic() + limit
+        run: Run | None = None
+        while time.monotonic() < deadline:
+            mine = [r for r in await runs.list() if r.created_at >= since]
+            run = next((r for r in mine if r.segment == scenario.weak), None)
+            if run is not None:
+                await self._note_run(run, result)
+                if not run.open:
+                    return run
+            await self.sample()
+            await asyncio.sleep(SAMPLE_SECONDS)
+        if run is None:
+            result.error = f"no run started within {limit:.0f}s"
+            return None
+        result.error = f"run {run.id} still {run.state.value} after {limit:.0f}s"
+        await cancel_run(runs, run.id, "demo", "demo time limit", time.time())
+        return run
+
+    async def _note_run(self, run: Run, result: ScenarioResult) -> None:
+        """Markers for the run's new steps (the trigger first), then its canary's decisions."""
+        state = self.state
+        state.run = run
+        if run.rollout_id is not None:
+            rollout = await self.stack.service.get(run.rollout_id)
+            state.rollout = rollout
+            self._note_decisions(rollout, result)
+        if not result.steps:
+            result.steps.append(trigger_marker(run, result.name, state.started))
+        for step in run.steps[len(result.steps) - 1 :]:
+            t = step.at - state.started
+            # The canary's weight then: that of its latest decision before the step.
+            weight = next((m.weight for m in reversed(result.markers) if m.t <= t), 0.0)
+            reason = describe_step(step)
+            result.steps.append(Marker(t, result.name, step.state, step.actor, reason, weight))
+        if run.state is RunState.CANCELLED and result.error is None:
+            result.error = run.reason
+
+
+def _served_since(
+    now: Counter[tuple[str, str, str]],
+    before: Counter[tuple[str, str, str]],
+    scenario: LoopScenario,
+) -> dict[str, dict[str, int]]:
+    """Answers per model during the scenario, for its weak and its bystander segment."""
+    out: dict[str, dict[str, int]] = {}
+    for segment in (scenario.weak, scenario.bystander):
+        models: Counter[str] = Counter()
+        for (subject, language, model), n in (now - before).items():
+            if segment.matches(subject, language):
+                models[model] += n
+        out[segment.label] = dict(sorted(models.items()))
+    return out
+
 
 def decision_weights(decisions: Sequence[str], stages: Sequence[float]) -> list[float]:
     """Canary weight right after each decision of a rollout's history, given its stage weights.
@@ -286,16 +406,21 @@ async def run_demo(
                 options.seed,
                 headers={"Authorization": f"Bearer {client_key}"},
                 max_in_flight=pace.max_in_flight,
+                refresh=lambda: model_qualities(session, upstream),
             )
             state.counts = classroom.counts
             stop = asyncio.Event()
             students = asyncio.create_task(classroom.run(stop))
             try:
-                demo = Demo(state, stack, session, cfg.auth.admin_key.get_secret_value(), update)
+                admin_key = cfg.auth.admin_key.get_secret_value()
+                demo = Demo(state, stack, session, admin_key, update, classroom)
                 state.note = "students are asking questions; everyone is on stable"
                 await demo.watch(pace.warmup)
                 for scenario in options.scenarios:
-                    await demo.run_scenario(scenario)
+                    if isinstance(scenario, LoopScenario):
+                        await demo.run_loop_scenario(scenario)
+                    else:
+                        await demo.run_scenario(scenario)
             finally:
                 stop.set()
                 await students

@@ -1,7 +1,10 @@
 """The demo's scenarios and its pace: pure definitions, no I/O.
 
 A :class:`Scenario` names a candidate model of known quality in the sandbox
-and the ending the controller must reach on its own. A :class:`Pace` says
+and the ending the controller must reach on its own. A :class:`LoopScenario`
+starts nothing: students of one segment find the stable model poor, and the
+controller's fine-tuning loop must notice, train, gate and promote a model
+for that segment by itself. A :class:`Pace` says
 how the strategy's days-long stages are compressed into seconds and how much
 traffic the simulated students send. The numbers are chosen together: every
 stage needs :data:`MIN_STAGE_REQUESTS` canary requests because with fewer
@@ -15,10 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
+from tara.finetune.config import FinetuneSettings
+from tara.retrain.config import RetrainSettings, RuleAction
 from tara.rollout.config import RolloutSettings, StageSettings
 from tara.rollout.model import Phase
+from tara.rollout.routing import Segment
+from tara.sandbox.config import FineTuningConfig
 from tara.telemetry.stats_config import TelemetryStatsSettings
+from tara.triggers.config import TriggerSettings
+from tara.triggers.rules import LOW_RATING, TRIGGERS
 
 TRACK = "tara-tutor"
 STABLE_MODEL = "tara-stable"
@@ -57,13 +67,56 @@ SCENARIOS: dict[str, Scenario] = {
     )
 }
 
-SCENARIO_CHOICES: tuple[str, ...] = (*SCENARIOS, "all")
+
+@dataclass(frozen=True, slots=True)
+class LoopScenario:
+    """Students of ``weak`` rate every model poorly but one fine-tuned on their own data.
+
+    Nobody starts anything: the quality trigger must fire for ``weak``, a run
+    must prepare its slice of the log, train in the sandbox, pass the gate and
+    end as a promoted canary scoped to ``weak``; ``bystander`` students must
+    only ever get the stable model.
+    """
+
+    name: str
+    weak: Segment
+    weak_quality: float
+    """The quality students of ``weak`` see in any model not fine-tuned by this demo."""
+    bystander: Segment
+    weak_share: float
+    """Share of the scenario's students in ``weak`` (the rest are bystanders)."""
+    story: str
+    expected: str = "promoted"
+
+    def quality(self, subject: str, language: str, model: str, quality: float) -> float:
+        """The quality a student of ``(subject, language)`` sees in ``model`` of ``quality``."""
+        tuned = model.startswith("ft:")
+        return self.weak_quality if self.weak.matches(subject, language) and not tuned else quality
 
 
-def scenarios_for(choice: str) -> list[Scenario]:
-    """The scenarios ``--scenario`` names, in running order (``all``: bad, then good)."""
+FULL_LOOP = LoopScenario(
+    "full-loop",
+    weak=Segment("math", "hi"),
+    weak_quality=0.45,
+    bystander=Segment("physics", "en"),
+    weak_share=0.85,
+    story="Hindi-math students rate the stable model poorly (2.8 of 5): the quality trigger "
+    "must fire, and a run must prepare the Hindi-math data, train in the sandbox, pass the "
+    "gate and be promoted as a Hindi-math canary, with nobody in between; English physics "
+    "stays on stable",
+)
+
+AnyScenario = Scenario | LoopScenario
+
+SCENARIO_CHOICES: tuple[str, ...] = (*SCENARIOS, FULL_LOOP.name, "all")
+
+
+def scenarios_for(choice: str) -> list[AnyScenario]:
+    """The scenarios ``--scenario`` names, in running order (``all``: bad, good, full loop)."""
     if choice == "all":
-        return [SCENARIOS["bad-canary"], SCENARIOS["good-canary"]]
+        return [SCENARIOS["bad-canary"], SCENARIOS["good-canary"], FULL_LOOP]
+    if choice == FULL_LOOP.name:
+        return [FULL_LOOP]
     if choice not in SCENARIOS:
         msg = f"unknown scenario {choice!r}; one of: {', '.join(SCENARIO_CHOICES)}"
         raise ValueError(msg)
@@ -96,6 +149,16 @@ class Pace:
     """The sandbox's real latencies (150 ms median first token), else a fixed 10 ms."""
     max_in_flight: int = 200
     """Open requests at most; a slower machine lowers the arrival rate instead of piling up."""
+    trigger_period: float = 10.0
+    """Seconds of "this week" for the triggers (the strategy's seven days, compressed)."""
+    loop_interval: float = 1.0
+    """Seconds between two looks of the controller at the triggers (the strategy's hour)."""
+    training_seconds: float = 3.0
+    """How long a sandbox fine-tuning job trains."""
+    min_training_examples: int = 60
+    """Examples rated ≥ 4 a segment needs to train on (the strategy's 1,000)."""
+    loop_time_limit: float = 110.0
+    """Seconds the full loop may take before the demo gives up on it."""
 
 
 PACES: dict[str, Pace] = {
@@ -131,6 +194,11 @@ PACES: dict[str, Pace] = {
         time_limit=40.0,
         window=3.0,
         real_latency=False,
+        trigger_period=6.0,
+        loop_interval=0.5,
+        training_seconds=1.0,
+        min_training_examples=60,
+        loop_time_limit=60.0,
     ),
 }
 
@@ -174,3 +242,73 @@ def stats_settings(base: TelemetryStatsSettings | None = None) -> TelemetryStats
     base = base if base is not None else TelemetryStatsSettings()
     fast = {"bucket_seconds": 1, "rollup_seconds": 60, "flush_interval": 0.25}
     return base.model_copy(update=fast)
+
+
+DEMO_RULE_ACTIONS: dict[str, RuleAction] = {
+    name: RuleAction.START_RUN if name == LOW_RATING else RuleAction.ALERT for name in TRIGGERS
+}
+"""In the demo only the quality rule starts runs: with weeks compressed into seconds, the
+week-over-week rules would fire on the canaries' own noise."""
+
+
+def loop_settings(
+    pace: Pace, upstream: str, data_dir: Path, base: FinetuneSettings | None = None
+) -> dict[str, object]:
+    """The triggers, fine-tuning and loop sections the demo runs on: time compressed, the
+    data requirement scaled to seconds of traffic, the gate's margins kept."""
+    base = base if base is not None else FinetuneSettings()
+    evaluation = base.evaluation.model_copy(
+        update={
+            # The sandbox's judge grades by the answering model's quality (its answers'
+            # words do not depend on it, so lexical scores would be a coin flip).
+            "judge_model": "tara-judge",
+            "requests_per_second": 500.0,
+            "burst": 50,
+            "concurrency": 32,
+            "limit": 24,
+            "gate": base.evaluation.gate.model_copy(
+                # Both models answer from one loopback sandbox: their p95s are scheduler noise.
+                update={"latency_slack_ms": 5000.0, "min_samples": 5}
+            ),
+        }
+    )
+    finetune = base.model_copy(
+        update={
+            "base_url": upstream,
+            "min_interactions": 20,
+            "split": base.split.model_copy(update={"train": 0.7, "validation": 0.1, "test": 0.2}),
+            "evaluation": evaluation,
+        }
+    )
+    return {
+        "triggers": TriggerSettings(
+            period=timedelta(seconds=pace.trigger_period),
+            min_ratings=30,
+            volume_lookback=timedelta(hours=1),
+        ),
+        "finetune": finetune,
+        "retrain": RetrainSettings(
+            interval=timedelta(seconds=pace.loop_interval),
+            rule_actions=DEMO_RULE_ACTIONS,
+            min_training_examples=pace.min_training_examples,
+            data_dir=data_dir / "runs",
+            poll_interval=timedelta(seconds=0.25),
+            step_backoff=0.1,
+            step_max_backoff=1.0,
+        ),
+    }
+
+
+def fine_tuning(pace: Pace) -> FineTuningConfig:
+    """The sandbox's training: ``pace.training_seconds`` long, and worth a clear gain.
+
+    A fine-tune starts from the best candidate's behaviour (0.88) and gains up
+    to 0.2, so it beats whichever model is stable when the loop runs, by more
+    than the judge's grading jitter: the story is a segment fixed, not a coin flip.
+    """
+    return FineTuningConfig(
+        training_seconds=pace.training_seconds,
+        template_model="tara-candidate-good",
+        max_quality_gain=0.2,
+        half_gain_examples=10,
+    )

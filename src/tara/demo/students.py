@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,18 +48,34 @@ class Student:
     """Added to the mean rating: a generous student rates a little higher."""
 
 
-def population(rng: random.Random, size: int) -> list[Student]:
-    """``size`` students spread over subjects, languages (Hindi most) and grades."""
-    return [
-        Student(
-            id=f"student-{i:04d}",
-            subject=rng.choice(SUBJECTS),
-            language=rng.choices(LANGUAGES, weights=LANGUAGE_SHARES)[0],
-            grade=rng.choice(GRADES),
-            leniency=round(rng.uniform(-0.3, 0.3), 2),
+def population(
+    rng: random.Random,
+    size: int,
+    mix: Sequence[tuple[tuple[str, str], float]] = (),
+    prefix: str = "student",
+) -> list[Student]:
+    """``size`` students spread over subjects, languages (Hindi most) and grades.
+
+    ``mix`` (``((subject, language), share)`` pairs) puts them in those
+    segments only, in those shares.
+    """
+    students = []
+    for i in range(size):
+        if mix:
+            subject, language = rng.choices([m[0] for m in mix], weights=[m[1] for m in mix])[0]
+        else:
+            subject = rng.choice(SUBJECTS)
+            language = rng.choices(LANGUAGES, weights=LANGUAGE_SHARES)[0]
+        students.append(
+            Student(
+                id=f"{prefix}-{i:04d}",
+                subject=subject,
+                language=language,
+                grade=rng.choice(GRADES),
+                leniency=round(rng.uniform(-0.3, 0.3), 2),
+            )
         )
-        for i in range(size)
-    ]
+    return students
 
 
 def draw_rating(quality: float, leniency: float, rng: random.Random) -> int:
@@ -112,6 +128,15 @@ def answer_complete(body: bytes, streamed: bool) -> bool:
     return isinstance(data, dict) and bool(data.get("choices"))
 
 
+Perceived = Callable[[str, str, str, float], float]
+"""The quality a student of ``(subject, language)`` sees in ``model`` of sandbox ``quality``."""
+
+
+def as_served(_subject: str, _language: str, _model: str, quality: float) -> float:
+    """Students see each model's sandbox quality as it is."""
+    return quality
+
+
 @dataclass
 class Classroom:
     """Students asking through the gateway and rating the answers, until stopped."""
@@ -119,17 +144,34 @@ class Classroom:
     session: aiohttp.ClientSession
     base_url: str
     track: str
-    qualities: Mapping[str, float]
+    qualities: dict[str, float]
     students: Sequence[Student]
     rate: float
     seed: int
     headers: Mapping[str, str] = field(default_factory=dict)
     """Sent with every request (the client key)."""
     max_in_flight: int = 200
+    perceived: Perceived = as_served
+    """How students see a model's quality (a scenario may make one segment unhappy)."""
+    refresh: Callable[[], Awaitable[dict[str, float]]] | None = None
+    """Reads the sandbox's model list again, for a model that appeared since (a fine-tune)."""
     counts: Counter[str] = field(default_factory=Counter)
     """``asked``, ``answered``, ``failed``, ``rated``, ``regenerated``, ``repeated``,
     ``skipped`` (arrivals dropped at ``max_in_flight``) and ``variant:<v>``."""
+    served: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """Answers by ``(subject, language, model)``: who got which model."""
     _last: dict[str, str] = field(default_factory=dict)
+    _refreshed: set[str] = field(default_factory=set)
+
+    async def quality(self, student: Student, model: str) -> float:
+        """What ``student`` thinks of ``model``'s answers (0..1)."""
+        unknown = model not in self.qualities and model not in self._refreshed
+        if unknown and self.refresh is not None:
+            self._refreshed.add(model)
+            self.qualities.update(await self.refresh())
+        return self.perceived(
+            student.subject, student.language, model, self.qualities.get(model, 0.5)
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Let questions arrive at ``rate`` per second until ``stop`` is set."""
@@ -172,7 +214,9 @@ class Classroom:
             answer = await self.ask(student, question, retry, rng.random() < STREAM_PROBABILITY)
             rating = None
             if answer.ok and answer.request_id is not None and answer.model is not None:
-                rating = draw_rating(self.qualities.get(answer.model, 0.5), student.leniency, rng)
+                self.served[(student.subject, student.language, answer.model)] += 1
+                quality = await self.quality(student, answer.model)
+                rating = draw_rating(quality, student.leniency, rng)
                 if rng.random() < RATE_PROBABILITY:
                     await self.rate_answer(feedback_body(answer.request_id, rating, rng))
             if not wants_regenerate(rating, rng):

@@ -14,13 +14,14 @@ if TYPE_CHECKING:
 def add_demo(sub: Subparsers) -> None:
     """``tara demo [--scenario S] [--pace P] ...``."""
     p = sub.add_parser(
-        "demo", help="watch a bad canary rolled back and a good one promoted (no setup needed)"
+        "demo",
+        help="watch canaries rolled back and promoted, and the loop retrain a weak segment",
     )
     p.add_argument(
         "--scenario",
         default="all",
-        choices=["bad-canary", "good-canary", "all"],
-        help="what to roll out (default: all = bad-canary, then good-canary)",
+        choices=["bad-canary", "good-canary", "full-loop", "all"],
+        help="what to run (default: all = bad-canary, good-canary, then full-loop)",
     )
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     p.add_argument("--json", action="store_true", help="print only the summary as JSON")

@@ -199,3 +199,58 @@ def line_chart(
         body.append(f'<text x="{x + 14}" y="15" class="legend">{html.escape(label)}</text>')
     body.append("</svg>")
     return f"<h2>{html.escape(title)}</h2>\n" + "\n".join(body)
+
+
+STEP_COLOURS: dict[str, str] = {
+    "trigger": "#e8590c",
+    "promoted": "#2b8a3e",
+    "rejected": "#c92a2a",
+    "rolled_back": "#c92a2a",
+    "failed": "#c92a2a",
+    "cancelled": "#c92a2a",
+}
+"""Colours of a fine-tuning run's events; its other steps are grey, canary decisions blue."""
+
+
+def event_colour(name: str) -> str:
+    """The colour of one event of the loop's timeline."""
+    return STEP_COLOURS.get(name) or MARKER_COLOURS.get(name, "#495057")
+
+
+def loop_timeline(events: Sequence[Marker], box: Box | None = None) -> str:
+    """The fine-tuning loop on one time axis: the trigger, the run's steps, the canary's stages.
+
+    Labels take four rows in turn so that events close in time stay readable;
+    each event's reason (the numbers behind it) is its tooltip.
+    """
+    box = box or Box(height=170, top=20, bottom=28)
+    if not events:
+        return ""
+    t0, t1 = events[0].t, events[-1].t
+    pad = max(1.0, (t1 - t0) * 0.04)
+    x_range = (t0 - pad, t1 + pad)
+    axis_y = box.y0 - 18
+    body = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {box.width} {box.height}" '
+        'role="img" aria-label="the fine-tuning loop as a timeline">',
+        f'<line x1="{box.x0}" x2="{box.x1}" y1="{axis_y}" y2="{axis_y}" stroke="#adb5bd"/>',
+    ]
+    for t in (t0, t1):
+        x = scale(t, *x_range, box.x0, box.x1)
+        body.append(
+            f'<text x="{x:.1f}" y="{box.y0}" text-anchor="middle" class="tick">{t:.0f}s</text>'
+        )
+    for i, e in enumerate(events):
+        x = scale(e.t, *x_range, box.x0, box.x1)
+        y = box.y1 + 14 + (i % 4) * 22
+        colour = event_colour(e.decision)
+        tip = html.escape(f"{e.t:.1f}s {e.decision} ({e.actor}): {e.reason}")
+        body.append(
+            f'<g class="marker"><title>{tip}</title>'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y + 3}" y2="{axis_y}" stroke="{colour}" '
+            f'stroke-dasharray="2 2"/><circle cx="{x:.1f}" cy="{axis_y}" r="4" fill="{colour}"/>'
+            f'<text x="{x:.1f}" y="{y}" text-anchor="middle" fill="{colour}" class="mark">'
+            f"{html.escape(e.decision)}</text></g>"
+        )
+    body.append("</svg>")
+    return "\n".join(body)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tara.retrain.run import Run, RunStep
 from tara.telemetry.windows import WindowStats
 
 
@@ -105,6 +106,12 @@ class ScenarioResult:
     markers: list[Marker] = field(default_factory=list)
     error: str | None = None
     """Why the scenario could not run or finish, if so."""
+    steps: list[Marker] = field(default_factory=list)
+    """The fine-tuning run's steps (the full loop only): trigger, prepare, train, gate ..."""
+    run: dict[str, Any] | None = None
+    """The fine-tuning run as the controller stored it (the full loop only)."""
+    served: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Answers per segment and model while the scenario ran (the full loop only)."""
 
     @property
     def ok(self) -> bool:
@@ -128,6 +135,8 @@ class ScenarioResult:
             "stable_model": self.stable_model,
             "decisions": [m.to_dict() for m in self.markers],
             "error": self.error,
+            **({"run": self.run, "steps": [m.to_dict() for m in self.steps]} if self.run else {}),
+            **({"served": self.served} if self.served else {}),
         }
 
 
@@ -144,6 +153,56 @@ class Timeline:
         return sorted((m for r in self.results for m in r.markers), key=lambda m: m.t)
 
     @property
+    def events(self) -> list[Marker]:
+        """Every decision and every fine-tuning run step, in time order."""
+        every = (m for r in self.results for m in (*r.markers, *r.steps))
+        return sorted(every, key=lambda m: m.t)
+
+    @property
     def ok(self) -> bool:
         """Whether every scenario ended as expected."""
         return bool(self.results) and all(r.ok for r in self.results)
+
+
+def _number(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def trigger_marker(run: Run, scenario: str, started: float) -> Marker:
+    """The firing that started ``run``: each rule's value against its threshold, and why."""
+    parts = []
+    for t in run.triggers:
+        samples = ", ".join(
+            f"{k} {v}" for k, v in t.get("evidence", {}).items() if isinstance(v, int)
+        )
+        window = t.get("window_seconds")
+        over = f" in the last {window:g} s" if isinstance(window, int | float) else ""
+        parts.append(
+            f"{t['trigger']} on {run.segment.label}: {_number(t['value'])} {t['op']} "
+            f"{_number(t['threshold'])} ({samples}{over})"
+        )
+    reason = "; ".join(parts)
+    return Marker(run.created_at - started, scenario, "trigger", "controller", reason, 0.0)
+
+
+_GATE_CHECKS = ("accuracy", "satisfaction", "error_rate")
+
+
+def describe_step(step: RunStep) -> str:
+    """A run step's reason with the numbers behind it (dataset, tokens, the gate's checks)."""
+    extra: list[str] = []
+    evidence = step.evidence
+    totals = evidence.get("totals")
+    if isinstance(totals, dict):
+        extra.append(f"read {totals.get('read')} interactions, kept {totals.get('kept')}")
+    tokens = evidence.get("trained_tokens")
+    if isinstance(tokens, int):
+        extra.append(f"{tokens:,} tokens trained")
+    checks = evidence.get("checks")
+    if isinstance(checks, list):
+        extra.extend(
+            f"{c['name']} {_number(c['candidate'])} vs {_number(c['stable'])}"
+            for c in checks
+            if isinstance(c, dict) and c.get("name") in _GATE_CHECKS
+        )
+    return step.reason + (f" ({'; '.join(extra)})" if extra else "")

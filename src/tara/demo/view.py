@@ -83,9 +83,20 @@ def render(state: DemoState) -> RenderableType:
             # Holds stay out of the history; this is what the stage still waits for.
             reason = last.reason.splitlines()[0] if last.reason else ""
             parts.append(Text(f"controller holds: {reason}", style="dim"))
+    run = state.run
+    if run is not None:
+        parts.append(
+            Text.assemble(
+                "fine-tuning run ",
+                (run.id, "bold"),
+                f" for {run.segment.label}: ",
+                (run.state.value, "bold"),
+                f"  {run.reason}",
+            )
+        )
     if sample is not None:
         parts.append(numbers_table(sample.canary, sample.stable, state.options.pace.window))
-    markers = state.timeline.markers[-RECENT_DECISIONS:]
+    markers = state.timeline.events[-RECENT_DECISIONS:]
     if markers:
         decisions = Table(box=None, show_header=False, pad_edge=False)
         for m in markers:

@@ -31,9 +31,16 @@ def stable_model(args: argparse.Namespace, settings: Settings) -> str | None:
 
 
 async def run_evaluation(
-    dataset: Path, candidate: str, stable: str, settings: Settings, limit: int | None
+    dataset: Path,
+    candidate: str,
+    stable: str,
+    settings: Settings,
+    limit: int | None,
+    *,
+    register: bool = True,
 ) -> EvaluationResult:
-    """Evaluate through ``settings.upstream`` with the ``openai`` SDK; register a winner."""
+    """Evaluate through ``settings.upstream`` with the ``openai`` SDK; register a winner
+    (unless ``register`` is false: the fine-tuning loop keeps its verdicts on its runs)."""
     ev = settings.finetune.evaluation
     client = openai.AsyncOpenAI(
         base_url=settings.upstream.base_url,
@@ -45,7 +52,7 @@ async def run_evaluation(
         result = await evaluate(dataset, candidate, stable, client, settings.finetune, limit=limit)
     finally:
         await client.close()
-    if result.gate.passed:
+    if register and result.gate.passed:
         result.registered = await asyncio.to_thread(register_candidate, result, ev.state_dir)
     return result
 

@@ -29,7 +29,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tara.gateway.auth import KeyAuth, KeyChecker
 from tara.gateway.chat import ChatCompletions
 from tara.gateway.errors import error_body
+from tara.gateway.openapi import OPENAPI_PATH, openapi_endpoint
 from tara.gateway.probes import Probes
+from tara.gateway.rejections import CHAT_PATH, CountRejections
 from tara.gateway.upstream import UpstreamClient
 from tara.rollout.routing_cache import RoutingCache
 from tara.rollout.routing_store import RoutingStore
@@ -40,7 +42,6 @@ from tara.telemetry.metrics import MetricsRecorder
 
 log = logging.getLogger(__name__)
 
-CHAT_PATH = "/v1/chat/completions"
 _JSON = "application/json"
 
 
@@ -78,30 +79,35 @@ class Gateway:
             routes=[
                 Route("/v1/models", self._models, methods=["GET"]),
                 Route(CHAT_PATH, self.chat),
+                Route(OPENAPI_PATH, openapi_endpoint, methods=["GET"]),
                 *self.probes.routes(),
                 *routes,
             ],
             exception_handlers={HTTPException: _http_error},
             lifespan=lambda _app: self.lifespan(),
         )
-        self._router = router
-        self._app: ASGIApp = self._dispatch
+        self._chat: ASGIApp = self.chat
+        others: ASGIApp = router
         if settings.auth.enabled:
+            auth = settings.auth
             rules = [
-                ("/v1/", KeyChecker(settings.auth.client_keys)),
-                ("/admin/", KeyChecker([settings.auth.admin_key])),
+                ("/v1/", KeyChecker(auth.client_keys)),
+                ("/admin/", KeyChecker([auth.admin_key])),
+                (OPENAPI_PATH, KeyChecker([*auth.client_keys, auth.admin_key])),
             ]
-            self._app = KeyAuth(self._dispatch, rules, on_reject=metrics.rejection)
+            self._chat = KeyAuth(self.chat, rules, on_reject=self._chat_rejected)
+            others = KeyAuth(router, rules)
+        self._others = CountRejections(others, metrics.rejection)
+
+    def _chat_rejected(self, status: int) -> None:
+        self.metrics.rejection(status, "chat")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI entry point."""
-        await self._app(scope, receive, send)
-
-    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point: the chat endpoint first (one compare), then everything else."""
         if scope["type"] == "http" and scope["path"] == CHAT_PATH:
-            await self.chat(scope, receive, send)
+            await self._chat(scope, receive, send)
         else:
-            await self._router(scope, receive, send)
+            await self._others(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:

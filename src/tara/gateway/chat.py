@@ -233,5 +233,5 @@ class ChatCompletions:
         request_id: str,
         headers: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
-        self.metrics.rejection(error.status)
+        self.metrics.rejection(error.status, "chat")
         await send_error(send, error, [(b"x-tara-request-id", request_id.encode()), *headers])

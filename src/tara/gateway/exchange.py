@@ -244,7 +244,7 @@ class Exchange:
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
         failure = await self._pump(tap)
-        last = tap.flush()
+        last = b""  # an event the upstream cut off is dropped, as a client would drop it
         out.answer = tap.answer
         out.prompt_tokens, out.completion_tokens = tap.prompt_tokens, tap.completion_tokens
         if failure is not None:
@@ -300,6 +300,7 @@ class Exchange:
             subject=req.subject,
             language=req.language,
             grade=req.grade,
+            topic=req.topic,
             status=status,
             error_class=error_class,
             latency_s=latency_s,

@@ -2,36 +2,89 @@
 
 The body is ``{"request_id", "rating": 1-5, "tags": [...], "relevance": 0..1,
 "comment"}`` (the last three optional; unknown fields are ignored so older
-gateways accept newer apps). :func:`parse_feedback` is the pure validation:
-invalid JSON is a 400, a bad field a 422 whose message and ``param`` name the
-field. The join itself is :meth:`~tara.telemetry.pipeline.Telemetry.submit_feedback`:
-an unknown or expired request id is a 404, an unreachable shared index a 503
+gateways accept newer apps). :class:`FeedbackBody` is its pydantic model and
+:func:`parse_feedback` the pure validation: invalid JSON (or JSON nested past
+:data:`~tara.gateway.limits.MAX_JSON_DEPTH`) is a 400, a bad field a 422 whose
+message starts with the field and says its rule, ``param`` naming it. The join
+itself is :meth:`~tara.telemetry.pipeline.Telemetry.submit_feedback`: an
+unknown or expired request id is a 404, an unreachable shared index a 503
 (the app may retry), success a 200 ``{"request_id", "rating", "replaced"}``.
 The client key is checked by the gateway's auth, like every ``/v1/`` path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tara.gateway import limits
 from tara.gateway.errors import SERVER_ERROR, GatewayError
+from tara.gateway.limits import TextLimit
 from tara.telemetry.pipeline import FEEDBACK_TAGS, FeedbackAccepted, Telemetry
 
 FEEDBACK_PATH = "/v1/feedback"
 MAX_BODY_BYTES = 16 * 1024
 """Feedback is small; a larger body is refused before it is parsed."""
-MAX_COMMENT_CHARS = 2000
-MAX_REQUEST_ID_CHARS = 128
-MAX_TAGS = 16
+MAX_COMMENT_CHARS = limits.COMMENT.max_chars
+MAX_REQUEST_ID_CHARS = limits.REQUEST_ID.max_chars
+MAX_TAGS = limits.MAX_TAGS
 
 _JSON = "application/json"
+
+
+def _text(value: str, limit: TextLimit) -> str:
+    problem = limit.problem(value)
+    if problem is not None:
+        raise PydanticCustomError("invalid_value", f"must be {limit.describe()}; {problem}")
+    return value
+
+
+class FeedbackBody(BaseModel):
+    """The feedback request body (strict: ``true``, ``4.0`` and ``"4"`` are not ratings)."""
+
+    model_config = ConfigDict(
+        strict=True, extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
+
+    request_id: str = Field(json_schema_extra=limits.REQUEST_ID.json_schema())
+    """The X-Tara-Request-Id of the answer rated."""
+    rating: int = Field(ge=1, le=5)
+    """An integer from 1 to 5."""
+    tags: list[Annotated[str, Field(json_schema_extra={"enum": list(FEEDBACK_TAGS)})]] | None = (
+        Field(None, max_length=MAX_TAGS)
+    )
+    """At most 16 known tags (duplicates collapse)."""
+    relevance: float | None = Field(None, ge=0, le=1)
+    """A number from 0 to 1."""
+    comment: str | None = Field(None, json_schema_extra=limits.COMMENT.json_schema())
+    """Free text, stored with the rating when capture is ``full``."""
+
+    @field_validator("request_id")
+    @classmethod
+    def _request_id(cls, value: str) -> str:
+        return _text(value, limits.REQUEST_ID)
+
+    @field_validator("comment")
+    @classmethod
+    def _comment(cls, value: str | None) -> str | None:
+        return _text(value, limits.COMMENT) if value else None
+
+    @field_validator("tags")
+    @classmethod
+    def _known_tags(cls, tags: list[str] | None) -> list[str] | None:
+        unknown = sorted({t for t in tags or () if t not in FEEDBACK_TAGS})
+        if unknown:
+            known = ", ".join(FEEDBACK_TAGS)
+            msg = f"unknown tag {unknown[0]!r}; known tags: {known}"
+            raise PydanticCustomError("unknown_tag", msg)
+        return tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,57 +98,41 @@ class FeedbackRequest:
     comment: str | None = None
 
 
-def _invalid(param: str, message: str) -> GatewayError:
-    return GatewayError(422, f"{param}: {message}", code="invalid_value", param=param)
+def _refusal(exc: ValidationError) -> GatewayError:
+    """The 422 (400 for a body that is not an object) for the first problem pydantic found."""
+    error = exc.errors(include_url=False)[0]
+    if not error["loc"]:
+        return GatewayError(400, "the body must be a JSON object", code="invalid_json")
+    field = str(error["loc"][0])
+    described = FeedbackBody.model_fields[field].description or ""
+    rule = described[:1].lower() + described[1:].rstrip(".")
+    if error["type"] == "missing":
+        message = f"{field}: required; it must be {rule}"
+    elif error["type"] in ("invalid_value", "unknown_tag"):
+        message = f"{field}: {error['msg']}"
+    else:
+        message = f"{field}: {error['msg'][0].lower()}{error['msg'][1:]}; it must be {rule}"
+    return GatewayError(422, message, code="invalid_value", param=field)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def parse_feedback(  # noqa: C901 - one flat check per field reads best
-    raw: bytes, allowed_tags: Collection[str] = FEEDBACK_TAGS
-) -> FeedbackRequest | GatewayError:
+def parse_feedback(raw: bytes) -> FeedbackRequest | GatewayError:
     """The validated body, or the error to answer with (400 bad JSON, 422 bad field)."""
     try:
-        body = orjson.loads(raw)
+        data: Any = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return GatewayError(400, "the body is not valid JSON", code="invalid_json")
-    if not isinstance(body, dict):
-        return GatewayError(400, "the body must be a JSON object", code="invalid_json")
-    request_id = body.get("request_id")
-    if not isinstance(request_id, str) or not request_id.strip():
-        return _invalid("request_id", "required, a non-empty string (X-Tara-Request-Id)")
-    if len(request_id) > MAX_REQUEST_ID_CHARS:
-        return _invalid("request_id", f"longer than {MAX_REQUEST_ID_CHARS} characters")
-    rating = body.get("rating")
-    if type(rating) is not int or not 1 <= rating <= 5:  # bool is an int subclass: refuse it
-        return _invalid("rating", "required, an integer from 1 to 5")
-    tags = body.get("tags", [])
-    if tags is None:
-        tags = []
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        return _invalid("tags", "must be a list of strings")
-    if len(tags) > MAX_TAGS:
-        return _invalid("tags", f"at most {MAX_TAGS} tags")
-    unknown = sorted({t for t in tags if t not in allowed_tags})
-    if unknown:
-        known = ", ".join(allowed_tags)
-        return _invalid("tags", f"unknown tag {unknown[0]!r}; known tags: {known}")
-    relevance = body.get("relevance")
-    if relevance is not None and (not _number(relevance) or not 0 <= relevance <= 1):
-        return _invalid("relevance", "must be a number from 0 to 1")
-    comment = body.get("comment")
-    if comment is not None and not isinstance(comment, str):
-        return _invalid("comment", "must be a string")
-    if comment is not None and len(comment) > MAX_COMMENT_CHARS:
-        return _invalid("comment", f"longer than {MAX_COMMENT_CHARS} characters")
+    if limits.too_deep(raw, data):
+        return GatewayError(400, limits.depth_message(), code="json_too_deep")
+    try:
+        body = FeedbackBody.model_validate(data)
+    except ValidationError as exc:
+        return _refusal(exc)
     return FeedbackRequest(
-        request_id=request_id,
-        rating=rating,
-        tags=tuple(dict.fromkeys(tags)),
-        relevance=float(relevance) if relevance is not None else None,
-        comment=comment or None,
+        request_id=body.request_id,
+        rating=body.rating,
+        tags=tuple(dict.fromkeys(body.tags or ())),
+        relevance=body.relevance,
+        comment=body.comment,
     )
 
 
@@ -117,18 +154,16 @@ async def _read_bounded(request: Request) -> bytes | GatewayError:
     return b"".join(parts)
 
 
-def feedback_route(telemetry: Telemetry, on_reject: Callable[[int], None] | None = None) -> Route:
+def feedback_route(telemetry: Telemetry) -> Route:
     """The ``POST /v1/feedback`` route backed by ``telemetry``.
 
-    ``on_reject`` is told the status of every refused request (the gateway's
-    ``tara_rejected_requests_total``).
+    (The gateway counts its refusals in ``tara_rejected_requests_total``, like
+    every route's.)
     """
 
     async def endpoint(request: Request) -> Response:
         result = await _handle(request, telemetry)
         if isinstance(result, GatewayError):
-            if on_reject is not None:
-                on_reject(result.status)
             return _error(result)
         return result
 

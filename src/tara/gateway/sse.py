@@ -1,11 +1,19 @@
 """Watching a chat-completions SSE stream as it passes through.
 
 :class:`StreamTap` is fed the upstream's bytes as they arrive and returns the
-bytes to forward: whole events only, unchanged, except the usage-only chunk
-when the client did not ask for usage (the gateway asks the upstream for it
-to count tokens). On the way it reassembles the answer text of choice 0,
-notes the first content token, the token counts, ``[DONE]`` and any error
-event. Each event's JSON is parsed once, with orjson.
+bytes to forward. It frames events as the SSE spec does, whatever the reads:
+lines end with CR, LF or CRLF (a CRLF split between two reads is one line
+end), a blank line ends an event, ``data:`` lines (one optional space after
+the colon) are joined with newlines, comments and other fields are passed on.
+Line ends are forwarded as LF, so a stream of LF lines (OpenAI's) goes
+through byte for byte; a run of blank lines, which dispatches nothing, is
+forwarded as one. Every event is forwarded unchanged except usage the client
+did not ask for (the gateway asks the upstream for it to count tokens): the
+usage-only chunk is dropped, usage riding on a chunk with choices is removed.
+An event the stream cut off before its blank line is discarded, as a client
+would. On the way the tap reassembles the answer text of choice 0, notes the
+first content token, the token counts, ``[DONE]`` and any error event; each
+event's JSON is parsed once, with orjson.
 """
 
 from __future__ import annotations
@@ -15,15 +23,20 @@ from typing import Any
 import orjson
 
 _EVENT_END = b"\n\n"
+_BLANK_RUN = b"\n\n\n"
 _DATA = b"data:"
 _DONE = b"[DONE]"
+_BOM = b"\xef\xbb\xbf"
+MAX_TOKENS = 2**31 - 1
+"""Largest token count kept: what the interaction log's integer columns hold."""
 
 
 class StreamTap:
-    """Incremental SSE splitter and observer for one chat-completions stream."""
+    """Incremental SSE framer and observer for one chat-completions stream."""
 
     __slots__ = (
         "_buffer",
+        "_cr",
         "_drop_usage",
         "_parts",
         "completion_tokens",
@@ -35,6 +48,7 @@ class StreamTap:
 
     def __init__(self, *, drop_usage_chunk: bool) -> None:
         self._buffer = b""
+        self._cr = False
         self._drop_usage = drop_usage_chunk
         self._parts: list[str] = []
         self.content_seen = False
@@ -53,64 +67,73 @@ class StreamTap:
 
     def feed(self, data: bytes) -> bytes:
         """Take the next bytes from upstream; return the complete events to forward."""
+        if self._cr:
+            # The last read ended in CR: an LF opening this one ends that same line.
+            self._cr = False
+            if data.startswith(b"\n"):
+                data = data[1:]
         if b"\r" in data:
-            # CRLF framing is legal SSE; normalising keeps the split to one separator.
-            data = data.replace(b"\r\n", b"\n")
+            self._cr = data.endswith(b"\r")
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + data if self._buffer else data
-        end = buffer.rfind(_EVENT_END)
-        if end < 0:
-            self._buffer = buffer
+        if buffer[:1] == b"\n":
+            # Just after an event's end (or the stream's start) a line end is a blank
+            # line that dispatches nothing.
+            buffer = buffer.lstrip(b"\n")
+        events = buffer.split(_EVENT_END)
+        rest = self._buffer = events.pop()
+        if not events:
             return b""
-        end += 2
-        complete, self._buffer = buffer[:end], buffer[end:]
-        kept: list[bytes] | None = None
-        events = complete.split(_EVENT_END)
-        events.pop()  # the empty remainder after the last separator
+        if _BLANK_RUN in buffer:
+            return self._forward([e for e in (e.lstrip(b"\n") for e in events) if e], [])
         for i, event in enumerate(events):
-            keep = self._observe(event)
-            if kept is not None:
-                if keep:
-                    kept.append(event + _EVENT_END)
-            elif not keep:
-                # First dropped event: from here on forward the others one by one.
-                kept = [e + _EVENT_END for e in events[:i]]
-        if kept is None:
-            return complete
-        return b"".join(kept)
+            replacement = self._observe(event)
+            if replacement is not None:
+                # Rare: an event is rewritten or dropped; observe the rest as we forward.
+                return self._forward(events[i + 1 :], events[:i], replacement)
+        return buffer[: len(buffer) - len(rest)] if rest else buffer
 
-    def flush(self) -> bytes:
-        """The unterminated tail left at the end of the stream (forwarded as is)."""
-        tail, self._buffer = self._buffer, b""
-        if tail:
-            self._observe(tail)
-        return tail
+    def _forward(
+        self, events: list[bytes], before: list[bytes], changed: bytes | None = None
+    ) -> bytes:
+        """Observe ``events`` and join what to forward: ``before`` and ``changed`` first."""
+        out = [e + _EVENT_END for e in before]
+        if changed is not None:
+            out.append(changed)
+        for event in events:
+            replacement = self._observe(event)
+            out.append(event + _EVENT_END if replacement is None else replacement)
+        return b"".join(out)
 
-    def _observe(self, event: bytes) -> bool:
-        """Note what the event says; ``False`` when it must not be forwarded."""
+    def _observe(self, event: bytes) -> bytes | None:
+        """Note what the event says; ``None`` to forward it as is, else what to send instead."""
         payload = _data(event)
         if payload is None:
-            return True
+            return None
         if payload == _DONE:
             self.done = True
-            return True
+            return None
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            return True
+            return None
         if not isinstance(chunk, dict):
-            return True
+            return None
         if "error" in chunk:
             self.error = chunk["error"]
-            return True
+            return None
         choices = chunk.get("choices")
         if choices and isinstance(choices, list):
             self._choices(choices)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self._usage(usage)
-            if self._drop_usage and not choices:
-                return False
-        return True
+            if self._drop_usage:
+                if not choices:
+                    return b""
+                del chunk["usage"]
+                return b"data: " + orjson.dumps(chunk) + _EVENT_END
+        return None
 
     def _choices(self, choices: list[Any]) -> None:
         for choice in choices:
@@ -127,22 +150,36 @@ class StreamTap:
                 self.content_seen = True
 
     def _usage(self, usage: dict[str, Any]) -> None:
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens")
-        if isinstance(prompt, int):
+        prompt = _tokens(usage.get("prompt_tokens"))
+        completion = _tokens(usage.get("completion_tokens"))
+        if prompt is not None:
             self.prompt_tokens = prompt
-        if isinstance(completion, int):
+        if completion is not None:
             self.completion_tokens = completion
 
 
+def _tokens(value: Any) -> int | None:
+    """A token count the log can store, or ``None`` (``true``, ``11.5``, ``"11"``, ``-1``)."""
+    return value if type(value) is int and 0 <= value <= MAX_TOKENS else None
+
+
 def _data(event: bytes) -> bytes | None:
-    """The joined ``data:`` lines of one event, or ``None`` if it has none."""
-    if event.startswith(_DATA) and b"\n" not in event:
-        return event[5:].lstrip(b" ")
-    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(_DATA)]
-    if not lines:
-        return None
-    return b"\n".join(lines)
+    """The joined ``data:`` values of one event, or ``None`` if it has none."""
+    if b"\n" not in event:
+        # One line: almost every event. Slicing once keeps the copy to one.
+        if event.startswith(b"data: "):
+            return event[6:]
+        if event.startswith(_DATA):
+            return event[5:]
+    if event.startswith(_BOM):
+        event = event[3:]
+    values = []
+    for line in event.split(b"\n"):
+        if line.startswith(b"data"):
+            name, _, value = line.partition(b":")
+            if name == b"data":
+                values.append(value[1:] if value.startswith(b" ") else value)
+    return b"\n".join(values) if values else None
 
 
 def error_event(message: str, type_: str, code: str | None) -> bytes:
@@ -168,7 +205,6 @@ def parse_completion(body: bytes) -> tuple[str | None, int | None, int | None]:
     usage = data.get("usage")
     prompt = completion = None
     if isinstance(usage, dict):
-        p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        prompt = p if isinstance(p, int) else None
-        completion = c if isinstance(c, int) else None
+        prompt = _tokens(usage.get("prompt_tokens"))
+        completion = _tokens(usage.get("completion_tokens"))
     return answer, prompt, completion

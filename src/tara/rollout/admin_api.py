@@ -59,7 +59,8 @@ class ApiError(Exception):
         return Response(orjson.dumps({"error": error}), self.status, media_type=_JSON)
 
 
-def _json(data: Any, status: int = 200) -> Response:
+def json_response(data: Any, status: int = 200) -> Response:
+    """``data`` as a JSON response (shared by every admin route)."""
     return Response(orjson.dumps(data), status, media_type=_JSON)
 
 
@@ -89,7 +90,8 @@ _REFUSED = (
 )
 
 
-async def _body(request: Request) -> Mapping[str, Any]:
+async def json_body(request: Request) -> Mapping[str, Any]:
+    """The request's JSON object (empty body: ``{}``); :class:`ApiError` for anything else."""
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, f"body over {MAX_BODY_BYTES} bytes", "body_too_large")
@@ -104,7 +106,7 @@ async def _body(request: Request) -> Mapping[str, Any]:
     return data
 
 
-def _text(body: Mapping[str, Any], name: str) -> str | None:
+def text_field(body: Mapping[str, Any], name: str) -> str | None:
     """An optional string field (absent or null: ``None``)."""
     value = body.get(name)
     if value is None:
@@ -115,7 +117,7 @@ def _text(body: Mapping[str, Any], name: str) -> str | None:
 
 
 def _required(body: Mapping[str, Any], name: str) -> str:
-    value = _text(body, name)
+    value = text_field(body, name)
     if value is None:
         raise ApiError(422, f"'{name}' is required", "missing_field", name)
     return value
@@ -161,12 +163,12 @@ class AdminApi:
         active = request.query_params.get("active", "").lower() in ("1", "true", "yes")
         rollouts = await self.service.list(track, active_only=active)
         now = self.service.now()
-        return _json({"object": "list", "data": [summary(r, now) for r in rollouts]})
+        return json_response({"object": "list", "data": [summary(r, now) for r in rollouts]})
 
     async def status(self, request: Request) -> Response:
         """``GET /admin/rollouts/{id}``: stage, weight, time left and live numbers."""
         rollout = await self.service.get(request.path_params["rollout_id"])
-        return _json(detail(rollout, self.service.now(), await self._live(rollout)))
+        return json_response(detail(rollout, self.service.now(), await self._live(rollout)))
 
     async def start(self, request: Request) -> Response:
         """``POST /admin/rollouts`` with ``{"track", "candidate", "subject"?, "language"?}``."""
@@ -176,15 +178,15 @@ class AdminApi:
                 f"memory, which no `tara controller` can see; {HOW_TO_SHARE}"
             )
             raise ApiError(409, msg, "no_controller")
-        body = await _body(request)
+        body = await json_body(request)
         rollout = await self.service.start(
             _required(body, "track"),
             _required(body, "candidate"),
-            subject=_text(body, "subject"),
-            language=_text(body, "language"),
-            actor=_text(body, "actor") or "admin-api",
+            subject=text_field(body, "subject"),
+            language=text_field(body, "language"),
+            actor=text_field(body, "actor") or "admin-api",
         )
-        return _json(detail(rollout, self.service.now()), 201)
+        return json_response(detail(rollout, self.service.now()), 201)
 
     async def state_report(self, _request: Request) -> Response:
         """``GET /admin/state``: where the state lives and whether a controller can judge it."""
@@ -206,7 +208,7 @@ class AdminApi:
                 "can_judge_rollouts": state.judged,
             },
         }
-        return _json(body)
+        return json_response(body)
 
     async def act(self, request: Request) -> Response:
         """``POST /admin/rollouts/{id}/{action}`` with ``{"reason"?, "actor"?}``."""
@@ -214,13 +216,13 @@ class AdminApi:
         if action not in self._verbs:
             msg = f"unknown action {action!r}; one of: {', '.join(ACTIONS)}"
             raise ApiError(404, msg, "unknown_action")
-        body = await _body(request)
-        reason = _text(body, "reason") or ""
-        actor = _text(body, "actor") or "admin-api"
+        body = await json_body(request)
+        reason = text_field(body, "reason") or ""
+        actor = text_field(body, "actor") or "admin-api"
         rollout = await self._verbs[action](
             request.path_params["rollout_id"], actor=actor, reason=reason
         )
-        return _json(detail(rollout, self.service.now()))
+        return json_response(detail(rollout, self.service.now()))
 
 
 def _guarded(

@@ -39,7 +39,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from tara.loops import poll
 from tara.rollout.actions import Action, Alert, Notify
@@ -62,6 +62,18 @@ DECISION_LABELS = tuple(dict.fromkeys(d.metric_label for d in DecisionName))
 
 LostReason = Literal["expired", "fenced"]
 """Why a tenure ended: the lease ran out, or a write showed that a newer leader exists."""
+
+
+class Companion(Protocol):
+    """Work that rides along the controller's tick while it leads (the fine-tuning loop)."""
+
+    async def tick(self, token: int | None) -> object:
+        """One pass with the leader's fencing token (``None``: not leading, stop acting)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop its background work."""
+        ...
 
 
 @dataclass(slots=True)
@@ -106,6 +118,7 @@ class Controller:
         *,
         clock: Callable[[], float] = time.time,
         tracks: Iterable[str] = (),
+        companions: Sequence[Companion] = (),
     ) -> None:
         self._service = service
         self._source = source
@@ -114,6 +127,7 @@ class Controller:
         self._metrics = metrics
         self._notifier = notifier
         self._clock = clock
+        self.companions = tuple(companions)
         self._tenure: int | None = None
         """The fencing token of the tenure this controller believes it holds."""
         self._inflight: asyncio.Future[TickReport] | None = None
@@ -133,17 +147,26 @@ class Controller:
             self._lost("expired", "the leader lease could not be renewed")
             # A standby that reached the lease store is as ready as it can be.
             self.last_tick = self._clock()
+            await self._companions(None)
             return TickReport(leader=False)
         report = TickReport(leader=True, token=self.lease.token)
         if report.token != self._tenure:
             self._lost("expired", f"the lease was taken again as tenure {report.token}")
             await self._begin_tenure(report)
+        await self._rollouts(report)
+        # The fine-tuning loop acts on what this tick decided, with a token still valid.
+        await self._companions(None if report.fenced else self.lease.token)
+        if not report.errors:
+            self.last_tick = self._clock()
+        return report
+
+    async def _rollouts(self, report: TickReport) -> None:
         try:
             rollouts = await self._service.list()
         except Exception as exc:  # the store is down: nothing to decide on
             log.error("controller: cannot list rollouts: %s", exc)
             report.errors += 1
-            return report
+            return
         for rollout in rollouts:
             current = rollout
             if analysis_due(current, self._clock()):
@@ -155,9 +178,13 @@ class Controller:
             if current.phase not in TERMINAL:
                 self._set_gauges(current)
             report.active += current.phase not in TERMINAL
-        if not report.errors:
-            self.last_tick = self._clock()
-        return report
+
+    async def _companions(self, token: int | None) -> None:
+        for companion in self.companions:
+            try:
+                await companion.tick(token)
+            except Exception:  # one companion's bug must not stop the rollouts
+                log.exception("controller: %s failed", type(companion).__name__)
 
     async def _begin_tenure(self, report: TickReport) -> None:
         """Remember the new tenure; repair the routing table its predecessor may have left."""
@@ -299,5 +326,7 @@ class Controller:
                 inflight.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await inflight
+        for companion in self.companions:
+            await companion.aclose()
         await self.lease.release()
         await self._notifier.aclose(max(0.0, deadline - time.monotonic()))

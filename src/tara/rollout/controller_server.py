@@ -1,5 +1,9 @@
 """``tara controller``: build the controller from settings, serve its probes, run the loop.
 
+This module is the composition root of the controller: besides judging
+rollouts, its leader runs the fine-tuning loop (:mod:`tara.retrain`) on the
+same tick and fencing token, unless ``retrain.enabled`` is off.
+
 State comes from :func:`tara.state.open_state`, and must be shared (Redis):
 on state in process memory a separate controller would judge rollouts no
 gateway serves, so ``tara controller`` refuses it (``tara demo`` embeds a
@@ -37,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tara.loops import run_in_loop
+from tara.retrain.retrainer import Retrainer
 from tara.rollout.config import RolloutSettings
 from tara.rollout.controller import Controller
 from tara.rollout.metric_source import MetricSource, WindowMetricSource
@@ -78,14 +83,28 @@ def build_controller(
         if cfg.metric_source == "prometheus"
         else WindowMetricSource(state.windows)
     )
+    notifier = WebhookNotifier.from_settings(cfg)
+    companions = []
+    if settings.retrain.enabled:
+        companions.append(
+            Retrainer(
+                settings,
+                state.runs,
+                state.ledger,
+                service,
+                notifier,
+                metrics,
+            )
+        )
     controller = Controller(
         service,
         source,
         state.new_lease(cfg.leader_ttl.total_seconds()),
         cfg,
         metrics,
-        WebhookNotifier.from_settings(cfg),
+        notifier,
         tracks=service.stable_models,
+        companions=companions,
     )
     return controller, service, source
 

@@ -31,7 +31,7 @@ LEADER_TOKEN = "token"  # noqa: S105 - a key name, not a secret
 
 # KEYS: records, revisions, leader token. ARGV: id, expected revision, JSON, fence ("" = none).
 # Replies: 1 saved, 0 lost the check-and-set, -N refused: token N is newer than the fence.
-_SAVE = """
+FENCED_SAVE = """
 if ARGV[4] ~= '' then
     local newest = tonumber(redis.call('GET', KEYS[3]) or '0')
     if newest > tonumber(ARGV[4]) then
@@ -46,6 +46,9 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], stored + 1)
 return 1
 """
+
+"""Check-and-set of one record of a hash pair (records, revisions), fenced by the leader
+token: shared by every record the controller writes (rollouts, fine-tuning runs)."""
 
 _UNREACHABLE = (RedisError, OSError)
 
@@ -63,7 +66,7 @@ class RedisRolloutStore:
         self.records_key = keys.key(namespace, keys.ROLLOUTS)
         self.revisions_key = keys.key(namespace, keys.ROLLOUTS, "revision")
         self.token_key = leader_token_key(namespace)
-        self._save = client.register_script(_SAVE)
+        self._save = client.register_script(FENCED_SAVE)
 
     async def get(self, rollout_id: str) -> Rollout | None:
         """The rollout, or ``None``."""

@@ -136,14 +136,7 @@ class RolloutService:
         if not candidate:
             msg = "candidate model must be a non-empty name"
             raise ValueError(msg)
-        table = (await self.routing.load_table() or RoutingTable()).with_defaults(
-            self.stable_models
-        )
-        route = table.tracks.get(track)
-        if route is None:
-            known = ", ".join(sorted(table.tracks)) or "none"
-            raise UnknownTrack(f"unknown track {track!r} (known: {known})")
-        stable = _segment_stable(route, segment)
+        stable = await self.stable_model(track, segment)
         if candidate == stable:
             msg = f"{candidate!r} is already the stable model of {track} segment {segment.label}"
             raise ValueError(msg)
@@ -179,6 +172,27 @@ class RolloutService:
             )
         except TransitionError:  # the controller started it first
             return await self.get(rollout.id)
+
+    async def current_stable_models(self) -> dict[str, str]:
+        """Each track's stable model now: the routing table's (a promotion changes it), else
+        the configured one."""
+        table = await self.routing.load_table()
+        routes = table.tracks if table is not None else {}
+        return self.stable_models | {name: route.stable_model for name, route in routes.items()}
+
+    async def stable_model(self, track: str, segment: Segment) -> str:
+        """The model the segment's students get now (its pin's, else the track's stable).
+
+        Raises :class:`UnknownTrack`.
+        """
+        table = (await self.routing.load_table() or RoutingTable()).with_defaults(
+            self.stable_models
+        )
+        route = table.tracks.get(track)
+        if route is None:
+            known = ", ".join(sorted(table.tracks)) or "none"
+            raise UnknownTrack(f"unknown track {track!r} (known: {known})")
+        return _segment_stable(route, segment)
 
     async def _refuse_overlap(self, track: str, segment: Segment, mine: Rollout | None) -> None:
         """Raise :class:`RolloutConflict` if a running rollout's segment overlaps ``segment``.

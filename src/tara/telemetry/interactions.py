@@ -49,6 +49,9 @@ class Interaction:
     grade: str | None
     status: int
     """HTTP status sent to the client (200 for a good answer)."""
+    topic: str | None = None
+    """The topic the app named (``X-Tara-Topic`` / ``metadata.topic``); the triggers derive
+    one from the question when it is ``None``."""
     error_class: str | None = None
     latency_s: float | None = None
     ttft_s: float | None = None

@@ -37,6 +37,7 @@ COLUMNS: tuple[str, ...] = (
     "language",
     "grade",
     "status",
+    "topic",
     "error_class",
     "latency_s",
     "ttft_s",

@@ -1,4 +1,8 @@
-"""``tara log ...``: maintenance of the interaction log from the command line."""
+"""``tara log ...``: maintenance of the interaction log from the command line.
+
+Maintenance never creates a log: purging a SQLite file that does not exist
+is an error (a mistyped path would otherwise "succeed" on a new, empty log).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import asyncio
 import re
 import sys
 import time
+from pathlib import Path
 
 from tara.settings import Settings
 from tara.telemetry.log_backends import open_log
@@ -23,6 +28,16 @@ def parse_age(text: str) -> float:
         raise ValueError(msg)
     number, unit = match.groups()
     return float(number) * _UNITS[unit or "d"]
+
+
+def sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite file the settings name as the log, or ``None`` for PostgreSQL."""
+    url = settings.database_url
+    if url is None:
+        return settings.telemetry.sqlite_path
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
 
 
 async def _purge(settings: Settings, cutoff: float) -> int:
@@ -42,6 +57,14 @@ def purge_command(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"tara log purge: {exc}", file=sys.stderr)
         return 2
+    path = sqlite_file(settings)
+    if path is not None and not path.is_file():
+        print(
+            f"tara log purge: the interaction log {path} does not exist; set "
+            "TARA_DATABASE_URL or TARA_TELEMETRY__SQLITE_PATH to the log to purge",
+            file=sys.stderr,
+        )
+        return 1
     cutoff = time.time() - age
     try:
         deleted = asyncio.run(_purge(settings, cutoff))

@@ -80,7 +80,7 @@ def encode_json(value: Any) -> str:
 
 _TEXT = frozenset(
     {"request_id", "track", "segment", "variant", "model", "student_hash", "subject"}
-    | {"language", "grade", "error_class", "answer", "comment"}
+    | {"language", "grade", "topic", "error_class", "answer", "comment"}
 )
 """Text columns, cleaned of NULs before they are sent."""
 

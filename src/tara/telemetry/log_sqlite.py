@@ -82,6 +82,7 @@ def to_row(ix: Interaction) -> tuple[Any, ...]:
         ix.language,
         ix.grade,
         ix.status,
+        ix.topic,
         ix.error_class,
         ix.latency_s,
         ix.ttft_s,

@@ -169,7 +169,23 @@ class MetricsRecorder:
             "tara_trigger_fired_total", "Fine-tuning triggers that fired.", ["trigger"], registry=r
         )
         self.finetune_runs = Counter(
-            "tara_finetune_runs_total", "Fine-tuning runs by final status.", ["status"], registry=r
+            "tara_finetune_runs_total",
+            "Fine-tuning runs entering each status (pending: started; promoted, failed, "
+            "rejected, rolled_back, cancelled: ended).",
+            ["status"],
+            registry=r,
+        )
+        self.finetune_runs_open = Gauge(
+            "tara_finetune_runs_open",
+            "Fine-tuning runs in progress, by the state they are in.",
+            ["state"],
+            registry=r,
+        )
+        self.finetune_run_state_age = Gauge(
+            "tara_finetune_run_state_age_seconds",
+            "How long the longest-waiting open fine-tuning run has been in its state (0: none).",
+            ["state"],
+            registry=r,
         )
         # -- operational metrics ------------------------------------------
         self.request_errors = Counter(
@@ -180,8 +196,8 @@ class MetricsRecorder:
         )
         self.rejected = Counter(
             "tara_rejected_requests_total",
-            "Requests refused before routing (bad input, auth, size, method).",
-            ["status"],
+            "Requests refused with a 4xx (bad input, auth, size, method, unknown route or id).",
+            ["status", "route"],
             registry=r,
         )
         self.in_flight = Gauge(
@@ -326,9 +342,9 @@ class MetricsRecorder:
         """A canary request failed and goes to stable instead."""
         self.fallbacks.labels(track, reason).inc()
 
-    def rejection(self, status: int) -> None:
-        """A request was refused before routing."""
-        self.rejected.labels(self._status(status)).inc()
+    def rejection(self, status: int, route: str) -> None:
+        """A request was refused; ``route`` is one of the gateway's fixed route labels."""
+        self.rejected.labels(self._status(status), route).inc()
 
     def feedback(
         self,

@@ -160,7 +160,7 @@ class Telemetry:
         Same order as shut-down: detected retries reach the recorder and the
         writer before those flush.
         """
-        await self.detector.flush()
+        await self.detector.flush(decide_all=True)
         await self.index.flush()
         await self.recorder.flush()
         await self.writer.flush()

@@ -46,6 +46,10 @@ class TelemetryStatsSettings(BaseModel):
     """How long feedback waits for another replica to publish an unknown request id."""
     user_retry_window_seconds: float = Field(600.0, gt=0)
     """The same question from the same student within this time is a retry."""
+    user_retry_settle_seconds: float = Field(3.0, ge=0)
+    """How long a replica waits after sharing a question before it decides whether an
+    earlier ask of it exists, so that every replica has shared its asks by then: keep it
+    above ``flush_interval`` (a later ask is then never mistaken for the original)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> TelemetryStatsSettings:

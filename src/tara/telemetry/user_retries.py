@@ -2,13 +2,18 @@
 
 The question is the last user message, normalised (:func:`normalise_question`)
 so that retyping it with other case, spacing or punctuation still matches in
-any script. The detector is fed like a sink and works off the request path:
-once per flush interval it checks every queued request's ``(student, question)``
-key against a shared memory in one round trip. A hit within the window is a
-retry: a ``uretry`` delta goes to the retried request's window bucket and
-``on_retry`` is called (metrics, interaction log). A request the client
-already flagged (``X-Tara-Retry: 1`` → ``Interaction.user_retry``) was counted
-by the window recorder; the detector only remembers its question.
+any script. The detector is fed like a sink and works off the request path.
+Each ask is keyed by ``(student, question)`` and is a retry when an *earlier*
+ask of the same key (by arrival time, then request id) came within the window
+before it, whichever replica served it. Replicas flush at their own pace, so
+the later ask may reach the shared memory first; deciding at once would then
+flag the original. So once per flush interval the detector shares its new
+asks and decides those it shared ``user_retry_settle_seconds`` ago, by when
+every replica has shared its own: one round trip for both. A retry sends a
+``uretry`` delta to the retried request's window bucket and calls
+``on_retry`` (metrics, interaction log). A request the client already flagged
+(``X-Tara-Retry: 1`` → ``Interaction.user_retry``) was counted by the window
+recorder; the detector only shares its question.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import logging
 import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import redis.asyncio as aioredis
@@ -91,41 +97,83 @@ def retry_key(student_hash: str, question: str) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-class RetryMemory(Protocol):
-    """Remembers recent question keys, shared by the replicas that use it."""
+class Ask(NamedTuple):
+    """One request's question as the shared memory sees it (a tuple: cheap to make)."""
 
-    async def check_and_mark(self, items: Sequence[tuple[str, float]]) -> list[bool]:
-        """For each ``(key, expires_at)`` in order: whether the key was live, then
-        keep it live until ``expires_at``. Raises on store failure."""
+    key: str
+    """:func:`retry_key` of the student and the question."""
+    created_at: float
+    """When the request arrived (Unix seconds): what "earlier" means."""
+    request_id: str
+    """Breaks ties between asks that arrived in the same instant."""
+
+
+def _earlier(other: tuple[float, str], ask: Ask) -> bool:
+    return other < (ask.created_at, ask.request_id)
+
+
+def _wire(asks: Sequence[Ask]) -> bytes:
+    """Asks as one JSON array of ``[key, created_at, request_id]`` (a float's JSON is exact)."""
+    return orjson.dumps([tuple(a) for a in asks])
+
+
+class RetryMemory(Protocol):
+    """Remembers recent asks, shared by the replicas that use it."""
+
+    async def share_and_check(self, shared: Sequence[Ask], checked: Sequence[Ask]) -> list[bool]:
+        """Remember every ask in ``shared``; then say, for each ask in ``checked`` (shared
+        now or before), whether an earlier ask of its key came within the window before
+        it. Raises on store failure (and then remembers nothing)."""
 
 
 class MemoryRetryMemory:
     """A :class:`RetryMemory` for one process."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, window: float = 600.0, *, clock: Callable[[], float] = time.time) -> None:
+        self._window = window
         self._clock = clock
-        self._expiry: dict[str, float] = {}
+        self._asks: dict[str, dict[str, float]] = {}
         self._sweep_at = 1024
 
-    async def check_and_mark(self, items: Sequence[tuple[str, float]]) -> list[bool]:
-        """Check and refresh each key in order."""
-        now = self._clock()
+    async def share_and_check(self, shared: Sequence[Ask], checked: Sequence[Ask]) -> list[bool]:
+        """Remember, then check each ask."""
+        for ask in shared:
+            self._asks.setdefault(ask.key, {})[ask.request_id] = ask.created_at
         seen = []
-        for key, expires in items:
-            seen.append(self._expiry.get(key, 0.0) > now)
-            self._expiry[key] = expires
-        if len(self._expiry) >= self._sweep_at:
-            self._expiry = {k: e for k, e in self._expiry.items() if e > now}
-            self._sweep_at = max(1024, 2 * len(self._expiry))
+        for ask in checked:
+            since = ask.created_at - self._window
+            asks = self._asks.get(ask.key, {})
+            seen.append(any(t >= since and _earlier((t, rid), ask) for rid, t in asks.items()))
+        if len(self._asks) >= self._sweep_at:
+            stale = self._clock() - 2 * self._window
+            self._asks = {k: v for k, v in self._asks.items() if max(v.values()) > stale}
+            self._sweep_at = max(1024, 2 * len(self._asks))
         return seen
 
 
-_CHECK_AND_MARK = """
-local items = cjson.decode(ARGV[2])
+_SHARE_AND_CHECK = """
+local prefix, window = ARGV[1], tonumber(ARGV[2])
+local function num(x) return string.format('%.17g', x) end
+for _, ask in ipairs(cjson.decode(ARGV[3])) do
+  local key = prefix .. ask[1]
+  redis.call('ZADD', key, num(ask[2]), ask[3])
+  local newest = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. num(newest - 2 * window))
+  redis.call('EXPIREAT', key, math.floor(newest + window) + 1)
+end
 local seen = {}
-for k = 1, #items do
-  local expires = string.format('%d', math.floor(items[k][2]) + 1)
-  seen[k] = redis.call('SET', ARGV[1] .. items[k][1], '1', 'EXAT', expires, 'GET') and '1' or '0'
+for i, ask in ipairs(cjson.decode(ARGV[4])) do
+  local created, id = ask[2], ask[3]
+  local found = redis.call('ZRANGEBYSCORE', prefix .. ask[1], num(created - window),
+                           num(created), 'WITHSCORES')
+  seen[i] = '0'
+  for j = 1, #found, 2 do
+    local at = tonumber(found[j + 1])
+    if at < created or (at == created and found[j] < id) then
+      seen[i] = '1'
+      break
+    end
+  end
 end
 return table.concat(seen)
 """
@@ -135,30 +183,40 @@ _SEEN = ord("1")
 
 
 class RedisRetryMemory:
-    """A :class:`RetryMemory` in Redis: ``SET key 1 EXAT t GET`` per key in one script call.
+    """A :class:`RetryMemory` in Redis: a sorted set of asks per key, one script call.
 
-    The window slides: each ask renews the key, so a question counts as a retry
-    when the previous ask of it was within the window. The keys travel as one
-    JSON argument and the script prefixes them with the namespace, and the
-    answers come back as one string: redis-py spends microseconds of client
-    CPU per command argument and per reply element, orjson a fraction of that
-    (12 µs per request measured before, under 1 µs now). The keys are not
-    declared in ``KEYS``; that only matters to Redis Cluster, which the
-    gateway does not use.
+    Each key holds its asks' request ids scored by arrival time and lives a
+    window past its newest ask (asks two windows older than that are trimmed).
+    The asks travel as two JSON arguments and the script prefixes the keys
+    with the namespace; the answers come back as one string of 0/1 flags:
+    redis-py spends microseconds of client CPU per command argument and per
+    reply element, orjson a fraction of that. The keys are not declared in
+    ``KEYS``; that only matters to Redis Cluster, which the gateway does not
+    use. Times go to Redis as ``%.17g``, so equal arrivals compare equal.
     """
 
-    def __init__(self, client: aioredis.Redis, *, namespace: str) -> None:
+    def __init__(self, client: aioredis.Redis, *, namespace: str, window: float = 600.0) -> None:
         self._prefix = keys.key(namespace, keys.USER_RETRY, "")
-        self._script = client.register_script(_CHECK_AND_MARK)
+        self._window = window
+        self._script = client.register_script(_SHARE_AND_CHECK)
 
-    async def check_and_mark(self, items: Sequence[tuple[str, float]]) -> list[bool]:
-        """Check and refresh every key in one round trip."""
-        if not items:
+    async def share_and_check(self, shared: Sequence[Ask], checked: Sequence[Ask]) -> list[bool]:
+        """Share and check in one round trip."""
+        if not shared and not checked:
             return []
-        payload = orjson.dumps(items)  # a float's JSON form is its exact repr
-        # One string of 0/1 flags: a reply array costs the client ~6 µs per item to parse.
-        flags: bytes = await self._script(keys=[], args=[self._prefix, payload])
+        flags: bytes = await self._script(
+            keys=[], args=[self._prefix, repr(self._window), _wire(shared), _wire(checked)]
+        )
         return [flag == _SEEN for flag in flags]
+
+
+@dataclass(slots=True)
+class _Shared:
+    """An ask shared with the memory, waiting to be decided."""
+
+    interaction: Interaction
+    ask: Ask
+    shared_at: float
 
 
 class UserRetryDetector:
@@ -177,10 +235,13 @@ class UserRetryDetector:
         self._memory = memory
         self._recorder = recorder
         self._window = settings.user_retry_window_seconds
+        self._settle = settings.user_retry_settle_seconds
         self._max_queue = settings.max_pending_keys
         self._on_retry = on_retry
         self._clock = clock
         self._queue: list[Interaction] = []
+        self._waiting: list[_Shared] = []
+        self._closing = False
         self._loop = FlushLoop(self.flush, settings.flush_interval, "user-retries")
         self.retries_found = 0
         """Retries the detector found (client-flagged ones excluded)."""
@@ -203,41 +264,61 @@ class UserRetryDetector:
             del self._queue[:excess]
             self.dropped += excess
 
+    @property
+    def pending(self) -> int:
+        """Requests queued or shared but not yet decided."""
+        return len(self._queue) + len(self._waiting)
+
     def start(self) -> None:
-        """Check queued requests every flush interval in the background."""
+        """Share and decide every flush interval in the background."""
         self._loop.start()
 
-    async def flush(self) -> int:
-        """Check every queued request in one round trip; returns the retries found."""
+    async def flush(self, *, decide_all: bool = False) -> int:
+        """Share new asks and decide the settled ones in one round trip; the retries found.
+
+        ``decide_all`` (and the last flush at shut-down) decides every shared
+        ask now, settled or not.
+        """
         batch, self._queue = self._queue, []
         now = self._clock()
-        checks: list[tuple[Interaction, str, float]] = []
+        shared: list[_Shared] = []
         for ix in batch:
             question = question_of(ix.messages)
-            expires = ix.created_at + self._window
-            if question is None or ix.student_hash is None or expires <= now:
+            if question is None or ix.student_hash is None or ix.created_at + self._window <= now:
                 continue
-            checks.append((ix, retry_key(ix.student_hash, question), expires))
-        if not checks:
+            ask = Ask(retry_key(ix.student_hash, question), ix.created_at, ix.request_id)
+            shared.append(_Shared(ix, ask, now))
+        undecided = [*self._waiting, *(s for s in shared if not s.interaction.user_retry)]
+        if decide_all or self._closing:
+            due, waiting = undecided, []
+        else:
+            settled = now - self._settle
+            due = [s for s in undecided if s.shared_at <= settled]
+            waiting = [s for s in undecided if s.shared_at > settled]
+        if not shared and not due:
             return 0
         try:
-            seen = await self._memory.check_and_mark([(k, e) for _, k, e in checks])
+            seen = await self._memory.share_and_check([s.ask for s in shared], [s.ask for s in due])
         except Exception as exc:
             self.flush_failures += 1
-            self._queue[:0] = [ix for ix, _, _ in checks]
-            log.warning("user retries: checking %d requests failed: %s", len(checks), exc)
+            self._queue[:0] = [s.interaction for s in shared]
+            log.warning("user retries: checking %d requests failed: %s", len(shared), exc)
             return 0
+        self._waiting = waiting[-self._max_queue :]
+        self.dropped += len(waiting) - len(self._waiting)
         found = 0
-        for (ix, _, _), hit in zip(checks, seen, strict=True):
-            if hit and not ix.user_retry:
+        for entry, hit in zip(due, seen, strict=True):
+            if hit:
                 found += 1
+                ix = entry.interaction
                 self._recorder.record_user_retry(self._recorder.key_for(ix))
                 self._notify(ix)
         self.retries_found += found
         return found
 
     async def aclose(self) -> None:
-        """Stop the loop and check what is left."""
+        """Stop the loop and decide what is left."""
+        self._closing = True
         await self._loop.stop()
 
     def _notify(self, ix: Interaction) -> None:

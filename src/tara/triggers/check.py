@@ -125,11 +125,14 @@ def decide(
     cfg: TriggerSettings,
     min_rating: int,
 ) -> list[Verdict]:
-    """Apply the cooldown to each result and plan the run of each that still fires."""
+    """Apply the cooldown to each result and plan the run of each that still fires.
+
+    A topic's result cools down with its language×subject: the run is the segment's.
+    """
     cooldown = cfg.cooldown.total_seconds()
     out: list[Verdict] = []
     for result in results:
-        last = state.last_run(result.scope)
+        last = state.last_run(result.scope.run_scope)
         cooling = result.fired and cooling_down(last, now, cooldown)
         args = (
             prepare_args(result, last, now, cfg, min_rating) if result.fired and not cooling else ()
@@ -179,19 +182,22 @@ async def run_check(
     metrics: MetricsRecorder | None = None,
     state_dir: Path | None = None,
     stable_models: Mapping[str, str] | None = None,
+    state: TriggerState | None = None,
 ) -> CheckReport:
     """Read telemetry, evaluate every trigger, apply the cooldown; count fired ones in metrics.
 
     Opens (and closes) the interaction log the settings name; ``windows`` is
     the shared window store when there is one; ``stable_models`` the stable
     model of each track as the routing table has it (default: the configured
-    tracks'). Starts no run.
+    tracks'); ``state`` the trigger state (default: ``triggers.json`` in
+    ``state_dir``). Starts no run.
     """
     from tara.telemetry.log_backends import open_log
 
     cfg = settings.triggers
     now = time.time() if now is None else now
-    state = TriggerState.load(state_dir or cfg.state_dir)
+    if state is None:
+        state = TriggerState.load(state_dir or cfg.state_dir)
     log = open_log(settings.database_url, settings.telemetry)
     try:
         await log.migrate()

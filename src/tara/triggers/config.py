@@ -4,8 +4,11 @@ Defaults follow the fine-tuning strategy: 1,000 high-quality interactions per
 language×subject (5,000–10,000 optimal), at most one run per scope every two
 weeks, average rating below 3.5, negative feedback up more than 20% week over
 week, relevance below 0.7, cultural complaints rising, p95 latency up more
-than 15%, retry rate above 30% on a topic, anything new in traffic, and the
-start of the academic year (June 1 in India), and the retirement of the
+than 15% (per track and per language×subject), retry rate above 30% (per
+language×subject and per topic), knowledge gaps (grades or topics rated low or
+tagged wrong/irrelevant), a language behind the others in a subject (ratings
+or ``language`` complaints, on a confidence bound), anything new in traffic,
+the start of the academic year (June 1 in India), and the retirement of the
 stable model's base model (60 days ahead). Minimum sample sizes keep a
 handful of ratings from firing anything. Durations accept seconds or ISO 8601
 (``"P7D"``), so tests and the demo run them in seconds.
@@ -63,7 +66,8 @@ class TriggerSettings(BaseModel):
     latency_quantile: float = Field(0.95, gt=0, lt=1)
     """The latency quantile compared week over week."""
     max_retry_rate: float = Field(0.3, gt=0, le=1)
-    """Share of a language×subject's requests that are user retries above this fires."""
+    """Share of a language×subject's (or one topic's) requests that are user retries above
+    this fires."""
 
     min_ratings: int = Field(30, ge=1)
     """Ratings a scope needs in each compared period before a rating rule may fire."""
@@ -78,6 +82,37 @@ class TriggerSettings(BaseModel):
     """Requests with a new subject, grade or language in the period before it counts as seen."""
     known_grades: list[str] = Field(default_factory=list)
     """Grades served; empty: a grade is new only if the previous period did not see it."""
+
+    min_topic_requests: int = Field(50, ge=1)
+    """Requests a topic needs in the period before its retry rate may fire."""
+    max_topics_per_segment: int = Field(20, ge=1, le=1000)
+    """Topics tracked per language×subject in one check; the rest (and questions with no
+    topic) count under ``other``. A topic with more than 1/N of the requests is always kept."""
+    max_grades_per_segment: int = Field(20, ge=1, le=1000)
+    """Grades tracked per language×subject in one check; the rest count under ``other``."""
+    topic_lexicon: Path | None = None
+    """Topic lexicon replacing the shipped one (``triggers/data/topics.txt``, same syntax):
+    how a question without ``X-Tara-Topic`` gets its topic."""
+    gap_max_rating_mean: float = Field(3.5, ge=1, le=5)
+    """A grade or topic whose mean rating is below this is a knowledge gap."""
+    gap_max_flagged_share: float = Field(0.2, ge=0, le=1)
+    """A grade or topic with more than this share of its ratings tagged ``gap_tags`` is a
+    knowledge gap."""
+    gap_tags: list[str] = Field(default_factory=lambda: ["wrong", "irrelevant"])
+    """Feedback tags that say an answer missed the content."""
+    min_cell_ratings: int = Field(30, ge=1)
+    """Ratings a grade or topic needs in the period before it can be called a knowledge gap."""
+    language_min_rating_gap: float = Field(0.2, ge=0)
+    """A language's mean rating in a subject fires when, at ``comparison_confidence``, it is
+    more than this behind the other languages' in that subject."""
+    language_min_complaint_gap: float = Field(0.02, ge=0, le=1)
+    """A language's share of ``language``-tagged ratings in a subject fires when, at
+    ``comparison_confidence``, it exceeds the other languages' by more than this."""
+    language_tag: str = "language"
+    """Feedback tag of an answer in the wrong language or register."""
+    comparison_confidence: float = Field(0.99, gt=0.5, lt=1)
+    """One-sided confidence of the language comparisons, for all language×subjects of one
+    check together (split among them, Bonferroni)."""
 
     academic_year_starts: list[str] = Field(default_factory=lambda: ["06-01"])
     """Start dates of academic years as ``MM-DD`` (June 1 in India; add one per board)."""

@@ -31,9 +31,15 @@ def cooling_down(last_run: float | None, now: float, cooldown: float) -> bool:
 
 
 class TriggerState:
-    """Run start times keyed by trigger and scope, loaded from and saved to one file."""
+    """Run start times keyed by trigger and scope, from and to one file or the shared state.
 
-    def __init__(self, path: Path, runs: dict[str, dict[str, float]] | None = None) -> None:
+    ``path`` is the file :meth:`save` writes; ``None`` for the copy the
+    controller keeps in the shared state (:mod:`tara.retrain.trigger_store`).
+    """
+
+    def __init__(
+        self, path: Path | None = None, runs: dict[str, dict[str, float]] | None = None
+    ) -> None:
         self.path = path
         self._runs: dict[str, dict[str, float]] = runs or {}
         """``{scope key: {trigger: unix time of the last run it started}}``."""
@@ -54,17 +60,26 @@ class TriggerState:
         except orjson.JSONDecodeError as exc:
             msg = f"{path} is not JSON: {exc}"
             raise StateError(msg) from exc
+        return cls.from_json(data, path, str(path))
+
+    @classmethod
+    def from_json(cls, data: object, path: Path | None, where: str) -> TriggerState:
+        """The state from its JSON form (:meth:`as_json`); ``where`` names its origin in errors."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            msg = f"{path} is not a {FORMAT} file"
+            msg = f"{where} is not a {FORMAT} file"
             raise StateError(msg)
         runs = data.get("runs")
         if not isinstance(runs, dict) or not all(
             isinstance(v, dict) and all(isinstance(t, int | float) for t in v.values())
             for v in runs.values()
         ):
-            msg = f"{path}: 'runs' must map scope keys to {{trigger: unix time}}"
+            msg = f"{where}: 'runs' must map scope keys to {{trigger: unix time}}"
             raise StateError(msg)
         return cls(path, {k: {t: float(at) for t, at in v.items()} for k, v in runs.items()})
+
+    def as_json(self) -> dict[str, object]:
+        """The JSON form saved to ``triggers.json`` and kept in the shared state."""
+        return {"format": FORMAT, "runs": self._runs}
 
     def last_run(self, scope: Scope, trigger: str | None = None) -> float | None:
         """When ``trigger`` (any trigger when ``None``) last started a run for ``scope``."""
@@ -79,8 +94,11 @@ class TriggerState:
 
     def save(self) -> None:
         """Write the state atomically, creating the directory if needed."""
+        if self.path is None:
+            msg = "this trigger state lives in the shared state, not in a file"
+            raise StateError(msg)
         body = orjson.dumps(
-            {"format": FORMAT, "runs": self._runs},
+            self.as_json(),
             option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS,
         )
         write_atomically(self.path, body)

@@ -62,4 +62,10 @@ MIGRATIONS: tuple[Migration, ...] = (
                ON interactions (language, subject, created_at, request_id)""",
         ),
     ),
+    Migration(
+        2,
+        "interaction topic",
+        # The topic the app named; nullable, so existing rows need no rewrite.
+        ("ALTER TABLE interactions ADD COLUMN topic text",),
+    ),
 )
