@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import threading
 import uuid
@@ -26,10 +27,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from live_traffic import Classroom, classroom
+from live_traffic import Classroom, Student, classroom
 from prometheus_client import CollectorRegistry
 
 from tara.gateway.server import gateway_from_settings
+from tara.rollout.bucketing import in_canary
 from tara.rollout.controller_server import ControllerParts, controller_app, controller_parts
 from tara.rollout.routing import Segment
 from tara.sandbox import Errors, SandboxConfig, default_config, running_sandbox, zero_latency
@@ -83,6 +85,22 @@ def gateway_settings(upstream: str, namespace: str, log_path: Path) -> Settings:
         stats={"flush_interval": 0.2},
         telemetry={"flush_interval": 0.2},
     )
+
+
+def with_canary_students(
+    students: Sequence[Student], salt: str, weight_bp: int, wanted: int = 3
+) -> list[Student]:
+    """The classroom with its first ``wanted`` students renamed into the canary's buckets.
+
+    A rollout's salt is random, so a dozen students at 10% would all be on stable
+    about once in four runs, and no canary panel would ever get data.
+    """
+    renamed = list(students)
+    for i, student in enumerate(renamed[:wanted]):
+        ids = (f"{student.student_id}-{n}" for n in range(100_000))
+        new_id = next(s for s in ids if in_canary(salt, s, weight_bp))
+        renamed[i] = dataclasses.replace(student, student_id=new_id)
+    return renamed
 
 
 class RolloutDriver:
@@ -216,6 +234,11 @@ class LiveStack:
             await stack.enter_async_context(running_server(app, port=self.controller_port))
             self.rollout = RolloutDriver(parts)
             await self.rollout.begin()
+            assert self.rollout.rollout_id is not None
+            started = await parts.service.get(self.rollout.rollout_id)
+            self.classroom.students = with_canary_students(
+                self.classroom.students, started.salt, started.weight_bp
+            )
             traffic = asyncio.create_task(self.classroom.run(self._stop))
             asyncio.get_running_loop().call_later(MAX_TRAFFIC_SECONDS, self._stop.set)
             self._ready.set()

@@ -24,7 +24,7 @@ import httpx
 import orjson
 from aiohttp import web
 
-from tara.retrain.config import RetrainSettings
+from tara.retrain.config import RetrainSettings, RuleAction
 from tara.rollout.config import RolloutSettings, StageSettings
 from tara.sandbox.config import FineTuningConfig, Latency, SandboxConfig, default_config
 from tara.settings import DEV_CLIENT_KEY, Settings
@@ -92,6 +92,9 @@ def loop_settings(tmp_path: Path, upstream: str, **overrides: Any) -> Settings:
             volume_lookback=timedelta(hours=1),
         ),
         "retrain": RetrainSettings(
+            # The well-rated control segment reaches the data-volume threshold while the
+            # Hindi-math canary is still judged; these tests follow the quality path alone.
+            rule_actions={"data_volume": RuleAction.ALERT},
             interval=timedelta(seconds=1),
             min_training_examples=60,
             poll_interval=timedelta(seconds=0.2),

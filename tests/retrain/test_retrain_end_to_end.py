@@ -43,7 +43,9 @@ pytestmark = pytest.mark.integration
 
 async def _only_run(state: SharedState) -> Run | None:
     runs = await state.runs.list()
-    assert len(runs) <= 1, [r.id for r in runs]
+    assert len(runs) <= 1, [
+        (r.id, r.segment, r.state, r.reason, [(s.state.value, s.at) for s in r.steps]) for r in runs
+    ]
     return runs[0] if runs else None
 
 
