@@ -169,7 +169,9 @@ def _mutmut(where: Path, *args: str, log: Path | None = None) -> str:
         )
         return done.stdout
     with log.open("w", encoding="utf-8") as out:
-        subprocess.run(command, cwd=where, stdout=out, stderr=subprocess.STDOUT, env=env, check=True)
+        subprocess.run(
+            command, cwd=where, stdout=out, stderr=subprocess.STDOUT, env=env, check=True
+        )
     return log.read_text(encoding="utf-8")
 
 
