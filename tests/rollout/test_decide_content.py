@@ -133,7 +133,9 @@ EXACT = RolloutSettings.model_validate(
 def test_a_stage_passes_at_exactly_its_minimum_requests_and_ratings() -> None:
     canary = good()
     assert (canary.requests, canary.rating_count) == (2000, 1000)
-    r, _ = step(running(), canary, good(), EXACT, 100.0)
+    exact = replace(running(), plan=plan_from_settings(EXACT))
+    assert (exact.stage.min_requests, exact.stage.min_ratings) == (2000, 1000)
+    r, _ = step(exact, canary, good(), EXACT, 100.0)
     assert (r.stage_index, r.history[-1].decision) == (1, DecisionName.STAGE_PASSED)
 
 
