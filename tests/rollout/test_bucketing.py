@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -141,6 +142,12 @@ def test_percent_to_bp(percent: float, bp: int) -> None:
 
 def test_new_salts_are_fresh() -> None:
     assert len({new_salt() for _ in range(100)}) == 100
+
+
+def test_a_new_salt_is_128_random_bits_in_32_hex_digits() -> None:
+    """Short enough to be the BLAKE2b key as it is (at most 64 bytes), as stored rollouts have."""
+    for _ in range(20):
+        assert re.fullmatch("[0-9a-f]{32}", new_salt())
 
 
 GOLDEN = Path(__file__).with_name("bucket_golden.json")
