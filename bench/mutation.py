@@ -11,8 +11,9 @@ survived, equivalent and the score over the non-equivalent mutants.
 Equivalent mutants — changes no test can notice because the behaviour does
 not change — are listed in ``docs/mutation.md`` with the reason each cannot be
 killed; only those listed there (by mutant name *and* changed line, so a
-stale entry stops counting) are left out of the score. Hypothesis runs with a
-fixed seed, so a run is repeatable.
+stale entry stops counting) are left out of the score. Hypothesis runs
+derandomized, without deadlines or its example database, so a run is
+repeatable.
 
 Run: ``scripts/mutation`` (all modules) or ``scripts/mutation decide sse``.
 Inspect a survivor: ``cd mutants/decide && ../../.venv/bin/mutmut show NAME``.
@@ -143,7 +144,7 @@ def _pyproject(module: Module) -> str:
         + 'source_paths = ["src/"]\n'
         + f'only_mutate = ["{module.source}"]\n'
         + f"pytest_add_cli_args_test_selection = [{tests}]\n"
-        + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "--hypothesis-seed=0"]\n'
+        + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutation_hypothesis"]\n'
         + "use_git_change_detection = false\n"
     )
 
@@ -157,7 +158,23 @@ def _workspace(name: str, module: Module) -> Path:
     shutil.copytree(ROOT / "src", where / "src", ignore=skip)
     shutil.copytree(ROOT / "tests", where / "tests", ignore=skip)
     (where / "pyproject.toml").write_text(_pyproject(module), encoding="utf-8")
+    # pytest runs in mutants/ (mutmut's copy), which is on sys.path as the current directory.
+    (where / "mutants").mkdir()
+    (where / "mutants" / "mutation_hypothesis.py").write_text(HYPOTHESIS_PLUGIN, encoding="utf-8")
     return where
+
+
+HYPOTHESIS_PLUGIN = """\
+\"\"\"Hypothesis for mutation runs: the same examples every run, no deadline, no database.\"\"\"
+
+from hypothesis import settings
+
+settings.register_profile("mutation", derandomize=True, deadline=None, database=None)
+settings.load_profile("mutation")
+"""
+"""A pytest plugin (``-p mutation_hypothesis``) loaded in each workspace. Without it a
+deadline missed on a busy machine, or an example saved by one mutant and replayed for the
+next, would kill a mutant in one run and not in the other."""
 
 
 def _mutmut(where: Path, *args: str, log: Path | None = None) -> str:
