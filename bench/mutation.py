@@ -44,6 +44,9 @@ class Module:
 
     source: str
     tests: tuple[str, ...]
+    slow: tuple[str, ...] = ()
+    """Tests left out of the run (Monte-Carlo checks of a level, seconds each, whose code the
+    exact-value tests pin as well)."""
 
 
 MODULES: dict[str, Module] = {
@@ -52,7 +55,17 @@ MODULES: dict[str, Module] = {
         ("tests/rollout/test_decide.py", "tests/rollout/test_decide_content.py"),
     ),
     "bucketing": Module("src/tara/rollout/bucketing.py", ("tests/rollout/test_bucketing.py",)),
-    "sequential": Module("src/tara/rollout/sequential.py", ("tests/rollout/test_sequential.py",)),
+    "sequential": Module(
+        "src/tara/rollout/sequential.py",
+        ("tests/rollout/test_sequential.py",),
+        slow=(
+            "tests/rollout/test_sequential.py::"
+            "test_rate_tests_hold_their_level_under_a_look_after_every_request",
+            "tests/rollout/test_sequential.py::test_rate_evidence_is_an_e_process_at_the_null",
+            "tests/rollout/test_sequential.py::"
+            "test_mean_mixture_holds_its_level_for_a_gaussian_mean_under_continuous_looks",
+        ),
+    ),
     "sse": Module(
         "src/tara/gateway/sse.py",
         ("tests/gateway/test_gateway_sse.py", "tests/gateway/test_gateway_sse_content.py"),
@@ -138,13 +151,17 @@ def _pyproject(module: Module) -> str:
     """The project's pyproject.toml with a ``[tool.mutmut]`` for this module only."""
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     tests = ", ".join(f'"{t}"' for t in module.tests if (ROOT / t).exists())
+    deselect = [arg for test in module.slow for arg in ("--deselect", test)]
+    args = ", ".join(
+        f'"{a}"' for a in ["-p", "no:cacheprovider", "-p", "mutation_plugin", *deselect]
+    )
     return (
         text
         + "\n[tool.mutmut]\n"
         + 'source_paths = ["src/"]\n'
         + f'only_mutate = ["{module.source}"]\n'
         + f"pytest_add_cli_args_test_selection = [{tests}]\n"
-        + 'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "mutation_hypothesis"]\n'
+        + f"pytest_add_cli_args = [{args}]\n"
         + "use_git_change_detection = false\n"
     )
 
@@ -160,21 +177,49 @@ def _workspace(name: str, module: Module) -> Path:
     (where / "pyproject.toml").write_text(_pyproject(module), encoding="utf-8")
     # pytest runs in mutants/ (mutmut's copy), which is on sys.path as the current directory.
     (where / "mutants").mkdir()
-    (where / "mutants" / "mutation_hypothesis.py").write_text(HYPOTHESIS_PLUGIN, encoding="utf-8")
+    (where / "mutants" / "mutation_plugin.py").write_text(PLUGIN, encoding="utf-8")
     return where
 
 
-HYPOTHESIS_PLUGIN = """\
-\"\"\"Hypothesis for mutation runs: the same examples every run, no deadline, no database.\"\"\"
+PLUGIN = """\
+\"\"\"pytest plugin for mutation runs: repeatable Hypothesis, and no cache shared by tests.\"\"\"
 
+import functools
+import os
+import sys
+
+import pytest
 from hypothesis import settings
 
 settings.register_profile("mutation", derandomize=True, deadline=None, database=None)
 settings.load_profile("mutation")
+
+
+_cleared_for = None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # While mutmut maps tests to functions ("stats"), before every test; else once per run
+    # (every test of a run sees the same mutant).
+    global _cleared_for
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    if mutant != "stats" and mutant == _cleared_for:
+        return
+    _cleared_for = mutant
+    for name, module in list(sys.modules.items()):
+        if name.startswith("tara.") and module is not None:
+            for value in list(vars(module).values()):
+                if isinstance(value, functools._lru_cache_wrapper):
+                    value.cache_clear()
 """
-"""A pytest plugin (``-p mutation_hypothesis``) loaded in each workspace. Without it a
-deadline missed on a busy machine, or an example saved by one mutant and replayed for the
-next, would kill a mutant in one run and not in the other."""
+"""A pytest plugin (``-p mutation_plugin``) loaded in each workspace.
+
+Without it a deadline missed on a busy machine, or an example saved by one
+mutant and replayed for the next, would kill a mutant in one run and not in
+the other; and a function behind an ``lru_cache`` (the sequential boundaries)
+would run in the first test only, so mutmut would credit it to that test
+alone, and a mutant of it would meet a cache filled by the unmutated code."""
 
 
 def _mutmut(where: Path, *args: str, log: Path | None = None) -> str:
