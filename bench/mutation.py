@@ -163,6 +163,7 @@ def _pyproject(module: Module) -> str:
         + f"pytest_add_cli_args_test_selection = [{tests}]\n"
         + f"pytest_add_cli_args = [{args}]\n"
         + "use_git_change_detection = false\n"
+        + 'also_copy = ["docs/"]\n'  # tests that read the manual
     )
 
 
@@ -174,6 +175,7 @@ def _workspace(name: str, module: Module) -> Path:
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info", ".hypothesis", "*.pyc")
     shutil.copytree(ROOT / "src", where / "src", ignore=skip)
     shutil.copytree(ROOT / "tests", where / "tests", ignore=skip)
+    shutil.copytree(ROOT / "docs", where / "docs", ignore=skip)
     (where / "pyproject.toml").write_text(_pyproject(module), encoding="utf-8")
     # pytest runs in mutants/ (mutmut's copy), which is on sys.path as the current directory.
     (where / "mutants").mkdir()
