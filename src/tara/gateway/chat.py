@@ -116,8 +116,15 @@ class DisconnectWatch:
 
     async def _watch(self) -> None:
         receive = self._receive
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except asyncio.CancelledError:
+            # stop(): the request is over. A task ending in CancelledError keeps it, and its
+            # traceback holds this frame, this watch and so the whole request in a reference
+            # cycle: only the garbage collector could free them, and collecting a load's worth
+            # of them held the event loop for up to 150 ms (issue 16).
+            return
         if not self.exchange.finishing:
             self.disconnected = True
             self._task.cancel()
@@ -128,6 +135,7 @@ class DisconnectWatch:
             self._handle.cancel()
         elif self._watcher is not None:
             self._watcher.cancel()
+            self._watcher = None
 
 
 class ChatCompletions:
