@@ -222,7 +222,13 @@ class ChatCompletions:
         finally:
             watch.stop()
             in_flight.count -= 1
-        self.emit(exchange.records(time.monotonic()))
+        ended = time.monotonic()
+        route = exchange.route
+        overhead = ended - exchange.t0 - exchange.upstream_s
+        self.metrics.overhead(
+            exchange.request.track, route.variant, exchange.request.stream, overhead
+        )
+        self.emit(exchange.records(ended))
 
     def emit(self, records: Sequence[Interaction]) -> None:
         """Hand records to every sink; a failing sink loses its records, never the request."""

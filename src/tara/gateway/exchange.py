@@ -82,6 +82,7 @@ class Exchange:
         "started",
         "student_hash",
         "t0",
+        "upstream_s",
     )
 
     def __init__(
@@ -109,6 +110,8 @@ class Exchange:
         self.finishing = False
         """Set just before the last send: a disconnect after that changes nothing."""
         self.result = ExchangeResult()
+        self.upstream_s = 0.0
+        """Seconds spent waiting on the upstream so far (attempts, backoff, stream reads)."""
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The ``X-Tara-*`` response headers for the current route."""
@@ -163,9 +166,17 @@ class Exchange:
 
         return await fwd.policy.run(lambda: fwd.upstream.open(payload, stream=req.stream), on_retry)
 
+    async def _open_timed(self, route: Route) -> Opened:
+        """:meth:`_open`, its time counted as waiting on the upstream."""
+        start = time.monotonic()
+        try:
+            return await self._open(route)
+        finally:
+            self.upstream_s += time.monotonic() - start
+
     async def _open_with_fallback(self) -> Opened | None:
         try:
-            return await self._open(self.route)
+            return await self._open_timed(self.route)
         except UpstreamError as failure:
             last = failure
         fwd = self.forwarding
@@ -182,7 +193,7 @@ class Exchange:
             self.route = Route("stable", stable, self.route.segment, self.route.rollout_id)
             self.result.fallback = True
             try:
-                return await self._open(self.route)
+                return await self._open_timed(self.route)
             except UpstreamError as failure:
                 last = failure
         log.warning(
@@ -264,11 +275,17 @@ class Exchange:
         settings = self.forwarding.settings
         idle, deadline = settings.idle_timeout, self.t0 + settings.total_timeout
         loop = asyncio.get_running_loop()
+        clock = time.monotonic
+        waited = 0.0
+        start: float | None = None
         try:
             async with asyncio.timeout(None) as timer:
                 while True:
                     timer.reschedule(min(loop.time() + idle, deadline))
+                    start = clock()
                     chunk = await content.readany()
+                    waited += clock() - start
+                    start = None
                     if not chunk:
                         return None
                     # A slow client is not an idle upstream: no timer while sending.
@@ -282,6 +299,10 @@ class Exchange:
             return "timeout"
         except (aiohttp.ClientError, OSError):
             return "connection"
+        finally:
+            if start is not None:  # timed out, broke or cancelled while waiting
+                waited += clock() - start
+            self.upstream_s += waited
 
     # -- records ------------------------------------------------------------
     def _record(
