@@ -99,6 +99,10 @@ class UpstreamSettings(_Section):
     """Longest ``Retry-After`` of a 429 that is honoured."""
     fallback_to_stable: bool = True
     """A canary request that still fails after retries is answered by stable."""
+    max_sse_event_bytes: int = Field(1024 * 1024, gt=0)
+    """Largest unfinished SSE event the gateway holds to observe a stream (token counts,
+    answer capture); past it the stream is relayed unobserved and the give-up counted in
+    ``tara_telemetry_dropped_total{sink="stream_tap"}``."""
 
     @field_validator("base_url")
     @classmethod

@@ -32,9 +32,7 @@ async def test_overhead_is_the_request_time_less_the_upstream_wait(stream: bool)
         body = {"model": "tara-tutor", "messages": MESSAGES, "stream": stream}
         async with running_server(gateway) as url, httpx.AsyncClient(timeout=10) as client:
             for _ in range(3):
-                response = await client.post(
-                    f"{url}/v1/chat/completions", json=body, headers=AUTH
-                )
+                response = await client.post(f"{url}/v1/chat/completions", json=body, headers=AUTH)
                 assert response.status_code == 200
             metrics = (await client.get(f"{url}/metrics")).text
     labels = {"track": "tara-tutor", "variant": "stable", "stream": str(stream).lower()}

@@ -240,7 +240,11 @@ class Exchange:
 
     async def _relay_stream(self, opened: Opened) -> None:
         send, out = self.send, self.result
-        tap = StreamTap(drop_usage_chunk=not self.request.client_wants_usage)
+        settings = self.forwarding.settings
+        tap = StreamTap(
+            drop_usage_chunk=not self.request.client_wants_usage,
+            max_pending=settings.max_sse_event_bytes,
+        )
         first = tap.feed(opened.first)
         if tap.content_seen:
             out.ttft_s = time.monotonic() - self.t0
@@ -258,6 +262,13 @@ class Exchange:
         last = b""  # an event the upstream cut off is dropped, as a client would drop it
         out.answer = tap.answer
         out.prompt_tokens, out.completion_tokens = tap.prompt_tokens, tap.completion_tokens
+        if tap.gave_up:
+            self.forwarding.metrics.telemetry_drop("stream_tap", "event_too_large")
+            log.warning(
+                "stream of request %s had an event over %d bytes: relayed unobserved",
+                self.request_id,
+                settings.max_sse_event_bytes,
+            )
         if failure is not None:
             out.error_class = failure
             message = f"the upstream stream was interrupted ({failure})"
