@@ -35,6 +35,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -50,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import BENCH_KEY, drop_namespace
 from loadgen import LoadResult, new_students, question_bodies, run_load, run_open_loop
 from procs import ROOT, child, cpu_seconds
+from rawload import run_streams
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
 from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.serving import free_port
@@ -74,6 +76,8 @@ class Target:
     pid: int
     key: str
     lag_file: Path | None = None
+    label: str = ""
+    """How the table names a baseline."""
 
     @property
     def url(self) -> str:
@@ -183,12 +187,19 @@ def row(point: str, gateway: str, bare: str, goal: str, holds: bool) -> dict[str
     return {"point": point, "gateway": gateway, "bare": bare, "goal": goal, "holds": holds}
 
 
-def saturation(b: Bench, gw: Target, bare: Target) -> tuple[list[dict[str, object]], float, float]:
+def bare_cell(values: list[tuple[Target, str]]) -> str:
+    """The baselines' values, each named: the Starlette proxy first (the goals' reference)."""
+    return "; ".join(f"{v} ({t.label})" for t, v in values)
+
+
+def saturation(
+    b: Bench, gw: Target, bares: list[Target]
+) -> tuple[list[dict[str, object]], float, float]:
     """p99 at 256 concurrent (non-streamed, streamed) and loop lag; also the saturated rates."""
     out: dict[tuple[str, bool], list[tuple[float, float, float, float, int]]] = {}
     for _ in range(b.rounds):
         for stream in (False, True):
-            for t in (gw, bare):
+            for t in (gw, *bares):
                 start = time.time()
                 r = b.closed(t, SAT, stream, 256, b.duration)
                 lag_max, lag_p99 = lag_during(t, start, time.time())
@@ -198,23 +209,32 @@ def saturation(b: Bench, gw: Target, bare: Target) -> tuple[list[dict[str, objec
                 )
     rows = []
     for stream, what in ((False, "p99 latency"), (True, "p99 TTFB")):
-        g, p = out[(gw.name, stream)], out[(bare.name, stream)]
-        g99, p99 = med([x[0] for x in g]), med([x[0] for x in p])
+        g = out[(gw.name, stream)]
+        g99 = med([x[0] for x in g])
+        ref99 = med([x[0] for x in out[(bares[0].name, stream)]])
         kind = "streamed" if stream else "non-streamed"
+        cells = []
+        lags = []
+        for t in bares:
+            p = out[(t.name, stream)]
+            cells.append(
+                (t, f"{med([x[0] for x in p]):.0f} ms, {med([x[1] for x in p]):,.0f} req/s")
+            )
+            lags.append((t, f"{max(x[2] for x in p):.1f} / {max(x[3] for x in p):.1f} ms"))
         rows.append(
             row(
                 f"saturation, {kind}, c=256, 60 ms upstream: {what}",
-                f"{g99:.0f} ms ({med([x[1] for x in g]):,.0f} req/s)",
-                f"{p99:.0f} ms ({med([x[1] for x in p]):,.0f} req/s)",
+                f"{g99:.0f} ms, {med([x[1] for x in g]):,.0f} req/s ({g99 / ref99:.2f}x)",
+                bare_cell(cells),
                 "≤ 1.1x bare",
-                g99 <= 1.1 * p99 and not any(x[4] for x in g),
+                g99 <= 1.1 * ref99 and not any(x[4] for x in g),
             )
         )
         rows.append(
             row(
                 f"event-loop lag at saturation, {kind}: worst / worst-second p99",
                 f"{max(x[2] for x in g):.1f} / {max(x[3] for x in g):.1f} ms",
-                f"{max(x[2] for x in p):.1f} / {max(x[3] for x in p):.1f} ms",
+                bare_cell(lags),
                 "(measured)",
                 True,
             )
@@ -225,13 +245,13 @@ def saturation(b: Bench, gw: Target, bare: Target) -> tuple[list[dict[str, objec
 
 
 def open_loop(
-    b: Bench, gw: Target, bare: Target, direct: Target, rates: dict[bool, float]
+    b: Bench, gw: Target, bares: list[Target], direct: Target, rates: dict[bool, float]
 ) -> list[dict[str, object]]:
     """p99 added latency / TTFB at 70% of the gateway's saturated rate, against direct."""
     out: dict[tuple[str, bool], list[tuple[float, int]]] = {}
     for _ in range(b.rounds):
         for stream in (False, True):
-            for t in (direct, gw, bare):
+            for t in (direct, gw, *bares):
                 r = b.opened(t, SAT, stream, 0.7 * rates[stream])
                 p99 = r.pct(0.99, r.ttfb if stream else None)
                 out.setdefault((t.name, stream), []).append((p99, errors(r)))
@@ -239,7 +259,7 @@ def open_loop(
     for stream, what in ((False, "added p99 latency"), (True, "added p99 TTFB")):
         d = med([x[0] for x in out[(direct.name, stream)]])
         g = med([x[0] for x in out[(gw.name, stream)]]) - d
-        p = med([x[0] for x in out[(bare.name, stream)]]) - d
+        cells = [(t, f"{med([x[0] for x in out[(t.name, stream)]]) - d:+.1f} ms") for t in bares]
         bad = any(x[1] for x in out[(gw.name, stream)])
         kind = "streamed" if stream else "non-streamed"
         rows.append(
@@ -247,7 +267,7 @@ def open_loop(
                 f"open loop at 70% ({0.7 * rates[stream]:,.0f} req/s), {kind}, 60 ms upstream: "
                 f"{what} (direct p99 {d:.0f} ms)",
                 f"{g:+.1f} ms",
-                f"{p:+.1f} ms",
+                bare_cell(cells),
                 "< 5 ms",
                 g < 5 and not bad,
             )
@@ -255,78 +275,91 @@ def open_loop(
     return rows
 
 
-def stream_cpu(b: Bench, gw: Target, bare: Target) -> list[dict[str, object]]:
-    """Server CPU per streamed request at 1, 32 and 256 concurrent (20 chunks over 20 ms)."""
-    out: dict[tuple[str, int], list[float]] = {}
+def request_cpu(b: Bench, gw: Target, bares: list[Target]) -> list[dict[str, object]]:
+    """Server CPU per request: streamed (20 chunks over 20 ms) at 1, 32 and 256, and not."""
+    out: dict[tuple[str, int, bool], list[float]] = {}
+    shapes = [(1, True), (32, True), (256, True), (32, False)]
     for _ in range(b.rounds):
-        for c in (1, 32, 256):
-            for t in (gw, bare):
+        for c, stream in shapes:
+            for t in (gw, *bares):
                 cpu0 = cpu_seconds(t.pid)
-                r = b.closed(t, BRISK, True, c, b.duration)
+                body, heads = b.body(BRISK if stream else SAT, stream), new_students(t.key)
+                r = run_streams(t.url, body, heads, concurrency=c, duration=b.duration)
                 cpu = cpu_seconds(t.pid) - cpu0
-                out.setdefault((t.name, c), []).append(1e6 * cpu / max(1, len(r.latencies)))
+                out.setdefault((t.name, c, stream), []).append(1e6 * cpu / max(1, len(r.latencies)))
     rows = []
-    for c in (1, 32, 256):
-        g, p = med(out[(gw.name, c)]), med(out[(bare.name, c)])
+    for c, stream in shapes:
+        g = med(out[(gw.name, c, stream)])
+        ref = med(out[(bares[0].name, c, stream)])
+        cells = [(t, f"{med(out[(t.name, c, stream)]):,.0f} µs") for t in bares]
+        ratios = ", ".join(f"{g / med(out[(t.name, c, stream)]):.2f}x {t.label}" for t in bares)
+        if stream:
+            point = f"streaming CPU per request, c={c} (20 chunks; tap, capture, log on)"
+        else:
+            point = f"non-streamed CPU per request, c={c} (60 ms upstream)"
         rows.append(
             row(
-                f"streaming CPU per request, c={c} (20 chunks, SSE tap, capture, log on)",
-                f"{g:,.0f} µs ({g / p:.2f}x)",
-                f"{p:,.0f} µs",
-                "≤ 0.85x bare",
-                g <= 0.85 * p,
+                point,
+                f"{g:,.0f} µs ({ratios})",
+                bare_cell(cells),
+                "≤ 0.85x bare" if stream else "(measured)",
+                g <= 0.85 * ref if stream else True,
             )
         )
     return rows
 
 
 def open_streams(
-    b: Bench, gw: Target, bare: Target, direct: Target, n: int = 1000
+    b: Bench, gw: Target, bares: list[Target], direct: Target, n: int = 1000
 ) -> list[dict[str, object]]:
     """``n`` concurrent paced streams: errors, p99 added TTFB, RSS per open stream."""
     dur = 6.0 if b.quick else 15.0
     res: dict[str, list[tuple[float, int, float]]] = {}
     for _ in range(b.rounds):
-        for t in (direct, gw, bare):
+        for t in (direct, gw, *bares):
             before = rss_kib(t.pid)
             peak = [before]
+            stop = threading.Event()
 
-            async def run(t: Target = t, peak: list[int] = peak) -> LoadResult:
-                async def watch() -> None:
-                    while True:
-                        await asyncio.sleep(0.25)
-                        peak.append(rss_kib(t.pid))
+            def watch(t: Target = t, peak: list[int] = peak, stop: threading.Event = stop) -> None:
+                while not stop.wait(0.25):
+                    peak.append(rss_kib(t.pid))
 
-                watcher = asyncio.get_running_loop().create_task(watch())
-                try:
-                    body, heads = b.body(PACED, True), new_students(t.key)
-                    return await run_load(
-                        t.url, body, heads, concurrency=n, duration=dur, stream=True
-                    )
-                finally:
-                    watcher.cancel()
-
-            r = asyncio.run(run())
+            watcher = threading.Thread(target=watch)
+            watcher.start()
+            try:
+                body, heads = b.body(PACED, True), new_students(t.key)
+                r = run_streams(t.url, body, heads, concurrency=n, duration=dur)
+            finally:
+                stop.set()
+                watcher.join()
             per_stream = (max(peak) - before) / n
             res.setdefault(t.name, []).append((r.pct(0.99, r.ttfb), errors(r), per_stream))
     d = med([x[0] for x in res[direct.name]])
-    g = res[gw.name]
-    p = res[bare.name]
-    g_ttfb, p_ttfb = med([x[0] for x in g]) - d, med([x[0] for x in p]) - d
-    g_err, p_err = sum(x[1] for x in g), sum(x[1] for x in p)
-    g_rss, p_rss = max(x[2] for x in g), max(x[2] for x in p)
+
+    def ttfb(t: Target) -> float:
+        return med([x[0] for x in res[t.name]]) - d
+
+    def errs(t: Target) -> int:
+        return sum(x[1] for x in res[t.name])
+
+    def rss(t: Target) -> float:
+        return max(x[2] for x in res[t.name])
+
     return [
         row(
             f"{n:,} open streams (60 ms TTFT, 20 chunks over 1 s): errors",
-            str(g_err), str(p_err), "0", g_err == 0,
+            str(errs(gw)), bare_cell([(t, str(errs(t))) for t in bares]), "0", errs(gw) == 0,
         ),
         row(
             f"{n:,} open streams: added p99 TTFB (direct p99 {d:.0f} ms)",
-            f"{g_ttfb:+.1f} ms", f"{p_ttfb:+.1f} ms", "< 20 ms", g_ttfb < 20,
+            f"{ttfb(gw):+.1f} ms", bare_cell([(t, f"{ttfb(t):+.1f} ms") for t in bares]),
+            "< 20 ms", ttfb(gw) < 20,
         ),
         row(
             f"{n:,} open streams: RSS growth per open stream",
-            f"{g_rss:.1f} KiB", f"{p_rss:.1f} KiB", "< 30 KiB", g_rss < 30,
+            f"{rss(gw):.1f} KiB", bare_cell([(t, f"{rss(t):.1f} KiB") for t in bares]),
+            "< 30 KiB", rss(gw) < 30,
         ),
     ]  # fmt: skip
 
@@ -336,8 +369,8 @@ def servers(stack: ExitStack, tmp: Path) -> Iterator[Target]:
     up_port = free_port()
     upstream = f"http://127.0.0.1:{up_port}/v1"
     fake = [sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(up_port)]
-    stack.enter_context(child(["taskset", "-c", LOAD_CORE, *fake], f"{upstream}/models"))
-    yield Target("direct", upstream, 0, "sk-sandbox")
+    up = stack.enter_context(child(["taskset", "-c", LOAD_CORE, *fake], f"{upstream}/models"))
+    yield Target("direct", upstream, up.pid, "sk-sandbox")
     namespace = f"tara-bench-{uuid.uuid4().hex[:8]}"
     asyncio.run(seed_table(namespace))
     stack.callback(lambda: asyncio.run(drop_namespace(namespace)))
@@ -368,17 +401,22 @@ def servers(stack: ExitStack, tmp: Path) -> Iterator[Target]:
             )
         )
         yield Target("gateway" + suffix, f"{base}/v1", gw.pid, BENCH_KEY, lag if probed else None)
-        port = free_port()
-        lag = tmp / f"bare-{probed}.jsonl"
-        args = ["--port", str(port), "--upstream", upstream]
-        cmd = (
-            [*probe, str(lag), "passthrough"]
-            if probed
-            else [sys.executable, str(ROOT / "bench" / "passthrough.py")]
-        )
-        base = f"http://127.0.0.1:{port}"
-        pt = stack.enter_context(child(["taskset", "-c", SERVER_CORE, *cmd, *args], f"{base}/"))
-        yield Target("bare" + suffix, f"{base}/v1", pt.pid, "x", lag if probed else None)
+        for variant, label, flags in (
+            ("starlette", "Starlette+aiohttp", ["--starlette"]),
+            ("raw", "raw ASGI", []),
+        ):
+            port = free_port()
+            lag = tmp / f"{variant}-{probed}.jsonl"
+            args = ["--port", str(port), "--upstream", upstream, *flags]
+            cmd = (
+                [*probe, str(lag), "passthrough"]
+                if probed
+                else [sys.executable, str(ROOT / "bench" / "passthrough.py")]
+            )
+            base = f"http://127.0.0.1:{port}"
+            pt = stack.enter_context(child(["taskset", "-c", SERVER_CORE, *cmd, *args], f"{base}/"))
+            lag_file = lag if probed else None
+            yield Target(variant + suffix, f"{base}/v1", pt.pid, "x", lag_file, label)
 
 
 def main() -> int:
@@ -398,20 +436,21 @@ def main() -> int:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tara-loop-") as tmp:
         lag_dir = args.lag_dir or Path(tmp)
         lag_dir.mkdir(parents=True, exist_ok=True)
-        direct, gw, bare, gw_cpu, bare_cpu = servers(stack, lag_dir)
-        for t in (direct, gw, bare, gw_cpu, bare_cpu):  # warm every path once
-            bench.closed(t, SAT, False, 8, 1.0)
-            bench.closed(t, SAT, True, 8, 1.0)
+        direct, gw, starlette, raw, gw_cpu, starlette_cpu, raw_cpu = servers(stack, lag_dir)
+        bares, bares_cpu = [starlette, raw], [starlette_cpu, raw_cpu]
+        for t in (direct, gw, gw_cpu, *bares, *bares_cpu):  # warm every path once
+            bench.closed(t, SAT, False, 256, 1.0)
+            bench.closed(t, SAT, True, 256, 1.0)
         rates = {False: 0.0, True: 0.0}
         if not only or only & {"sat", "open"}:
-            sat_rows, rates[False], rates[True] = saturation(bench, gw, bare)
+            sat_rows, rates[False], rates[True] = saturation(bench, gw, bares)
             rows += sat_rows
         if not only or "open" in only:
-            rows += open_loop(bench, gw, bare, direct, rates)
+            rows += open_loop(bench, gw, bares, direct, rates)
         if not only or "cpu" in only:
-            rows += stream_cpu(bench, gw_cpu, bare_cpu)
+            rows += request_cpu(bench, gw_cpu, bares_cpu)
         if not only or "streams" in only:
-            rows += open_streams(bench, gw_cpu, bare_cpu, direct)
+            rows += open_streams(bench, gw_cpu, bares_cpu, direct)
         base = gw.base.removesuffix("/v1")
         p99 = overhead_p99_ms(f"{base}/metrics")
         rows.append(

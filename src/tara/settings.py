@@ -77,8 +77,10 @@ class UpstreamSettings(_Section):
     """OpenAI-compatible base URL (``https://api.openai.com/v1`` in production)."""
     api_key: SecretStr = SecretStr("sk-sandbox")
     """Key sent upstream; never shown to clients, logs or metrics."""
-    max_connections: int = Field(512, gt=0)
-    """Size of the one shared upstream connection pool."""
+    max_connections: int = Field(4096, gt=0)
+    """Size of the one shared upstream connection pool: every open stream holds one, and a
+    request that finds the pool full waits for a free connection (1,000 streams per core
+    are a measured load, docs/benchmarks.md)."""
     connect_timeout: float = Field(3.0, gt=0)
     """Seconds to open an upstream connection."""
     first_byte_timeout: float = Field(60.0, gt=0)

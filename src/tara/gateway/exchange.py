@@ -24,6 +24,7 @@ from tara.gateway.errors import SERVER_ERROR, UPSTREAM_ERROR, GatewayError
 from tara.gateway.identity import StudentHasher
 from tara.gateway.retries import RetryPolicy
 from tara.gateway.sse import StreamTap, error_event, parse_completion
+from tara.gateway.stream_timer import StreamTimer
 from tara.gateway.upstream import Opened, UpstreamClient, UpstreamError
 from tara.rollout.routing import Route
 from tara.settings import UpstreamSettings
@@ -284,35 +285,38 @@ class Exchange:
         assert self.response is not None
         content, send, out = self.response.content, self.send, self.result
         settings = self.forwarding.settings
-        idle, deadline = settings.idle_timeout, self.t0 + settings.total_timeout
         loop = asyncio.get_running_loop()
+        timer = StreamTimer(loop, settings.idle_timeout, self.t0 + settings.total_timeout)
         clock = time.monotonic
         waited = 0.0
-        start: float | None = None
         try:
-            async with asyncio.timeout(None) as timer:
-                while True:
-                    timer.reschedule(min(loop.time() + idle, deadline))
-                    start = clock()
-                    chunk = await content.readany()
-                    waited += clock() - start
-                    start = None
-                    if not chunk:
-                        return None
-                    # A slow client is not an idle upstream: no timer while sending.
-                    timer.reschedule(None)
-                    data = tap.feed(chunk)
-                    if out.ttft_s is None and tap.content_seen:
-                        out.ttft_s = time.monotonic() - self.t0
-                    if data:
-                        await send({"type": "http.response.body", "body": data, "more_body": True})
-        except TimeoutError:
+            while True:
+                timer.waiting_since = start = clock()
+                chunk = await content.readany()
+                # A slow client is not an idle upstream: nothing expires while sending.
+                timer.waiting_since = None
+                waited += clock() - start
+                if not chunk:
+                    return None
+                data = tap.feed(chunk)
+                if out.ttft_s is None and tap.content_seen:
+                    out.ttft_s = time.monotonic() - self.t0
+                if data:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+        except asyncio.CancelledError:
+            if not timer.expired:
+                raise
+            task = asyncio.current_task(loop)
+            assert task is not None
+            task.uncancel()
             return "timeout"
         except (aiohttp.ClientError, OSError):
             return "connection"
         finally:
-            if start is not None:  # timed out, broke or cancelled while waiting
-                waited += clock() - start
+            timer.stop()
+            since = timer.waiting_since
+            if since is not None:  # timed out, broke or cancelled while waiting
+                waited += clock() - since
             self.upstream_s += waited
 
     # -- records ------------------------------------------------------------
