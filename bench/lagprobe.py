@@ -64,7 +64,7 @@ class StallWatch:
     """With ``TARA_BENCH_STALLS=1``: what held the loop, and how long each GC took.
 
     A thread checks every millisecond when the probe last woke; once that is
-    over 20 ms ago it samples the loop thread's stack (the GIL is handed over
+    over ``TARA_BENCH_STALL_MS`` (20) ago it samples the loop thread's stack (the GIL is handed over
     every 5 ms, so it gets to look). At exit it writes the most frequent
     stacks and the garbage collections over 5 ms to ``OUT.stalls.txt``.
     """
@@ -76,6 +76,7 @@ class StallWatch:
         self.gcs: list[tuple[int, float]] = []
         self._gc_start = 0.0
         self.loop_thread = threading.get_ident()
+        self.threshold = float(os.environ.get("TARA_BENCH_STALL_MS", "20")) / 1000
         gc.callbacks.append(self._on_gc)
         threading.Thread(target=self._watch, daemon=True).start()
 
@@ -84,13 +85,13 @@ class StallWatch:
             self._gc_start = time.perf_counter()
         else:
             took = time.perf_counter() - self._gc_start
-            if took > 0.005:
+            if took > 0.005 or info["generation"] == 2:
                 self.gcs.append((info["generation"], took))
 
     def _watch(self) -> None:
         while True:
             time.sleep(0.001)
-            if time.monotonic() - self.beat > 0.02:
+            if time.monotonic() - self.beat > self.threshold:
                 frame = sys._current_frames().get(self.loop_thread)
                 if frame is not None:
                     stack = traceback.format_stack(frame, limit=12)
@@ -104,7 +105,9 @@ class StallWatch:
             f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.garbage
         )
         with self.out.open("w") as file:
+            full = [round(t * 1000, 1) for g, t in self.gcs if g == 2]
             file.write(f"GC over 5 ms: {len(self.gcs)}; longest: {sorted(self.gcs)[-10:]}\n")
+            file.write(f"full collections (ms): {full}; objects tracked: {len(gc.get_objects())}\n")
             file.write(f"cyclic garbage left at exit: {len(gc.garbage)}\n")
             for name, n in garbage.most_common(40):
                 file.write(f"  {n:8d} {name}\n")
