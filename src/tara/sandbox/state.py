@@ -8,10 +8,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from tara.sandbox.config import SandboxConfig
-from tara.sandbox.errors import unauthorized
+from tara.sandbox.errors import ApiError, invalid_json, unauthorized
 from tara.sandbox.registry import ModelRegistry
 
 MAX_TRACKED_REQUESTS = 1_000_000
@@ -134,3 +135,19 @@ def refuse_unauthorized(request: web.Request) -> web.Response | None:
         return None
     state.stats.rejected["unauthorized"] += 1
     return unauthorized(problem).response()
+
+
+async def object_body(request: web.Request, not_object: ApiError) -> dict[str, Any] | web.Response:
+    """The JSON object an authorized request carries, or the response refusing it.
+
+    A 401 without an accepted key, OpenAI's invalid-JSON 400 for a body that
+    does not parse, ``not_object`` for JSON that is not an object.
+    """
+    refused = refuse_unauthorized(request)
+    if refused is not None:
+        return refused
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        return invalid_json().response()
+    return body if isinstance(body, dict) else not_object.response()
