@@ -8,11 +8,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from tara.sandbox.config import SandboxConfig
-from tara.sandbox.errors import ApiError, invalid_json, unauthorized
+from tara.sandbox.errors import ApiError, json_object, unauthorized
 from tara.sandbox.registry import ModelRegistry
 
 MAX_TRACKED_REQUESTS = 1_000_000
@@ -146,8 +145,5 @@ async def object_body(request: web.Request, not_object: ApiError) -> dict[str, A
     refused = refuse_unauthorized(request)
     if refused is not None:
         return refused
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return invalid_json().response()
-    return body if isinstance(body, dict) else not_object.response()
+    body = json_object(await request.read(), not_object)
+    return body.response() if isinstance(body, ApiError) else body
