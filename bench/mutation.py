@@ -68,7 +68,11 @@ MODULES: dict[str, Module] = {
     ),
     "sse": Module(
         "src/tara/gateway/sse.py",
-        ("tests/gateway/test_gateway_sse.py", "tests/gateway/test_gateway_sse_content.py"),
+        (
+            "tests/gateway/test_gateway_sse.py",
+            "tests/gateway/test_gateway_sse_content.py",
+            "tests/gateway/test_gateway_sse_bound.py",
+        ),
     ),
     "rules": Module(
         "src/tara/triggers/rules.py",
