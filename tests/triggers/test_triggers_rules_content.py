@@ -12,9 +12,10 @@ from datetime import timedelta
 
 import pytest
 
+from tara.telemetry.windows import WindowStats
 from tara.triggers import rules
 from tara.triggers.config import TriggerSettings
-from tara.triggers.model import EVERYTHING, Observations, Window
+from tara.triggers.model import EVERYTHING, Observations, Scope, Window
 
 DISTINCT = TriggerSettings(
     min_high_quality=1001,
@@ -83,3 +84,77 @@ def test_a_check_without_traffic_reports_every_trigger_once_in_order() -> None:
     assert by_name[rules.LOW_RATING].window == Window(now - period, now)
     assert by_name[rules.NEGATIVE_FEEDBACK].window == Window(now - period, now, now - 2 * period)
     assert by_name[rules.DATA_VOLUME].window == Window(now, now)
+
+
+# -- the language comparisons ----------------------------------------------------------
+
+HI_MATH = Scope(language="hi", subject="math")
+AT_MINIMUM = DISTINCT.model_copy(update={"min_rising_events": 3})
+"""Here 31 ratings (``min_ratings``) and 3 complaints (``min_rising_events``): just enough."""
+MINE = WindowStats(ratings=[10, 5, 6, 5, 5], tags={"language": 3})  # mean 83/31
+OTHERS = WindowStats(ratings=[4, 6, 12, 20, 20])  # mean 232/62, no complaint tag at all
+
+
+def test_language_complaints_at_the_minimums_report_every_number() -> None:
+    got = rules.language_complaints(HI_MATH, MINE, OTHERS, 1.23456, AT_MINIMUM)
+    assert got == rules.TriggerResult(
+        rules.LANGUAGE_COMPLAINTS,
+        True,
+        HI_MATH,
+        0.0433,
+        0.023,
+        ">",
+        {
+            "complaints": 3,
+            "others_complaints": 0,
+            "share": 0.0968,
+            "others_share": 0.0,
+            "ratings": 31,
+            "others_ratings": 62,
+            "z": 1.235,
+        },
+        True,
+        sample=31,
+        min_sample=31,
+    )
+
+
+def test_language_complaints_below_the_gap_report_the_others_share() -> None:
+    others = WindowStats(ratings=[4, 6, 12, 20, 20], tags={"language": 1})
+    got = rules.language_complaints(HI_MATH, MINE, others, 1.23456, AT_MINIMUM)
+    assert (got.fired, got.value, got.evidence["others_share"]) == (False, 0.0218, 0.0161)
+
+
+def test_language_complaints_need_the_minimum_events() -> None:
+    more = AT_MINIMUM.model_copy(update={"min_rising_events": 4})
+    got = rules.language_complaints(HI_MATH, MINE, OTHERS, 1.23456, more)
+    assert (got.fired, got.value) == (False, 0.0433)
+
+
+def test_language_rating_at_the_minimum_reports_every_number() -> None:
+    got = rules.language_rating(HI_MATH, MINE, OTHERS, 1.23456, AT_MINIMUM)
+    assert got == rules.TriggerResult(
+        rules.LANGUAGE_RATING,
+        True,
+        HI_MATH,
+        0.6839,
+        0.22,
+        ">",
+        {
+            "rating_mean": 2.6774,
+            "others_rating_mean": 3.7419,
+            "ratings": 31,
+            "others_ratings": 62,
+            "z": 1.235,
+        },
+        True,
+        sample=31,
+        min_sample=31,
+    )
+
+
+def test_language_rules_without_enough_ratings_report_no_value() -> None:
+    few = WindowStats(ratings=[10, 5, 6, 5, 4], tags={"language": 3})  # 30 ratings
+    for rule in (rules.language_rating, rules.language_complaints):
+        got = rule(HI_MATH, few, OTHERS, 1.23456, AT_MINIMUM)
+        assert (got.fired, got.value, got.enough_data, got.sample) == (False, None, False, 30)
