@@ -164,3 +164,23 @@ def test_a_completion_whose_message_is_not_an_object_has_no_answer(message: Any)
 def test_a_completion_whose_content_is_not_a_string_has_no_answer(content: Any) -> None:
     body = orjson.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
     assert parse_completion(body) == (None, None, None)
+
+
+# -- giving up on an event that outgrows the bound -------------------------------------
+
+
+def test_giving_up_forwards_and_observes_the_complete_events_before_the_oversized_one() -> None:
+    tap = StreamTap(drop_usage_chunk=False, max_pending=16)
+    first = event({"choices": [{"index": 0, "delta": {"content": "A"}}]})
+    second = event({"choices": [{"index": 0, "delta": {"content": "B"}}]})
+    out = tap.feed(first + b"\n\n" + second + b"data: " + b"x" * 20)
+    assert out == first + second + b"data: " + b"x" * 20
+    assert (tap.gave_up, tap.answer, tap.content_seen) == (True, "AB", True)
+    assert tap.feed(b"\n\nanything\r\n") == b"\n\nanything\r\n"  # relayed as it comes
+
+
+def test_an_unfinished_event_of_exactly_the_bound_is_still_held() -> None:
+    tap = StreamTap(drop_usage_chunk=False, max_pending=16)
+    assert tap.feed(b"data: 0123456789") == b""  # 16 bytes
+    assert tap.gave_up is False
+    assert tap.feed(b"\n\n") == b"data: 0123456789\n\n"
