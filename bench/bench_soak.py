@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import chat_body, new_students, run_load
 from procs import ROOT, TARA, child
-
 from tara.serving import free_port
 
 TRACK = "tara-tutor"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from tara.telemetry.interactions import Interaction
+from tara.telemetry.interactions import Interaction, OnDrop
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_store import WindowKey, bucket_start
 
@@ -112,31 +112,59 @@ class RequestIndex(Protocol):
         """Publish what is queued and stop."""
 
 
+EVICT_SHARE = 64
+"""A full memory index evicts 1/64 of its entries at a time, so the count of what it
+pushed out reaches the metric once per batch, not once per request."""
+
+
 class MemoryRequestIndex:
-    """A :class:`RequestIndex` for one process: an LRU dict with expiry."""
+    """A :class:`RequestIndex` for one process: an LRU dict with expiry.
+
+    It holds at most ``index_cache_size`` entries; beyond that the oldest go,
+    a batch at a time, and ``on_drop("evicted", n)`` counts those still within
+    the retention (their feedback will find no request).
+    """
 
     def __init__(
         self,
         settings: TelemetryStatsSettings | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        on_drop: OnDrop | None = None,
     ) -> None:
         settings = settings or TelemetryStatsSettings()
         self._capacity = settings.index_cache_size
+        self._batch = max(1, self._capacity // EVICT_SHARE)
         self._retention = settings.index_retention_seconds
         self._clock = clock
+        self.on_drop: OnDrop = on_drop or (lambda reason, count: None)
+        """Told ``("evicted", n)`` for entries pushed out that could still be rated."""
         self._entries: OrderedDict[str, IndexedRequest] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Entries held."""
+        return len(self._entries)
 
     def record(self, interaction: Interaction) -> None:
         """Index a finished interaction, evicting the oldest beyond capacity."""
         entry = IndexedRequest.from_interaction(interaction)
-        old = self._entries.get(entry.request_id)
+        entries = self._entries
+        old = entries.get(entry.request_id)
         if old is not None:  # a re-record keeps feedback already given
             entry = replace(entry, feedback=old.feedback)
-        self._entries[entry.request_id] = entry
-        self._entries.move_to_end(entry.request_id)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+            entries.move_to_end(entry.request_id)
+        entries[entry.request_id] = entry
+        if len(entries) > self._capacity:
+            self._evict(len(entries) - self._capacity + self._batch - 1)
+
+    def _evict(self, count: int) -> None:
+        live = self._clock() - self._retention
+        evicted = 0
+        for _ in range(min(count, len(self._entries))):
+            _, entry = self._entries.popitem(last=False)
+            evicted += entry.created_at > live
+        if evicted:
+            self.on_drop("evicted", evicted)
 
     async def lookup(self, request_id: str) -> IndexedRequest | None:
         """The entry, or ``None`` if unknown or older than the retention."""
