@@ -205,10 +205,13 @@ def main() -> int:
             )
             if args.tracemalloc:
                 gw.send_signal(signal.SIGUSR1)
-                time.sleep(5)
                 traced = data / "tracemalloc.json"
-                if traced.exists():
-                    out["tracemalloc"] = json.loads(traced.read_text())
+                for _ in range(120):  # a snapshot of a large heap takes a while
+                    time.sleep(1)
+                    if traced.exists():
+                        time.sleep(1)
+                        out["tracemalloc"] = json.loads(traced.read_text())
+                        break
     rows = table_rows(out)
     for row in rows:
         print(f"{row['point']}: {row['gateway']} (goal {row['goal']}, holds: {row['holds']})")

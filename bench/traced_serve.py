@@ -33,7 +33,9 @@ def dump(_signum: int, _frame: FrameType | None) -> None:
         for s in stats[:TOP]
     ]
     traced, _peak = tracemalloc.get_traced_memory()
-    Path(out).write_text(json.dumps({"traced_mib": traced / 2**20, "top": top}, indent=1))
+    tmp = Path(out).with_suffix(".part")
+    tmp.write_text(json.dumps({"traced_mib": traced / 2**20, "top": top}, indent=1))
+    tmp.replace(out)
 
 
 def main() -> int:

@@ -13,8 +13,9 @@ is in :mod:`tara.telemetry.request_index_redis`.
 
 from __future__ import annotations
 
+import itertools
+import sys
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -117,12 +118,19 @@ EVICT_SHARE = 64
 pushed out reaches the metric once per batch, not once per request."""
 
 
+def _shared(value: str | None) -> str | None:
+    # Interned strings are freed again with their last entry, so odd values cannot pile up.
+    return None if value is None else sys.intern(value)
+
+
 class MemoryRequestIndex:
     """A :class:`RequestIndex` for one process: an LRU dict with expiry.
 
-    It holds at most ``index_cache_size`` entries; beyond that the oldest go,
-    a batch at a time, and ``on_drop("evicted", n)`` counts those still within
-    the retention (their feedback will find no request).
+    It holds at most ``index_cache_size`` entries (~350 bytes each: the few
+    distinct track, segment, variant, model, subject and language strings are
+    shared between entries); beyond that the oldest go, a batch at a time, and
+    ``on_drop("evicted", n)`` counts those still within the retention (their
+    feedback will find no request).
     """
 
     def __init__(
@@ -139,7 +147,8 @@ class MemoryRequestIndex:
         self._clock = clock
         self.on_drop: OnDrop = on_drop or (lambda reason, count: None)
         """Told ``("evicted", n)`` for entries pushed out that could still be rated."""
-        self._entries: OrderedDict[str, IndexedRequest] = OrderedDict()
+        # Insertion order is the LRU order (a plain dict is smaller than an OrderedDict).
+        self._entries: dict[str, IndexedRequest] = {}
 
     def __len__(self) -> int:
         """Entries held."""
@@ -147,22 +156,31 @@ class MemoryRequestIndex:
 
     def record(self, interaction: Interaction) -> None:
         """Index a finished interaction, evicting the oldest beyond capacity."""
-        entry = IndexedRequest.from_interaction(interaction)
+        ix = interaction
         entries = self._entries
-        old = entries.get(entry.request_id)
-        if old is not None:  # a re-record keeps feedback already given
-            entry = replace(entry, feedback=old.feedback)
-            entries.move_to_end(entry.request_id)
-        entries[entry.request_id] = entry
+        old = entries.pop(ix.request_id, None)
+        entries[ix.request_id] = IndexedRequest(
+            ix.request_id,
+            ix.created_at,
+            sys.intern(ix.track),
+            sys.intern(ix.segment),
+            sys.intern(ix.variant),
+            sys.intern(ix.model),
+            _shared(ix.subject),
+            _shared(ix.language),
+            ix.student_hash,
+            None if old is None else old.feedback,  # a re-record keeps feedback given
+        )
         if len(entries) > self._capacity:
             self._evict(len(entries) - self._capacity + self._batch - 1)
 
     def _evict(self, count: int) -> None:
         live = self._clock() - self._retention
+        entries = self._entries
+        oldest = list(itertools.islice(entries, count))
         evicted = 0
-        for _ in range(min(count, len(self._entries))):
-            _, entry = self._entries.popitem(last=False)
-            evicted += entry.created_at > live
+        for request_id in oldest:
+            evicted += entries.pop(request_id).created_at > live
         if evicted:
             self.on_drop("evicted", evicted)
 

@@ -131,7 +131,9 @@ ASKS_PER_QUESTION = 8
 asking the same thing a hundred times is still one question's worth of memory."""
 
 
-_NONE: list[tuple[float, str]] = []
+def _pairs(flat: tuple[float | str, ...]) -> list[tuple[float, str]]:
+    """``(created_at, request_id)`` pairs of a flat tuple of asks."""
+    return list(zip(flat[::2], flat[1::2], strict=True))  # type: ignore[arg-type]
 
 
 class MemoryRetryMemory:
@@ -148,7 +150,7 @@ class MemoryRetryMemory:
         self,
         window: float = 600.0,
         *,
-        size: int = 50_000,
+        size: int = 20_000,
         clock: Callable[[], float] = time.time,
         on_drop: OnDrop | None = None,
     ) -> None:
@@ -157,7 +159,9 @@ class MemoryRetryMemory:
         self._clock = clock
         self.on_drop: OnDrop = on_drop or (lambda reason, count: None)
         """Told ``("memory_full", n)`` for questions forgotten inside the window."""
-        self._asks: dict[str, list[tuple[float, str]]] = {}
+        self._asks: dict[str, tuple[float | str, ...]] = {}
+        """Per question its asks, flat: ``(created_at, request_id, created_at, ...)`` (one
+        tuple is the smallest container: a question asked once costs ~250 bytes)."""
 
     def __len__(self) -> int:
         """Questions remembered."""
@@ -165,25 +169,21 @@ class MemoryRetryMemory:
 
     def asks_held(self) -> int:
         """Asks remembered, over every question."""
-        return sum(len(held) for held in self._asks.values())
+        return sum(len(held) for held in self._asks.values()) // 2
 
     async def share_and_check(self, shared: Sequence[Ask], checked: Sequence[Ask]) -> list[bool]:
         """Remember, then check each ask, then forget what is too old or beyond the size."""
         asks = self._asks
         for ask in shared:
-            held = asks.pop(ask.key, None)
-            if held is None:
-                held = [(ask.created_at, ask.request_id)]
-            else:
-                held.append((ask.created_at, ask.request_id))
-                if len(held) > ASKS_PER_QUESTION:
-                    held.sort()
-                    del held[0]
+            held = asks.pop(ask.key, ()) + (ask.created_at, ask.request_id)
+            if len(held) > 2 * ASKS_PER_QUESTION:
+                newest = sorted(_pairs(held))[-ASKS_PER_QUESTION:]
+                held = tuple(x for pair in newest for x in pair)
             asks[ask.key] = held  # to the recent end
         seen = []
         for ask in checked:
             since = ask.created_at - self._window
-            earlier = asks.get(ask.key, _NONE)
+            earlier = _pairs(asks.get(ask.key, ()))
             seen.append(any(t >= since and _earlier((t, rid), ask) for t, rid in earlier))
         self._forget()
         return seen
@@ -197,7 +197,7 @@ class MemoryRetryMemory:
         counted = 0
         # Least recently asked first: stop at the first question still needed.
         for key, held in asks.items():
-            newest = max(t for t, _ in held)
+            newest = max(t for t, _ in _pairs(held))
             if newest > stale and len(victims) >= over:
                 break
             victims.append(key)
