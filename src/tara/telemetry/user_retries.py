@@ -175,7 +175,7 @@ class MemoryRetryMemory:
         """Remember, then check each ask, then forget what is too old or beyond the size."""
         asks = self._asks
         for ask in shared:
-            held = asks.pop(ask.key, ()) + (ask.created_at, ask.request_id)
+            held = (*asks.pop(ask.key, ()), ask.created_at, ask.request_id)
             if len(held) > 2 * ASKS_PER_QUESTION:
                 newest = sorted(_pairs(held))[-ASKS_PER_QUESTION:]
                 held = tuple(x for pair in newest for x in pair)
