@@ -179,6 +179,13 @@ def main() -> int:
     parser.add_argument("--sample-seconds", type=float, default=10.0, help="RSS sampling (10)")
     parser.add_argument("--tracemalloc", action="store_true", help="trace the gateway's heap")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TARA_X=VALUE",
+        help="a setting to change from the defaults (repeatable), e.g. to try a bound",
+    )
+    parser.add_argument(
         "--results", type=Path, default=ROOT / "bench" / "results" / "soak.json", help="table rows"
     )
     parser.add_argument(
@@ -196,6 +203,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tara-soak-") as tmp:
         data = Path(tmp)
         env = soak_env(upstream, data)
+        env.update(item.split("=", 1) for item in args.set)  # type: ignore[misc]
         with (
             child(sandbox, f"{upstream}/models"),
             child([*serve, "--port", str(gw_port)], f"{base}/readyz", env=env) as gw,

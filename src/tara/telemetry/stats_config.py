@@ -45,8 +45,9 @@ class TelemetryStatsSettings(BaseModel):
     max_pending_keys: int = Field(100_000, gt=0)
     """Bound on buckets held locally while the store is down; the oldest are dropped
     (``backlog_full``)."""
-    memory_max_buckets: int = Field(1_000, gt=0)
-    """Most window buckets the in-process store keeps (a busy bucket is ~20 KB: 20 MB).
+    memory_max_buckets: int = Field(250, gt=0)
+    """Most window buckets the in-process store keeps (a busy bucket is ~20 KB: 5 MB; one
+    series' last 40 minutes at 10 s resolution, or ten days of hourly rollups).
     Past it, the oldest fine buckets go first (``fine_evicted``: reads of that time fall
     back to hourly rollups, nothing is lost), then the oldest rollups (``memory_full``).
     Redis keeps its buckets in Redis."""
