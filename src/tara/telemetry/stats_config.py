@@ -45,9 +45,9 @@ class TelemetryStatsSettings(BaseModel):
     max_pending_keys: int = Field(100_000, gt=0)
     """Bound on buckets held locally while the store is down; the oldest are dropped
     (``backlog_full``)."""
-    memory_max_buckets: int = Field(250, gt=0)
-    """Most window buckets the in-process store keeps (a busy bucket is ~20 KB: 5 MB; one
-    series' last 40 minutes at 10 s resolution, or ten days of hourly rollups).
+    memory_max_buckets: int = Field(100, gt=0)
+    """Most window buckets the in-process store keeps (a busy bucket is ~20 KB: 2 MB; one
+    series' last quarter hour at 10 s resolution, or four days of hourly rollups).
     Past it, the oldest fine buckets go first (``fine_evicted``: reads of that time fall
     back to hourly rollups, nothing is lost), then the oldest rollups (``memory_full``).
     Redis keeps its buckets in Redis."""
@@ -61,8 +61,8 @@ class TelemetryStatsSettings(BaseModel):
     """How long feedback waits for another replica to publish an unknown request id."""
     user_retry_window_seconds: float = Field(600.0, gt=0)
     """The same question from the same student within this time is a retry."""
-    user_retry_memory_size: int = Field(20_000, gt=0)
-    """Questions the in-process retry memory keeps (~250 bytes each: 5 MB); past it the
+    user_retry_memory_size: int = Field(10_000, gt=0)
+    """Questions the in-process retry memory keeps (~260 bytes each: 2.6 MB); past it the
     oldest are forgotten, and those still inside the window are counted
     (``user_retries``/``memory_full``): a retry of them goes unnoticed. Redis expires its
     own."""

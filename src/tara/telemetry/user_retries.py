@@ -150,7 +150,7 @@ class MemoryRetryMemory:
         self,
         window: float = 600.0,
         *,
-        size: int = 20_000,
+        size: int = 10_000,
         clock: Callable[[], float] = time.time,
         on_drop: OnDrop | None = None,
     ) -> None:
