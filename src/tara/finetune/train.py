@@ -96,6 +96,25 @@ def hyperparameters(settings: FinetuneSettings) -> Hyperparameters:
     )
 
 
+async def create_job(
+    backend: TrainingBackend,
+    settings: FinetuneSettings,
+    files: tuple[str, str | None],
+    metadata: Mapping[str, str],
+) -> Job:
+    """Create the job ``settings`` ask for (base model, hyperparameters, suffix) on the
+    uploaded ``(training, validation)`` files; :func:`run_key` names the same settings."""
+    training_file, validation_file = files
+    return await backend.create_job(
+        model=settings.base_model,
+        training_file=training_file,
+        validation_file=validation_file,
+        hyperparameters=hyperparameters(settings),
+        suffix=settings.suffix,
+        metadata=metadata,
+    )
+
+
 def run_key(dataset_hash: str, settings: FinetuneSettings) -> str:
     """What makes two ``start`` commands the same run: data, base model, training settings."""
     parts = [
@@ -190,14 +209,9 @@ async def start_run(
             record.validation_file = await backend.upload_file(dataset.validation)
         # Recorded before the job exists, so a crash here costs no second upload.
         registry.put(record)
-    job = await backend.create_job(
-        model=settings.base_model,
-        training_file=record.training_file,
-        validation_file=record.validation_file,
-        hyperparameters=hyperparameters(settings),
-        suffix=settings.suffix,
-        metadata={META_DATASET: dataset.hash, META_RUN: key, META_ATTEMPT: str(record.attempt)},
-    )
+    files = (record.training_file, record.validation_file)
+    metadata = {META_DATASET: dataset.hash, META_RUN: key, META_ATTEMPT: str(record.attempt)}
+    job = await create_job(backend, settings, files, metadata)
     registry.put(record_job(record, job, clock()))
     return StartOutcome("created", record, job)
 

@@ -43,7 +43,7 @@ from tara.finetune.train import (
     META_DATASET,
     META_RUN,
     Dataset,
-    hyperparameters,
+    create_job,
     load_dataset,
 )
 from tara.loops import run_in_thread
@@ -233,19 +233,13 @@ class StepRunner:
         backend = self.backend
         job = await backend.find_job({META_RUN: step.run_id})
         if job is None:
-            ft = self._settings.finetune
-            job = await backend.create_job(
-                model=ft.base_model,
-                training_file=step.training_file,
-                validation_file=step.validation_file,
-                hyperparameters=hyperparameters(ft),
-                suffix=ft.suffix,
-                metadata={
-                    META_RUN: step.run_id,
-                    META_DATASET: step.dataset_hash,
-                    META_SEGMENT: step.segment.label,
-                },
-            )
+            files = (step.training_file, step.validation_file)
+            metadata = {
+                META_RUN: step.run_id,
+                META_DATASET: step.dataset_hash,
+                META_SEGMENT: step.segment.label,
+            }
+            job = await create_job(backend, self._settings.finetune, files, metadata)
         else:
             log.info("fine-tuning loop: run %s already has job %s", step.run_id, job.id)
         return job_seen(job)
