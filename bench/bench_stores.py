@@ -53,6 +53,7 @@ from procs import ROOT, cpu_seconds
 from tara.gateway.chat import new_request_id
 from tara.serving import free_port
 from tara.telemetry.interactions import Interaction
+from tara.telemetry.log import Feedback
 from tara.telemetry.log_postgres import PostgresInteractionLog
 from tara.telemetry.migrations.postgres import MIGRATIONS
 from tara.telemetry.request_index import CountedFeedback
@@ -238,7 +239,7 @@ async def postgres_round(
         rated_ids = [ix for batch in rows for ix in batch][: int(batch_size * batches * rated)]
         before = cpu_seconds(pid)
         for ix in rated_ids:
-            await log.apply_feedback(ix.request_id, 4, ["wrong"], 0.8, None, time.time())
+            await log.apply_feedback(Feedback(ix.request_id, 4, ["wrong"], 0.8, None, time.time()))
         feedback = cpu_seconds(pid) - before
     finally:
         await log.aclose()

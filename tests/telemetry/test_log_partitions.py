@@ -21,6 +21,7 @@ import pytest
 from tara.gateway.chat import new_request_id
 from tara.telemetry import log_partitions as parts
 from tara.telemetry.interactions import Interaction
+from tara.telemetry.log import Feedback
 from tara.telemetry.log_postgres import PostgresInteractionLog
 from tara.telemetry.log_sqlite import SqliteInteractionLog
 from tara.telemetry.migrations import postgres as pg_migrations
@@ -169,7 +170,7 @@ async def test_an_unpartitioned_log_is_partitioned_in_place_and_keeps_every_row(
         # Inserts and upserts into the months ahead land in their partitions.
         next_month = request_id(day(M1, 3))
         await log.write_batch([row(next_month, day(M1, 3))])
-        await log.apply_feedback(next_month, 5, ["cultural"], None, None, day(M1, 4))
+        await log.apply_feedback(Feedback(next_month, 5, ["cultural"], None, None, day(M1, 4)))
         await log.write_batch([row(next_month, day(M1, 3), user_retry=True)])
         stored = await log.get(next_month)
         assert stored is not None
@@ -223,7 +224,7 @@ async def test_purge_drops_whole_old_months_and_deletes_the_rest(
         late = request_id(day(m1, 3))  # rated before it was written: created_at is late
         early, kept = request_id(day(m2, 2)), request_id(day(m2, 20))
         await log.write_batch([row(this_month, day(m0, 1))])
-        await log.apply_feedback(late, 3, [], None, None, day(m2, 25))
+        await log.apply_feedback(Feedback(late, 3, [], None, None, day(m2, 25)))
         await log.write_batch([row(early, day(m2, 2)), row(kept, day(m2, 20))])
         await log.write_batch([row("odd-id", day(m0, 2))])
 
