@@ -13,11 +13,11 @@ with rollups it reads ~170 hourly hashes plus the fine edges.
 The request index lives 30 days: ratings arrive late (a student reopens last
 week's answer) and the fine-tuning extraction joins ratings over weeks.
 
-Memory, argued: every structure a process keeps has a bound here, sized so
-that one embedded gateway (state in process memory) stays under 150 MiB at
-any load and for any time (``bench/bench_soak.py``); what a bound pushes out
-is counted in ``tara_telemetry_dropped_total{sink,reason}``, never dropped
-silently. The sizes per entry below were measured with tracemalloc.
+Memory, argued: every structure a process keeps has a bound here, sized for
+one embedded gateway (state in process memory) to stay near 150 MiB at any
+load and for any time (``bench/bench_soak.py`` measures it); what a bound
+pushes out is counted in ``tara_telemetry_dropped_total{sink,reason}``, never
+dropped silently. The sizes per entry below were measured with tracemalloc.
 """
 
 from __future__ import annotations
