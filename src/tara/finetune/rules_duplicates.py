@@ -1,26 +1,28 @@
-"""Duplicate rules: exact and near-duplicate examples, remembered in fixed memory.
+"""Duplicate rules: the keys that find duplicate candidates, and their fixed-size memory.
 
-Texts are compared as their case-folded words, so spacing and case do not
-make two examples different. *Exact* duplicates share a 64-bit BLAKE2b
-fingerprint of those words. *Near* duplicates are found with MinHash locality-sensitive hashing over
-word bigrams: each bigram gets a CRC-32, the hash range is cut into
-``bands`` equal parts, and the ``rows`` smallest hashes in each part (a
-bottom-k sketch, taken by bisecting the sorted set, with no Python loop
-over the shingles) make that band's key. Two texts share a band's key with
-probability about ``J ** rows`` for bigram Jaccard similarity ``J``; they
-are near duplicates when any band matches. With the default 4×8 that is
-89% of pairs at J = 0.9, 52% at 0.8, and 4·J⁸ per pair below that (1e-5
-at 0.2): a corpus of many answers that are all somewhat alike (a fixed
-greeting, one template) needs more rows. Texts with few bigrams are only
-checked for exact duplicates.
+Texts are compared as their case-folded words (question, a separator, then
+answer), so spacing and case do not make two examples different. *Exact*
+duplicates share a 64-bit BLAKE2b fingerprint of those words. *Near*
+duplicate candidates are found with locality-sensitive hashing over word
+bigrams: each bigram gets a CRC-32, the hash range is cut into ``bands``
+equal parts, and the ``rows`` smallest hashes in each part (a bottom-k
+sketch, taken by bisecting the sorted set, with no Python loop over the
+shingles) make that band's key. Two texts share a band's key when the
+bigrams that fall in that part agree, which near duplicates' mostly do:
+one edited word changes at most four bigrams, so it spoils at most four of
+the default eight bands. Texts with few bigrams get no band keys and are
+only checked for exact duplicates.
+
+Keys only *nominate*: :mod:`tara.finetune.dedup` confirms every candidate
+with the exact bigram Jaccard similarity before anything is dropped.
 
 Memory bound: every key goes into one Bloom filter of ``dedup_memory_mb``
 bytes with three probes per key, allocated up front and never grown. After
 ``n`` examples (``1 + bands`` keys each) a new key is wrongly taken as seen
 with probability about ``(1 - e^(-3k/m))^3`` for ``k`` keys in ``m`` bits —
-32 MB holds a million examples at 0.02% per key; the manifest reports the estimate for the run.
-Keys include the language×subject combination, so combinations are
-de-duplicated independently and the first occurrence (in log order) wins.
+32 MB holds a million examples at 0.1% per key; such a false positive costs
+one comparison, never an example. Keys include the language×subject
+combination, so combinations are de-duplicated independently.
 """
 
 from __future__ import annotations
@@ -133,25 +135,17 @@ class NearDuplicateSketch:
 
 
 class Deduplicator:
-    """Remembers what it has kept and names the duplicate rule a new example breaks."""
+    """Remembers every key seen and says which examples may have a duplicate seen before."""
 
-    def __init__(self, memory_bytes: int, sketch: NearDuplicateSketch) -> None:
+    def __init__(self, memory_bytes: int) -> None:
         self.seen = BloomFilter(memory_bytes)
-        self._sketch = sketch
 
-    def check(self, combination: bytes, words: list[bytes]) -> str | None:
-        """``None`` for a new example (now remembered), else the duplicate rule's name."""
-        return self.check_keys(
-            exact_key(combination, words), self._sketch.band_keys(combination, words)
-        )
-
-    def check_keys(self, exact: int, bands: Sequence[int]) -> str | None:
-        """:meth:`check` for keys computed beforehand (perhaps in another process)."""
+    def observe(self, exact: int, bands: Sequence[int]) -> bool:
+        """Remember an example's keys; whether any of them was (probably) seen already."""
         seen = self.seen
-        if seen.add(exact):
-            return EXACT_DUPLICATE
-        if seen.contains_any(bands):
-            return NEAR_DUPLICATE
-        for k in bands:
-            seen.add(k)
-        return None
+        flagged = seen.add(exact)
+        if bands:
+            flagged = seen.contains_any(bands) or flagged
+            for k in bands:
+                seen.add(k)
+        return flagged
