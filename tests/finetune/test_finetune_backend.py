@@ -19,7 +19,7 @@ from tara.finetune.train import (
     META_RUN,
     Dataset,
     decide,
-    hyperparameters,
+    job_request,
     load_dataset,
     run_key,
     start_run,
@@ -107,7 +107,9 @@ async def test_start_creates_one_job_however_often_it_is_run(
     assert lost.job.id == first.job.id
     assert registry.get(run_key(dataset.hash, settings)) is not None
     assert await _jobs(backend) == [first.job.id]
-    other = await start_run(backend, dataset, FinetuneSettings(base_model="tara-stable"), registry)
+    other = await start_run(
+        backend, dataset, FinetuneSettings(base_model="gpt-4o-mini-2024-07-18"), registry
+    )
     assert other.action == "created"
     assert len(await _jobs(backend)) == 2
 
@@ -159,12 +161,7 @@ async def test_a_lost_create_response_does_not_make_a_second_job(
     file_id = await backend.upload_file(dataset.train)
     await _faults(sandbox, after=1)  # the job is created, then its answer is "lost"
     job = await backend.create_job(
-        model="gpt-4-0613",
-        training_file=file_id,
-        validation_file=None,
-        hyperparameters=hyperparameters(FinetuneSettings()),
-        suffix="tara",
-        metadata={"tara_run": "r1"},
+        job_request(FinetuneSettings(), file_id, None, {"tara_run": "r1"})
     )
     assert await _jobs(backend) == [job.id]
 
@@ -263,21 +260,18 @@ def test_the_default_base_model_is_a_dated_generally_fine_tunable_one() -> None:
     assert "gpt-4-0613" not in FinetuneSettings().fine_tunable_models
 
 
-async def _files(backend: OpenAIBackend) -> list[str]:
-    return [f.id async for f in backend._client.files.list()]
-
-
 async def test_a_base_model_the_backend_cannot_tune_is_refused_before_any_upload(
     backend: OpenAIBackend, tmp_path: Path
 ) -> None:
     dataset = await build_dataset(tmp_path / "ds")
     legacy = FinetuneSettings(base_model="gpt-4-0613")
+    registry = RunRegistry(tmp_path)
     with pytest.raises(BackendError, match="gpt-4-0613") as refused:
-        await start_run(backend, dataset, legacy, RunRegistry(tmp_path))
+        await start_run(backend, dataset, legacy, registry)
     assert "gpt-4.1-mini-2025-04-14" in str(refused.value)  # names the allowed models
     assert "finetune.fine_tunable_models" in str(refused.value)
     assert not refused.value.transient
-    assert await _files(backend) == []
+    assert all(r.training_file is None for r in registry.load().values())  # nothing uploaded
     assert await _jobs(backend) == []
     # A fine-tune of an allowed base can be tuned further.
     backend.check_base_model("ft:gpt-4o-mini-2024-07-18:tara::abc123")

@@ -20,7 +20,14 @@ from typing import Any, Literal
 
 import orjson
 
-from tara.finetune.backend import BackendError, Hyperparameters, Job, JobEvent, TrainingBackend
+from tara.finetune.backend import (
+    BackendError,
+    Hyperparameters,
+    Job,
+    JobEvent,
+    JobRequest,
+    TrainingBackend,
+)
 from tara.finetune.config import FinetuneSettings
 from tara.finetune.runs import RunRecord, RunRegistry
 
@@ -93,6 +100,23 @@ def hyperparameters(settings: FinetuneSettings) -> Hyperparameters:
         n_epochs=settings.n_epochs,
         batch_size=settings.batch_size,
         learning_rate_multiplier=settings.learning_rate_multiplier,
+    )
+
+
+def job_request(
+    settings: FinetuneSettings,
+    training_file: str,
+    validation_file: str | None,
+    metadata: Mapping[str, str],
+) -> JobRequest:
+    """The job a run asks for: the settings' base model, hyperparameters and suffix."""
+    return JobRequest(
+        model=settings.base_model,
+        training_file=training_file,
+        validation_file=validation_file,
+        hyperparameters=hyperparameters(settings),
+        suffix=settings.suffix,
+        metadata=metadata,
     )
 
 
@@ -184,19 +208,16 @@ async def start_run(
     if job is not None:
         record.attempt += 1
         record.job_id = record.status = record.fine_tuned_model = None
+    backend.check_base_model(settings.base_model)  # before a byte is uploaded
     if record.training_file is None:
         record.training_file = await backend.upload_file(dataset.train)
         if dataset.validation is not None:
             record.validation_file = await backend.upload_file(dataset.validation)
         # Recorded before the job exists, so a crash here costs no second upload.
         registry.put(record)
+    metadata = {META_DATASET: dataset.hash, META_RUN: key, META_ATTEMPT: str(record.attempt)}
     job = await backend.create_job(
-        model=settings.base_model,
-        training_file=record.training_file,
-        validation_file=record.validation_file,
-        hyperparameters=hyperparameters(settings),
-        suffix=settings.suffix,
-        metadata={META_DATASET: dataset.hash, META_RUN: key, META_ATTEMPT: str(record.attempt)},
+        job_request(settings, record.training_file, record.validation_file, metadata)
     )
     registry.put(record_job(record, job, clock()))
     return StartOutcome("created", record, job)

@@ -43,7 +43,7 @@ from tara.finetune.train import (
     META_DATASET,
     META_RUN,
     Dataset,
-    hyperparameters,
+    job_request,
     load_dataset,
 )
 from tara.loops import run_in_thread
@@ -222,6 +222,7 @@ class StepRunner:
     async def upload(self, step: Upload) -> Uploaded:
         """Upload the training file (and the validation file, when it holds examples)."""
         dataset = await self.dataset(step.dataset_dir, step.dataset_hash, step.rebuild)
+        self.backend.check_base_model(self._settings.finetune.base_model)  # before any upload
         training = await self.backend.upload_file(dataset.train)
         validation = None
         if dataset.validation is not None:
@@ -233,18 +234,15 @@ class StepRunner:
         backend = self.backend
         job = await backend.find_job({META_RUN: step.run_id})
         if job is None:
-            ft = self._settings.finetune
+            metadata = {
+                META_RUN: step.run_id,
+                META_DATASET: step.dataset_hash,
+                META_SEGMENT: step.segment.label,
+            }
             job = await backend.create_job(
-                model=ft.base_model,
-                training_file=step.training_file,
-                validation_file=step.validation_file,
-                hyperparameters=hyperparameters(ft),
-                suffix=ft.suffix,
-                metadata={
-                    META_RUN: step.run_id,
-                    META_DATASET: step.dataset_hash,
-                    META_SEGMENT: step.segment.label,
-                },
+                job_request(
+                    self._settings.finetune, step.training_file, step.validation_file, metadata
+                )
             )
         else:
             log.info("fine-tuning loop: run %s already has job %s", step.run_id, job.id)
