@@ -46,7 +46,6 @@ def _openai_fine_tunable() -> list[str]:
         "gpt-4.1-nano-2025-04-14",
         "gpt-4o-2024-08-06",
         "gpt-4o-mini-2024-07-18",
-        "gpt-3.5-turbo-0125",
     ]
 
 
@@ -157,8 +156,9 @@ class FinetuneSettings(_Section):
     """Model the fine-tuning job starts from: a dated model the backend can fine-tune (checked
     before anything is uploaded), or a fine-tune of one (``ft:<base>:...``)."""
     fine_tunable_models: list[str] = Field(default_factory=_openai_fine_tunable)
-    """Base models the OpenAI backend accepts (OpenAI's generally available fine-tuning
-    models); list your provider's when ``base_url`` points elsewhere; empty: not checked."""
+    """Base models the OpenAI backend accepts (OpenAI's dated models open to supervised
+    fine-tuning, none with a published shutdown); list your provider's when ``base_url``
+    points elsewhere; empty: not checked."""
     n_epochs: int = Field(3, ge=1)
     """Training epochs."""
     batch_size: int = Field(16, ge=1)
