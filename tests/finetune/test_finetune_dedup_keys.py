@@ -32,7 +32,7 @@ class _Keys:
 
     def check(self, combination: bytes, words: list[bytes]) -> bool:
         exact = exact_key(combination, words)
-        return self.dedup.observe(exact, SKETCH.band_keys(combination, words))
+        return self.dedup.observe((exact, *SKETCH.band_keys(combination, words)))
 
 
 def _dedup() -> _Keys:

@@ -108,7 +108,7 @@ class _Intake:
             self.spool,
             self._clusters,
         )
-        keys = self.cluster_keys
+        cluster_keys = self.cluster_keys
         for c, (rule, redactions, exact, bands, cluster, joined, line) in zip(
             candidates, results, strict=True
         ):
@@ -122,18 +122,19 @@ class _Intake:
             if redactions:
                 stats.redacted_examples += 1
                 stats.redactions.update(redactions)
-            index = spool.write(line, (exact, *bands))
-            if observe(exact, bands):
+            keys = (exact, *bands)
+            index = spool.write(line, keys)
+            if observe(keys):
                 self.flagged.append(index)
             self.combo_of.append(stats.index)
             self.rating.append(c.rating)
             if joined:
-                cid = clusters.setdefault(cluster, len(keys))
-                if cid == len(keys):
-                    keys.append(cluster)
+                cid = clusters.setdefault(cluster, len(cluster_keys))
+                if cid == len(cluster_keys):
+                    cluster_keys.append(cluster)
             else:
-                cid = len(keys)
-                keys.append(cluster)
+                cid = len(cluster_keys)
+                cluster_keys.append(cluster)
             self.cluster_of.append(cid)
 
 

@@ -74,21 +74,34 @@ class BloomFilter:
         i1, b1, i2, b2, i3, b3 = self._probes(key)
         return bool(bits[i1] & b1 and bits[i2] & b2 and bits[i3] & b3)
 
-    def contains_any(self, keys: Sequence[int]) -> bool:
-        """Whether any of ``keys`` is (probably) present; one call for a text's band keys."""
+    def add_all(self, keys: Sequence[int]) -> bool:
+        """Insert every key; whether any of them was (probably) present already.
+
+        :meth:`add` inlined in one loop: a build calls this for every example.
+        """
         bits, mask = self._bits, self._mask
+        present = False
+        added = 0
         for key in keys:
             step = (key >> 32) | 1
-            p = key & mask
-            if not bits[p >> 3] & (1 << (p & 7)):
+            p1, p2, p3 = key & mask, (key + step) & mask, (key + 2 * step) & mask
+            i1, b1, i2, b2, i3, b3 = (
+                p1 >> 3,
+                1 << (p1 & 7),
+                p2 >> 3,
+                1 << (p2 & 7),
+                p3 >> 3,
+                1 << (p3 & 7),
+            )
+            if bits[i1] & b1 and bits[i2] & b2 and bits[i3] & b3:
+                present = True
                 continue
-            p = (key + step) & mask
-            if not bits[p >> 3] & (1 << (p & 7)):
-                continue
-            p = (key + 2 * step) & mask
-            if bits[p >> 3] & (1 << (p & 7)):
-                return True
-        return False
+            bits[i1] |= b1
+            bits[i2] |= b2
+            bits[i3] |= b3
+            added += 1
+        self.keys += added
+        return present
 
     def false_positive_rate(self) -> float:
         """Estimated chance that an unseen key is taken as seen, at the current fill."""
@@ -140,12 +153,6 @@ class Deduplicator:
     def __init__(self, memory_bytes: int) -> None:
         self.seen = BloomFilter(memory_bytes)
 
-    def observe(self, exact: int, bands: Sequence[int]) -> bool:
-        """Remember an example's keys; whether any of them was (probably) seen already."""
-        seen = self.seen
-        flagged = seen.add(exact)
-        if bands:
-            flagged = seen.contains_any(bands) or flagged
-            for k in bands:
-                seen.add(k)
-        return flagged
+    def observe(self, keys: Sequence[int]) -> bool:
+        """Remember an example's keys (exact, then bands); whether any was (probably) seen."""
+        return self.seen.add_all(keys)

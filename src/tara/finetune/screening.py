@@ -62,10 +62,16 @@ class BatchScreener:
         self._screener = Screener(settings.validation, lexicon)
         self._key = seed_key(settings.split.seed)
         self._prompts = PromptTable(settings.prompts)
+        self._combos: dict[tuple[str, str], bytes] = {}
 
     def run(self, rows: Sequence[Row]) -> list[Result]:
         """Screen ``rows``; one result per row, in order."""
-        screen, prompt, key = self._screener.screen, self._prompts.get, self._key
+        screen, prompt, key, combos = (
+            self._screener.screen,
+            self._prompts.get,
+            self._key,
+            self._combos,
+        )
         out: list[Result] = []
         append = out.append
         for request_id, language, subject, question, answer, tokens, tags, student in rows:
@@ -77,7 +83,9 @@ class BatchScreener:
                 append((rule, (), 0, (), 0, False, b""))
                 continue
             line = example_line(prompt(subject, language), question, answer)
-            combo = combination_id(language, subject)
+            combo = combos.get((language, subject))
+            if combo is None:
+                combo = combos[(language, subject)] = combination_id(language, subject)
             cluster, joined = cluster_key(key, combo, student, asked, request_id)
             append((None, redactions, exact, bands, cluster, joined, line))
         return out
