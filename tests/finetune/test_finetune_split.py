@@ -277,3 +277,27 @@ async def test_a_students_repeated_question_stays_in_one_split(tmp_path: Path) -
     assert tuple(combo["written"][s] for s in SPLITS) == (198, 25, 25)  # type: ignore[index]
     assert combo["split"]["largest_cluster"] == 4  # type: ignore[index]
     assert QUESTIONS["en"]  # the samples module is the one the corpus used
+
+
+def _placement(directory: Path) -> dict[str, str]:
+    """Which split each example's question went to."""
+    out = {}
+    for split in SPLITS:
+        for line in (directory / f"{split}.jsonl").read_text("utf-8").splitlines():
+            out[json.loads(line)["messages"][1]["content"]] = split
+    return out
+
+
+async def test_the_split_depends_on_the_seed_and_the_data_not_the_order(tmp_path: Path) -> None:
+    items = corpus({("en", "math"): 120, ("hi", "physics"): 90})
+    settings_ = FinetuneSettings(min_interactions=30)
+    await prepare(stream(items), settings_, tmp_path / "a")
+    await prepare(stream(items[::-1]), settings_, tmp_path / "b")
+    reseeded = FinetuneSettings(min_interactions=30, split=SplitSettings(seed=9))
+    await prepare(stream(items), reseeded, tmp_path / "c")
+    first = _placement(tmp_path / "a")
+    assert len(first) == 210
+    assert _placement(tmp_path / "b") == first
+    other = _placement(tmp_path / "c")
+    assert sum(other[q] != first[q] for q in first) > 20
+    assert Counter(other.values()) == Counter(first.values())  # the same exact quotas

@@ -10,9 +10,8 @@ form one leakage cluster. Rather than reading the log twice (twice the
 database load, and a growing log can change between the passes), examples
 that pass the stateless rules are spooled to disk with their duplicate keys
 (see :mod:`tara.finetune.dataset`). Memory holds a few bytes per spooled
-example (combination, rating, cluster, spool offset), one entry per
-cluster of a student's repeated question, and the fixed-size duplicate
-filter: about 30 MB plus 20-odd bytes per example.
+example (combination, rating, cluster key, spool offset) and the
+fixed-size duplicate filter: about 32 MB plus 19 bytes per example.
 """
 
 from __future__ import annotations
@@ -72,10 +71,8 @@ class _Intake:
         self.combos: dict[tuple[str, str], CombinationStats] = {}
         self.combo_of = array("H")
         self.rating = array("B")
-        self.cluster_of = array("L")
-        self.cluster_keys = array("Q")
+        self.cluster = array("Q")
         self.flagged: list[int] = []
-        self._clusters: dict[int, int] = {}
         self._batch: list[Candidate] = []
         self._submitted: deque[list[Candidate]] = deque()
 
@@ -102,14 +99,8 @@ class _Intake:
     def _apply(self, candidates: list[Candidate], results: list[Result]) -> None:
         # In log order whatever process screened the batch: the duplicate memory
         # and the example indexes depend on that order.
-        combos, observe, spool, clusters = (
-            self.combos,
-            self.dedup.observe,
-            self.spool,
-            self._clusters,
-        )
-        cluster_keys = self.cluster_keys
-        for c, (rule, redactions, exact, bands, cluster, joined, line) in zip(
+        combos, observe, spool = self.combos, self.dedup.observe, self.spool
+        for c, (rule, redactions, exact, bands, cluster, line) in zip(
             candidates, results, strict=True
         ):
             stats = combos.get(c.combination)
@@ -128,14 +119,7 @@ class _Intake:
                 self.flagged.append(index)
             self.combo_of.append(stats.index)
             self.rating.append(c.rating)
-            if joined:
-                cid = clusters.setdefault(cluster, len(cluster_keys))
-                if cid == len(cluster_keys):
-                    cluster_keys.append(cluster)
-            else:
-                cid = len(cluster_keys)
-                cluster_keys.append(cluster)
-            self.cluster_of.append(cid)
+            self.cluster.append(cluster)
 
 
 def _words(line: bytes) -> list[bytes]:
@@ -168,8 +152,7 @@ def _plan(
 ) -> tuple[list[CombinationStats], np.ndarray]:
     """Split every combination exactly and decide its fate; each example's destination."""
     combo_of = np.frombuffer(intake.combo_of, dtype=np.uint16)
-    cluster_of = np.frombuffer(intake.cluster_of, dtype=f"u{intake.cluster_of.itemsize}")
-    cluster_keys = np.frombuffer(intake.cluster_keys, dtype=np.uint64)
+    cluster_of = np.frombuffer(intake.cluster, dtype=np.uint64)
     destinations = np.full(len(combo_of), NOWHERE, dtype=np.uint8)
     fractions = fractions_of(settings.split)
     ordered = sorted(intake.combos.values(), key=lambda s: (s.language, s.subject))
@@ -178,7 +161,7 @@ def _plan(
         found, inverse, sizes = np.unique(
             cluster_of[members], return_inverse=True, return_counts=True
         )
-        plan = split_group(sizes.tolist(), cluster_keys[found].tolist(), fractions)
+        plan = split_group(sizes.tolist(), found.tolist(), fractions)
         stats.plan = plan
         stats.kept = dict(zip(("train", "validation", "test"), plan.counts, strict=True))
         splits = np.asarray(plan.splits, dtype=np.uint8)[inverse] if members.size else members

@@ -35,10 +35,9 @@ IN_FLIGHT = 3
 Row = tuple[str, str, str, str, str, int | None, tuple[str, ...], str | None]
 """A candidate as plain fields (cheaper to pickle than the dataclass); the last is the
 student."""
-Result = tuple[str | None, tuple[str, ...], int, tuple[int, ...], int, bool, bytes]
-"""``(rule, redactions, exact key, band keys, cluster key, joined, JSONL line)``
-(see :func:`tara.finetune.clusters.cluster_key`); a dropped example has its rule and
-empty rest."""
+Result = tuple[str | None, tuple[str, ...], int, tuple[int, ...], int, bytes]
+"""``(rule, redactions, exact key, band keys, cluster key, JSONL line)`` (see
+:func:`tara.finetune.clusters.cluster_key`); a dropped example has its rule and empty rest."""
 
 
 def as_row(c: Candidate) -> Row:
@@ -80,14 +79,14 @@ class BatchScreener:
                 language, subject, question, answer, tokens, tags
             )
             if rule is not None:
-                append((rule, (), 0, (), 0, False, b""))
+                append((rule, (), 0, (), 0, b""))
                 continue
             line = example_line(prompt(subject, language), question, answer)
             combo = combos.get((language, subject))
             if combo is None:
                 combo = combos[(language, subject)] = combination_id(language, subject)
-            cluster, joined = cluster_key(key, combo, student, asked, request_id)
-            append((None, redactions, exact, bands, cluster, joined, line))
+            cluster = cluster_key(key, combo, student, asked, request_id)
+            append((None, redactions, exact, bands, cluster, line))
         return out
 
 
