@@ -121,9 +121,31 @@ def test_larger_clusters_are_placed_first() -> None:
     assert sum(size for size, s in zip([2, 4, 1, 1, 1, 1], result, strict=True) if s == 0) == 6
 
 
+def test_the_order_of_placement_decides_the_choice() -> None:
+    # Largest first: the 4-cluster takes train, leaving rooms (2, 2, 2), and 7 % 6 = 1 puts the
+    # 2-cluster in train too (placed first it would see rooms (6, 2, 2): 7 % 10 → validation).
+    assert assign([2, 4, 1, 1, 1, 1], [7 << 20, 1 << 40, 1, 2, 3, 4], (6, 2, 2)) == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+    ]
+    # Equal sizes go in key order: B (key 7…) first, 7 % 8 → test; then A, 9 % 6 → train.
+    keys = [(9 << 20) + 2, (7 << 20) + 1, 1, 2, 3, 4]
+    assert assign([2, 2, 1, 1, 1, 1], keys, (4, 2, 2)) == [0, 2, 0, 0, 1, 1]
+
+
 def test_a_cluster_that_fits_nowhere_overflows_the_roomiest_split() -> None:
-    result = assign([5, 1], [0, 1], (4, 1, 1))
-    assert result == [0, 1]
+    assert assign([5, 1], [0, 1], (4, 1, 1)) == [0, 1]
+    assert assign([5, 1], [0, 1], (1, 4, 1)) == [1, 0]
+    assert assign([5, 1], [0, 1], (2, 2, 2)) == [0, 1]  # a tie: the earlier split
+
+
+def test_quotas_of_nothing() -> None:
+    assert quotas(5, (0.0, 0.0, 0.0)) == (0, 0, 0)
+    assert quotas(-1, EIGHTY) == (0, 0, 0)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3])
