@@ -5,7 +5,9 @@ LSH band keys (:mod:`tara.finetune.rules_duplicates`) go into the Bloom
 filter and a scratch file, and an example any of whose keys was (probably)
 seen before is flagged. At the end, the keys of the flagged examples are
 looked up in the scratch file (numpy, in chunks: memory stays flat), and
-examples sharing a key are joined into candidate clusters (union-find).
+examples sharing a key are joined into candidate clusters (union-find); a
+band key shared by more than :data:`MAX_BAND_GROUP` examples belongs to a
+template every answer repeats and nominates nothing.
 Nothing is dropped on a candidate's word: in each cluster the examples are
 taken best-rated first (then in log order) and one is dropped only when it
 is an exact duplicate of an example already kept (same case-folded words)
@@ -13,14 +15,16 @@ or its word-bigram Jaccard similarity with one is at least
 ``near_duplicate_threshold`` — computed exactly on the bigrams, not
 estimated. So no example is dropped whose similarity to every kept example
 is below the threshold, and the example kept of a group of duplicates is
-the best-rated one. A Bloom false positive or a chance band match costs
-only a comparison.
+the best-rated one. Each example is compared with the kept examples it
+shares a key with; a Bloom false positive or a chance band match costs only
+a comparison.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,28 +51,43 @@ def keep_best(
     words: Callable[[int], Sequence[bytes]] | Sequence[Sequence[bytes]],
     ratings: Callable[[int], int] | Sequence[int],
     threshold: float,
+    keys: Callable[[int], Iterable[int]] | None = None,
 ) -> dict[int, str | None]:
     """For one candidate cluster: ``None`` for each kept member, else the rule that drops it.
 
     Members are taken best-rated first, then by index (log order); each is kept
     unless an already kept member has the same words or a bigram Jaccard
-    similarity of at least ``threshold`` with it.
+    similarity of at least ``threshold`` with it. With ``keys`` (a member's
+    candidate keys), a member is compared only with the kept members it shares
+    a key with — the LSH candidates — so a large cluster costs no more than
+    its candidate pairs; without, with every kept member.
     """
     word_of = words if callable(words) else words.__getitem__
     rating_of = ratings if callable(ratings) else ratings.__getitem__
     order = sorted(members, key=lambda m: (-rating_of(m), m))
-    kept: list[tuple[Sequence[bytes], set[tuple[bytes, bytes]]]] = []
+    exact: set[tuple[bytes, ...]] = set()
+    kept: list[set[tuple[bytes, bytes]]] = []
+    by_key: dict[int, list[int]] = {}
     verdicts: dict[int, str | None] = {}
     for m in order:
-        w = word_of(m)
-        if any(list(w) == list(k) for k, _ in kept):
+        w = tuple(word_of(m))
+        if w in exact:
             verdicts[m] = EXACT_DUPLICATE
             continue
         s = shingles(w)
-        if any(jaccard(s, ks) >= threshold for _, ks in kept):
+        mine = list(keys(m)) if keys is not None else None
+        if mine is None:
+            others: Iterable[int] = range(len(kept))
+        else:
+            others = {k for key in mine for k in by_key.get(key, ())}
+        if any(jaccard(s, kept[k]) >= threshold for k in others):
             verdicts[m] = NEAR_DUPLICATE
             continue
-        kept.append((w, s))
+        if mine is not None:
+            for key in mine:
+                by_key.setdefault(key, []).append(len(kept))
+        exact.add(w)
+        kept.append(s)
         verdicts[m] = None
     return verdicts
 
@@ -92,31 +111,54 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def candidate_clusters(keys_path: Path, width: int, flagged: Sequence[int]) -> list[list[int]]:
+MAX_BAND_GROUP = 64
+"""A band key shared by more examples than this is a template's (a fixed greeting, a
+formula every answer repeats), not a sign of duplication: it nominates no candidates.
+Exact fingerprints always do."""
+
+
+@dataclass(slots=True)
+class Candidates:
+    """Clusters of examples that share a key with a flagged one, and each member's keys."""
+
+    clusters: list[list[int]]
+    keys: dict[int, list[int]]
+    """The keys by which an example was nominated (its exact fingerprint, band keys)."""
+
+
+def candidate_clusters(keys_path: Path, width: int, flagged: Sequence[int]) -> Candidates:
     """Clusters (lists of example indexes, ascending) of examples sharing a key with a
-    flagged one. ``keys_path`` holds ``width`` uint64 keys per example (0 = none)."""
+    flagged one. ``keys_path`` holds ``width`` uint64 keys per example (0 = none): the
+    first is the exact fingerprint, the others are band keys."""
     if not flagged or not keys_path.stat().st_size:
-        return []
+        return Candidates([], {})
     keys = np.memmap(keys_path, dtype=np.uint64, mode="r").reshape(-1, width)
     wanted = np.unique(keys[np.asarray(flagged, dtype=np.int64)].ravel())
     wanted = wanted[wanted != 0]
-    found_keys, found_rows = [], []
+    found_keys, found_rows, found_exact = [], [], []
     for start in range(0, keys.shape[0], _CHUNK):
         block = np.asarray(keys[start : start + _CHUNK])
         rows, cols = np.nonzero(np.isin(block, wanted))
         found_keys.append(block[rows, cols])
         found_rows.append(rows.astype(np.int64) + start)
+        found_exact.append(cols == 0)
     del keys
     k, r = np.concatenate(found_keys), np.concatenate(found_rows)
+    exact = np.concatenate(found_exact)
     order = np.lexsort((r, k))
-    k, r = k[order], r[order]
+    k, r, exact = k[order], r[order], exact[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    sizes = np.diff(np.r_[starts, k.size])
+    useful = (sizes > 1) & ((sizes <= MAX_BAND_GROUP) | exact[starts])
     uf = _UnionFind()
-    same = np.flatnonzero(k[1:] == k[:-1])
-    for i in same.tolist():
-        a, b = int(r[i]), int(r[i + 1])
-        if a != b:
-            uf.union(a, b)
+    member_keys: dict[int, list[int]] = {}
+    for start, size in zip(starts[useful].tolist(), sizes[useful].tolist(), strict=True):
+        rows = r[start : start + size].tolist()
+        key = int(k[start])
+        for row in rows:
+            member_keys.setdefault(row, []).append(key)
+            uf.union(rows[0], row)
     clusters: dict[int, list[int]] = {}
     for x in sorted(uf.parent):
         clusters.setdefault(uf.find(x), []).append(x)
-    return [c for c in clusters.values() if len(c) > 1]
+    return Candidates([c for c in clusters.values() if len(c) > 1], member_keys)

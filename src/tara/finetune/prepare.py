@@ -133,14 +133,15 @@ def _resolve_duplicates(intake: _Intake, threshold: float) -> np.ndarray:
     """Drop the confirmed duplicates (counted per combination); the survivors' mask."""
     spool = intake.spool
     alive = np.ones(len(intake.combo_of), dtype=bool)
-    groups = candidate_clusters(spool.keys_path, spool.width, intake.flagged)
-    lines = spool.read(m for g in groups for m in g)
+    found = candidate_clusters(spool.keys_path, spool.width, intake.flagged)
+    lines = spool.read(m for g in found.clusters for m in g)
     by_index = {s.index: s for s in intake.combos.values()}
-    for group in groups:
+    for group in found.clusters:
         words = {m: _words(lines[m]) for m in group}
-        for m, rule in keep_best(
-            group, words.__getitem__, intake.rating.__getitem__, threshold
-        ).items():
+        verdicts = keep_best(
+            group, words.__getitem__, intake.rating.__getitem__, threshold, found.keys.__getitem__
+        )
+        for m, rule in verdicts.items():
             if rule is not None:
                 alive[m] = False
                 by_index[intake.combo_of[m]].dropped[rule] += 1
