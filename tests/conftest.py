@@ -15,11 +15,17 @@ from collections.abc import AsyncIterator, Generator
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, settings
 
 from dependencies import MISSING_DEPENDENCY, in_ci
 from tcp_relay import REDIS_URL, RedisProxy
 
 POSTGRES_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+# Timings belong in bench/: on a loaded machine an example may take longer than Hypothesis's
+# default 200 ms deadline, or generating it may look slow, without anything being wrong.
+settings.register_profile("tara", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("tara")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -1,4 +1,4 @@
-"""Every Redis key prefix the project uses, in one place (arq style).
+"""Every Redis key prefix the project uses, in one place (arq style), and how names read back.
 
 All keys live below ``{namespace}:`` (setting ``redis_namespace``, default
 ``tara``) so that several deployments or test runs can share one Redis.
@@ -33,3 +33,8 @@ LEADER = "leader"
 def key(namespace: str, *parts: str) -> str:
     """Join a namespace and key parts with ``:``."""
     return ":".join((namespace, *parts))
+
+
+def text(value: bytes | str) -> str:
+    """A hash field or value as Redis returned it (bytes unless the client decodes) as text."""
+    return value.decode() if isinstance(value, bytes) else value

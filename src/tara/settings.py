@@ -210,8 +210,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def _describe(exc: ValidationError, origin: str) -> str:
-    lines = [f"invalid settings ({origin}):"]
+def describe_invalid(exc: ValidationError, what: str, origin: str) -> str:
+    """``invalid {what} ({origin}):`` and one line per offending field, dotted path first."""
+    lines = [f"invalid {what} ({origin}):"]
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(root)"
         lines.append(f"  {field}: {err['msg']}")
@@ -232,7 +233,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     try:
         built = _WithFile(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, origin)) from exc
+        raise ConfigError(describe_invalid(exc, "settings", origin)) from exc
     return Settings.model_validate(built.model_dump())
 
 

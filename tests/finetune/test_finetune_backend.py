@@ -18,8 +18,8 @@ from tara.finetune.runs import RunRegistry
 from tara.finetune.train import (
     META_RUN,
     Dataset,
+    create_job,
     decide,
-    job_request,
     load_dataset,
     run_key,
     start_run,
@@ -160,9 +160,7 @@ async def test_a_lost_create_response_does_not_make_a_second_job(
     dataset = await build_dataset(tmp_path / "ds")
     file_id = await backend.upload_file(dataset.train)
     await _faults(sandbox, after=1)  # the job is created, then its answer is "lost"
-    job = await backend.create_job(
-        job_request(FinetuneSettings(), file_id, None, {"tara_run": "r1"})
-    )
+    job = await create_job(backend, FinetuneSettings(), (file_id, None), {"tara_run": "r1"})
     assert await _jobs(backend) == [job.id]
 
 

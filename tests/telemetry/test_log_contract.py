@@ -13,7 +13,7 @@ import pytest
 
 from tara.serving import free_port
 from tara.telemetry.interactions import Interaction
-from tara.telemetry.log import COLUMNS, InteractionFilter, InteractionLog
+from tara.telemetry.log import COLUMNS, Feedback, InteractionFilter, InteractionLog
 from tara.telemetry.log_postgres import PostgresInteractionLog
 from tara.telemetry.log_sqlite import SqliteInteractionLog
 
@@ -138,8 +138,8 @@ async def test_a_large_batch_is_written_whole_with_a_rewrite_among_it(
 
 async def test_second_rating_replaces_the_first(store: InteractionLog) -> None:
     await store.write_batch([make(1)])
-    assert await store.apply_feedback("req-000001", 2, ["wrong"], 0.3, "गलत", T0 + 10)
-    assert await store.apply_feedback("req-000001", 5, ["cultural"], None, None, T0 + 20)
+    assert await store.apply_feedback(Feedback("req-000001", 2, ["wrong"], 0.3, "गलत", T0 + 10))
+    assert await store.apply_feedback(Feedback("req-000001", 5, ["cultural"], None, None, T0 + 20))
     got = await store.get("req-000001")
     assert got is not None
     assert (got.rating, got.tags, got.relevance, got.comment, got.rated_at) == (
@@ -154,7 +154,9 @@ async def test_second_rating_replaces_the_first(store: InteractionLog) -> None:
 async def test_feedback_for_unknown_id_is_kept_until_the_interaction_arrives(
     store: InteractionLog,
 ) -> None:
-    assert not await store.apply_feedback("req-000009", 1, ["irrelevant"], 0.1, None, T0 + 30)
+    assert not await store.apply_feedback(
+        Feedback("req-000009", 1, ["irrelevant"], 0.1, None, T0 + 30)
+    )
     assert await store.get("req-000009") is None
     assert await ids(store) == []
     assert await ids(store, InteractionFilter(rated_only=True)) == []
@@ -169,7 +171,7 @@ async def test_feedback_for_unknown_id_is_kept_until_the_interaction_arrives(
 async def test_rewriting_an_interaction_keeps_newer_feedback(store: InteractionLog) -> None:
     record = make(4)
     await store.write_batch([record])
-    assert await store.apply_feedback("req-000004", 3, [], None, None, T0 + 50)
+    assert await store.apply_feedback(Feedback("req-000004", 3, [], None, None, T0 + 50))
     await store.write_batch([record])  # a writer retrying a batch that did commit
     got = await store.get("req-000004")
     assert got is not None
@@ -203,7 +205,7 @@ async def test_a_poison_record_is_refused_and_the_store_keeps_working(
     with pytest.raises(refused):
         await store.write_batch([make(1), make(2, subject=POISON)])
     with pytest.raises(refused):
-        await store.apply_feedback("req-000001", 3, [], None, POISON, T0 + 5)
+        await store.apply_feedback(Feedback("req-000001", 3, [], None, POISON, T0 + 5))
     await store.ping()  # a refused record is not an outage
     await store.write_batch([make(1)])
     assert await ids(store) == ["req-000001"]
@@ -308,7 +310,7 @@ async def test_iteration_returns_full_records(store: InteractionLog) -> None:
 
 async def test_purge_deletes_only_older_rows_and_early_feedback(store: InteractionLog) -> None:
     await store.write_batch([make(n) for n in range(20)])
-    assert not await store.apply_feedback("req-old-feedback", 4, [], None, None, T0 - 100)
+    assert not await store.apply_feedback(Feedback("req-old-feedback", 4, [], None, None, T0 - 100))
     assert await store.purge(T0 + 5) == 6  # rows 0..4 and the orphaned feedback
     assert await ids(store) == [f"req-{n:06d}" for n in range(5, 20)]
     assert await store.purge(T0 + 5) == 0

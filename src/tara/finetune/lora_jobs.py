@@ -23,7 +23,6 @@ import contextlib
 import fcntl
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -32,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from tara.atomic_files import write_atomically
 from tara.finetune.backend import Job, JobError, JobEvent
 
 ACTIVE = frozenset({"validating_files", "queued", "running"})
@@ -76,21 +76,6 @@ class JobState:
 
 
 _FIELDS = frozenset(f.name for f in fields(JobState))
-
-
-def write_atomically(path: Path, body: bytes) -> None:
-    """Replace ``path`` by ``body`` so that readers see the old or the new file, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,14 +103,16 @@ def hyperparameters(settings: FinetuneSettings) -> Hyperparameters:
     )
 
 
-def job_request(
+async def create_job(
+    backend: TrainingBackend,
     settings: FinetuneSettings,
-    training_file: str,
-    validation_file: str | None,
+    files: tuple[str, str | None],
     metadata: Mapping[str, str],
-) -> JobRequest:
-    """The job a run asks for: the settings' base model, hyperparameters and suffix."""
-    return JobRequest(
+) -> Job:
+    """Create the job ``settings`` ask for (base model, hyperparameters, suffix) on the
+    uploaded ``(training, validation)`` files; :func:`run_key` names the same settings."""
+    training_file, validation_file = files
+    request = JobRequest(
         model=settings.base_model,
         training_file=training_file,
         validation_file=validation_file,
@@ -118,6 +120,7 @@ def job_request(
         suffix=settings.suffix,
         metadata=metadata,
     )
+    return await backend.create_job(request)
 
 
 def run_key(dataset_hash: str, settings: FinetuneSettings) -> str:
@@ -215,10 +218,9 @@ async def start_run(
             record.validation_file = await backend.upload_file(dataset.validation)
         # Recorded before the job exists, so a crash here costs no second upload.
         registry.put(record)
+    files = (record.training_file, record.validation_file)
     metadata = {META_DATASET: dataset.hash, META_RUN: key, META_ATTEMPT: str(record.attempt)}
-    job = await backend.create_job(
-        job_request(settings, record.training_file, record.validation_file, metadata)
-    )
+    job = await create_job(backend, settings, files, metadata)
     registry.put(record_job(record, job, clock()))
     return StartOutcome("created", record, job)
 

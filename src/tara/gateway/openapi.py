@@ -145,6 +145,10 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
+def _body(schema: str, *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": _json({"$ref": f"#/components/schemas/{schema}"})}
+
+
 def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "header", "schema": schema, "description": description}
 
@@ -192,10 +196,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "OpenAI chat completions through a track (streamed or not)",
                 "security": client,
                 "parameters": _CHAT_HEADERS,
-                "requestBody": {
-                    "required": True,
-                    "content": _json({"$ref": "#/components/schemas/ChatRequestBody"}),
-                },
+                "requestBody": _body("ChatRequestBody"),
                 # 502-504 only when the upstream fails after retries and fallback.
                 "responses": _responses(200, completion, 400, 401, 404, 413),
             }
@@ -204,10 +205,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "summary": "A student's rating of an answer",
                 "security": client,
-                "requestBody": {
-                    "required": True,
-                    "content": _json({"$ref": "#/components/schemas/FeedbackBody"}),
-                },
+                "requestBody": _body("FeedbackBody"),
                 "responses": _responses(200, _json(_OBJECT), 400, 401, 404, 413, 422, 503),
             }
         },
@@ -231,10 +229,7 @@ def _paths() -> dict[str, Any]:
             "post": {
                 "summary": "Start a rollout",
                 "security": admin,
-                "requestBody": {
-                    "required": True,
-                    "content": _json({"$ref": "#/components/schemas/RolloutStart"}),
-                },
+                "requestBody": _body("RolloutStart"),
                 "responses": _responses(201, _json(_OBJECT), 400, 401, 409, 413, 422, 503),
             },
         },
@@ -251,10 +246,7 @@ def _paths() -> dict[str, Any]:
                 "summary": "Promote, pause, resume, roll back or abort a rollout",
                 "security": admin,
                 "parameters": [rollout_id, action],
-                "requestBody": {
-                    "required": False,
-                    "content": _json({"$ref": "#/components/schemas/RolloutAction"}),
-                },
+                "requestBody": _body("RolloutAction", required=False),
                 "responses": _responses(200, _json(_OBJECT), 400, 401, 404, 409, 413, 422, 503),
             }
         },

@@ -17,7 +17,7 @@ ended), 422 a malformed body, 503 the state store is down.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,10 +32,15 @@ from tara.retrain.operations import (
     summary,
 )
 from tara.retrain.stores import LedgerStore, RunStore, StoreError
-from tara.rollout.admin_api import ApiError, json_body, json_response, text_field
+from tara.rollout.admin_api import (
+    ApiError,
+    Handler,
+    guarded,
+    json_body,
+    json_response,
+    text_field,
+)
 from tara.settings import Settings
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _refusal(exc: Exception) -> ApiError:
@@ -49,15 +54,7 @@ def _refusal(exc: Exception) -> ApiError:
 
 
 def _guarded(handler: Handler) -> Handler:
-    async def endpoint(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ApiError as exc:
-            return exc.response()
-        except (RunNotFound, RunConflict, ValueError, StoreError) as exc:
-            return _refusal(exc).response()
-
-    return endpoint
+    return guarded(handler, (RunNotFound, RunConflict, ValueError, StoreError), _refusal)
 
 
 class RunsApi:

@@ -43,7 +43,7 @@ from tara.finetune.train import (
     META_DATASET,
     META_RUN,
     Dataset,
-    job_request,
+    create_job,
     load_dataset,
 )
 from tara.loops import run_in_thread
@@ -234,16 +234,13 @@ class StepRunner:
         backend = self.backend
         job = await backend.find_job({META_RUN: step.run_id})
         if job is None:
+            files = (step.training_file, step.validation_file)
             metadata = {
                 META_RUN: step.run_id,
                 META_DATASET: step.dataset_hash,
                 META_SEGMENT: step.segment.label,
             }
-            job = await backend.create_job(
-                job_request(
-                    self._settings.finetune, step.training_file, step.validation_file, metadata
-                )
-            )
+            job = await create_job(backend, self._settings.finetune, files, metadata)
         else:
             log.info("fine-tuning loop: run %s already has job %s", step.run_id, job.id)
         return job_seen(job)

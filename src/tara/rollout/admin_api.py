@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 StatsReader = Callable[[Rollout], Awaitable[tuple[WindowStats, WindowStats]]]
 """``(canary, stable)`` stats of a rollout's current stage, for live status numbers."""
+Handler = Callable[[Request], Awaitable[Response]]
+"""An admin route's request handler."""
 
 ACTIONS = ("promote", "pause", "resume", "rollback", "abort")
 MAX_BODY_BYTES = 64 * 1024
@@ -225,18 +227,25 @@ class AdminApi:
         return json_response(detail(rollout, self.service.now()))
 
 
-def _guarded(
-    handler: Callable[[Request], Awaitable[Response]],
-) -> Callable[[Request], Awaitable[Response]]:
+def guarded(
+    handler: Handler, refused: tuple[type[Exception], ...], refusal: Callable[[Exception], ApiError]
+) -> Handler:
+    """``handler`` answering its :class:`ApiError` and the ``refused`` exceptions (mapped by
+    ``refusal``) as OpenAI-shaped error bodies (shared by every admin route)."""
+
     async def endpoint(request: Request) -> Response:
         try:
             return await handler(request)
         except ApiError as exc:
             return exc.response()
-        except _REFUSED as exc:
-            return _refusal(exc).response()
+        except refused as exc:
+            return refusal(exc).response()
 
     return endpoint
+
+
+def _guarded(handler: Handler) -> Handler:
+    return guarded(handler, _REFUSED, _refusal)
 
 
 def admin_routes(

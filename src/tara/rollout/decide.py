@@ -36,8 +36,9 @@ from tara.rollout.model import (
     Phase,
     Rollout,
     Transition,
+    pause_for,
     promote_to_next_stage,
-    rollback,
+    rollback_for,
     transition,
 )
 from tara.rollout.model import pause as pause_rollout
@@ -90,9 +91,8 @@ def _mismatch(rollout: Rollout, now: float, srm: Measurement, analysis: Analysis
     why = f"{srm.reason}; no decision on this data until an operator resumes or rolls back"
     if rollout.phase is not Phase.PROGRESSING:
         return _hold(rollout, now, f"paused; {why}", analysis)
-    paused, actions = pause_rollout(
-        rollout, now, actor="controller", reason=why, evidence={"sample_ratio": srm.to_dict()}
-    )
+    decision = Decision(now, DecisionName.PAUSE, why, {"sample_ratio": srm.to_dict()})
+    paused, actions = pause_for(rollout, decision)
     stage = rollout.stage_index + 1
     alert = Alert(rollout.id, f"rollout {rollout.id} paused in stage {stage}: {why}")
     return paused, [*actions, alert]
@@ -180,7 +180,7 @@ def _verdict(
 ) -> Transition:
     if analysis.outcome is Outcome.FAIL:
         failed = {"analysis": analysis.to_dict(), "comparison": compare(canary, stable)}
-        return rollback(rollout, now, "controller", analysis.reason, failed)
+        return rollback_for(rollout, Decision(now, DecisionName.ROLLBACK, analysis.reason, failed))
     if rollout.phase is Phase.PAUSED:
         return _hold(rollout, now, f"paused; {analysis.reason}", analysis)
     if analysis.outcome is Outcome.INCONCLUSIVE:

@@ -238,19 +238,17 @@ def promote(rollout: Rollout, now: float, actor: str = "operator", reason: str =
     return promote_to_next_stage(rollout, Decision(now, DecisionName.PROMOTE, what, {}, actor))
 
 
-def pause(
-    rollout: Rollout,
-    now: float,
-    actor: str = "operator",
-    reason: str = "",
-    evidence: Mapping[str, Any] | None = None,
-) -> Transition:
+def pause(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
     """Stop advancing (the canary keeps its weight and is still watched for failure)."""
+    return pause_for(rollout, Decision(now, DecisionName.PAUSE, reason or "paused", {}, actor))
+
+
+def pause_for(rollout: Rollout, decision: Decision) -> Transition:
+    """:func:`pause` for a decision of the controller's own, with its evidence."""
     _refuse(rollout, "pause", frozenset({Phase.PROGRESSING}))
-    decision = Decision(now, DecisionName.PAUSE, reason or "paused", evidence or {}, actor)
     return transition(
         rollout, decision, phase=Phase.PAUSED, stage_started_at=None,
-        stage_elapsed_before=rollout.stage_elapsed(now),
+        stage_elapsed_before=rollout.stage_elapsed(decision.at),
     )  # fmt: skip
 
 
@@ -263,35 +261,31 @@ def resume(rollout: Rollout, now: float, actor: str = "operator", reason: str = 
     )
 
 
-def rollback(
-    rollout: Rollout,
-    now: float,
-    actor: str = "operator",
-    reason: str = "",
-    evidence: Mapping[str, Any] | None = None,
-) -> Transition:
+def rollback(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
     """Send everyone back to stable and end the rollout as rolled back."""
+    decision = Decision(now, DecisionName.ROLLBACK, reason or "rolled back", {}, actor)
+    return rollback_for(rollout, decision)
+
+
+def rollback_for(rollout: Rollout, decision: Decision) -> Transition:
+    """:func:`rollback` for a decision of the controller's own, with its evidence."""
     _refuse(rollout, "roll back", RUNNING | {Phase.PENDING})
-    decision = Decision(now, DecisionName.ROLLBACK, reason or "rolled back", evidence or {}, actor)
-    elapsed = rollout.stage_elapsed(now)
-    new = rollout.decided(
-        decision, phase=Phase.ROLLED_BACK, stage_started_at=None, stage_elapsed_before=elapsed
-    )
-    return new, [
-        Rollback(rollout.id, rollout.track, rollout.segment),
-        announce(new, decision),
-    ]
+    back = Rollback(rollout.id, rollout.track, rollout.segment)
+    return _end(rollout, decision, Phase.ROLLED_BACK, back)
 
 
 def abort(rollout: Rollout, now: float, actor: str = "operator", reason: str = "") -> Transition:
     """End the rollout without a verdict (e.g. superseded); the canary gets no traffic."""
     _refuse(rollout, "abort", RUNNING | {Phase.PENDING})
     decision = Decision(now, DecisionName.ABORT, reason or "aborted", {}, actor)
-    elapsed = rollout.stage_elapsed(now)
+    no_traffic = SetWeight(rollout.id, rollout.track, rollout.segment, 0)
+    return _end(rollout, decision, Phase.ABORTED, no_traffic)
+
+
+def _end(rollout: Rollout, decision: Decision, phase: Phase, action: Action) -> Transition:
+    """Finish the rollout in ``phase``; ``action`` takes the canary's traffic away."""
+    elapsed = rollout.stage_elapsed(decision.at)
     new = rollout.decided(
-        decision, phase=Phase.ABORTED, stage_started_at=None, stage_elapsed_before=elapsed
+        decision, phase=phase, stage_started_at=None, stage_elapsed_before=elapsed
     )
-    return new, [
-        SetWeight(rollout.id, rollout.track, rollout.segment, 0),
-        announce(new, decision),
-    ]
+    return new, [action, announce(new, decision)]

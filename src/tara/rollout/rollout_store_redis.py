@@ -58,15 +58,75 @@ def leader_token_key(namespace: str) -> str:
     return keys.key(namespace, keys.LEADER, LEADER_TOKEN)
 
 
+class FencedRecords:
+    """One hash of JSON records and one of their revisions, saved with :data:`FENCED_SAVE`.
+
+    ``error`` is the store's own error type: what an unreachable Redis or a
+    corrupt revision raises.
+    """
+
+    def __init__(
+        self, client: aioredis.Redis, namespace: str, name: str, error: type[Exception]
+    ) -> None:
+        self.redis = client
+        self.records_key = keys.key(namespace, name)
+        self.revisions_key = keys.key(namespace, name, "revision")
+        self._token_key = leader_token_key(namespace)
+        self._save = client.register_script(FENCED_SAVE)
+        self._error = error
+
+    async def get(self, key: str) -> tuple[bytes | str, int] | None:
+        """The record's JSON and its revision, read in one transaction; ``None`` if absent."""
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hget(self.records_key, key)
+                pipe.hget(self.revisions_key, key)
+                raw, revision = await pipe.execute()
+        except _UNREACHABLE as exc:
+            raise self._unreachable(f"read {key}", exc) from exc
+        if raw is None:
+            return None
+        try:
+            return raw, int(revision or 0)
+        except ValueError as exc:
+            msg = f"stored revision of {key} is not an integer: {revision!r}"
+            raise self._error(msg) from exc
+
+    async def values(self) -> list[bytes | str]:
+        """Every record's JSON."""
+        try:
+            return list(await self.redis.hvals(self.records_key))
+        except _UNREACHABLE as exc:
+            raise self._unreachable(f"list {self.records_key}", exc) from exc
+
+    async def put(self, key: str, body: bytes, expected_revision: int, fence: int | None) -> bool:
+        """Store ``body`` iff the stored revision is ``expected_revision`` and ``fence`` is
+        the newest leader token (:class:`StaleLeaderError` if a newer one exists)."""
+        check_revision(expected_revision)
+        try:
+            reply = await self._save(
+                keys=[self.records_key, self.revisions_key, self._token_key],
+                args=[key, expected_revision, body, "" if fence is None else fence],
+            )
+        except _UNREACHABLE as exc:
+            raise self._unreachable(f"save {key}", exc) from exc
+        reply = int(reply)
+        if reply < 0 and fence is not None:
+            raise StaleLeaderError(stale_message(fence, -reply))
+        return reply == 1
+
+    def _unreachable(self, doing: str, exc: BaseException) -> Exception:
+        return self._error(f"cannot {doing} in Redis: {type(exc).__name__}: {exc}")
+
+
 class RedisRolloutStore:
     """A :class:`~tara.rollout.rollout_store.RolloutStore` in Redis under ``namespace``."""
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
         self._redis = client
-        self.records_key = keys.key(namespace, keys.ROLLOUTS)
-        self.revisions_key = keys.key(namespace, keys.ROLLOUTS, "revision")
-        self.token_key = leader_token_key(namespace)
-        self._save = client.register_script(FENCED_SAVE)
+        self._records = FencedRecords(client, namespace, keys.ROLLOUTS, RolloutStoreError)
+        self.records_key = self._records.records_key
+        self.revisions_key = self._records.revisions_key
 
     async def get(self, rollout_id: str) -> Rollout | None:
         """The rollout, or ``None``."""
@@ -75,55 +135,16 @@ class RedisRolloutStore:
 
     async def load(self, rollout_id: str) -> Stored | None:
         """The rollout and its revision, read in one transaction."""
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hget(self.records_key, rollout_id)
-                pipe.hget(self.revisions_key, rollout_id)
-                raw, revision = await pipe.execute()
-        except _UNREACHABLE as exc:
-            raise _unreachable(f"read rollout {rollout_id}", exc) from exc
-        if raw is None:
-            return None
-        return Stored(decode_rollout(raw), _revision(revision))
+        record = await self._records.get(rollout_id)
+        return None if record is None else Stored(decode_rollout(record[0]), record[1])
 
     async def list(self) -> list[Rollout]:
         """Every rollout, oldest first."""
-        try:
-            raw = await self._redis.hvals(self.records_key)
-        except _UNREACHABLE as exc:
-            raise _unreachable("list rollouts", exc) from exc
-        return oldest_first([decode_rollout(r) for r in raw])
+        return oldest_first([decode_rollout(raw) for raw in await self._records.values()])
 
     async def save(
         self, rollout: Rollout, expected_revision: int, fence: int | None = None
     ) -> bool:
         """Store ``rollout`` iff the stored revision is ``expected_revision`` (atomic)."""
-        check_revision(expected_revision)
-        try:
-            reply = await self._save(
-                keys=[self.records_key, self.revisions_key, self.token_key],
-                args=[
-                    rollout.id,
-                    expected_revision,
-                    encode_rollout(rollout),
-                    "" if fence is None else fence,
-                ],
-            )
-        except _UNREACHABLE as exc:
-            raise _unreachable(f"save rollout {rollout.id}", exc) from exc
-        reply = int(reply)
-        if reply < 0 and fence is not None:
-            raise StaleLeaderError(stale_message(fence, -reply))
-        return reply == 1
-
-
-def _revision(raw: bytes | str | None) -> int:
-    try:
-        return int(raw or 0)
-    except ValueError as exc:
-        msg = f"stored rollout revision is not an integer: {raw!r}"
-        raise RolloutStoreError(msg) from exc
-
-
-def _unreachable(doing: str, exc: BaseException) -> RolloutStoreError:
-    return RolloutStoreError(f"cannot {doing} in Redis: {type(exc).__name__}: {exc}")
+        body = encode_rollout(rollout)
+        return await self._records.put(rollout.id, body, expected_revision, fence)

@@ -10,9 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from tara.sandbox.errors import ApiError, bad_request, invalid_json, missing
+from tara.sandbox.errors import ApiError, bad_request, json_object, missing
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
@@ -89,12 +87,9 @@ def _stream_flags(body: dict[str, Any]) -> tuple[bool, bool] | ApiError:
 
 def parse_chat_request(body: bytes) -> ChatRequest | ApiError:
     """The request, or the 400 to answer it with."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return invalid_json()
-    if not isinstance(data, dict):
-        return bad_request("The request body must be a JSON object.")
+    data = json_object(body, bad_request("The request body must be a JSON object."))
+    if isinstance(data, ApiError):
+        return data
     model = data.get("model")
     if model is None:
         return missing("model")

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from tara.settings import ConfigError, read_config_file
+from tara.settings import ConfigError, describe_invalid, read_config_file
 
 ErrorKind = Literal["rate_limit", "server_error", "unavailable", "reset", "hang", "cut"]
 """429 with Retry-After, 500, 503, TCP reset without a response, no answer until the
@@ -196,11 +196,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def describe(exc: ValidationError, origin: str) -> str:
     """One line per offending field, dotted path first."""
-    lines = [f"invalid sandbox models ({origin}):"]
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(root)"
-        lines.append(f"  {field}: {err['msg']}")
-    return "\n".join(lines)
+    return describe_invalid(exc, "sandbox models", origin)
 
 
 def config_from_dict(data: dict[str, Any], origin: str = "dict") -> SandboxConfig:

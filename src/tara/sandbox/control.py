@@ -23,9 +23,9 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from tara.sandbox.config import ModelBehaviour, describe, merge
-from tara.sandbox.errors import ApiError, bad_request, invalid_json, model_not_found, not_found
+from tara.sandbox.errors import ApiError, bad_request, model_not_found, not_found
 from tara.sandbox.registry import Entry
-from tara.sandbox.state import STATE, SandboxStats, refuse_unauthorized
+from tara.sandbox.state import STATE, SandboxStats, object_body, refuse_unauthorized
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -78,17 +78,12 @@ async def show_behaviours(request: web.Request) -> web.Response:
 
 async def set_behaviour(request: web.Request) -> web.Response:
     """Merge the JSON body onto a model's behaviour and serve the result."""
-    refused = refuse_unauthorized(request)
-    if refused is not None:
-        return refused
+    not_object = bad_request("The body must be a JSON object of behaviour fields.")
+    update = await object_body(request, not_object)
+    if isinstance(update, web.Response):
+        return update
     registry = request.app[STATE].registry
     name = request.match_info["name"]
-    try:
-        update = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return invalid_json().response()
-    if not isinstance(update, dict):
-        return bad_request("The body must be a JSON object of behaviour fields.").response()
     current = registry.get(name) or ModelBehaviour()
     try:
         behaviour = ModelBehaviour.model_validate(merge(current.model_dump(), update))

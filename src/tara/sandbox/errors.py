@@ -8,6 +8,7 @@ take the same paths they would against the real API.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -56,6 +57,16 @@ def invalid_json() -> ApiError:
         "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
         "but what was sent was not valid JSON.)"
     )
+
+
+def json_object(raw: bytes, not_object: ApiError) -> dict[str, Any] | ApiError:
+    """The JSON object ``raw`` holds, :func:`invalid_json` if it does not parse, else
+    ``not_object``."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return invalid_json()
+    return body if isinstance(body, dict) else not_object
 
 
 def missing(param: str) -> ApiError:

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import BodyPartReader, web
 
 from tara.sandbox.errors import ApiError, bad_request, missing, unavailable
-from tara.sandbox.state import STATE, refuse_unauthorized
+from tara.sandbox.state import STATE, object_body, refuse_unauthorized
 from tara.sandbox.training_data import ChatFileChecker, FileCheck
 
 PURPOSES = frozenset({"fine-tune", "assistants", "batch", "vision", "user_data", "evals"})
@@ -169,18 +169,15 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 
 async def set_faults(request: web.Request) -> web.Response:
     """``{"before": n, "after": n}``: fail the next n fine-tuning requests with 503."""
-    refused = refuse_unauthorized(request)
-    if refused is not None:
-        return refused
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        body = None
-    faults = request.app[FILES].faults
-    if not isinstance(body, dict) or not all(
+    expected = bad_request('Expected {"before": n, "after": n} with counts >= 0.')
+    body = await object_body(request, expected)
+    if isinstance(body, web.Response):
+        return body
+    if not all(
         isinstance(body.get(k, 0), int) and body.get(k, 0) >= 0 for k in ("before", "after")
     ):
-        return bad_request('Expected {"before": n, "after": n} with counts >= 0.').response()
+        return expected.response()
+    faults = request.app[FILES].faults
     faults.before = body.get("before", 0)
     faults.after = body.get("after", 0)
     return json_response({"before": faults.before, "after": faults.after})

@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from tara.sandbox.errors import ApiError, bad_request, invalid_json, missing
+from tara.sandbox.errors import ApiError, bad_request, invalid_json, json_object, missing
 
 MAX_SUFFIX = 64
 MAX_METADATA_PAIRS = 16
@@ -83,12 +81,9 @@ def _optional_str(body: dict[str, Any], key: str) -> str | ApiError | None:
 
 def parse_job_request(raw: bytes) -> JobRequest | ApiError:
     """The request, or the 400 OpenAI would answer."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return invalid_json()
-    if not isinstance(body, dict):
-        return invalid_json()
+    body = json_object(raw, invalid_json())
+    if isinstance(body, ApiError):
+        return body
     for key in ("model", "training_file"):
         if not isinstance(body.get(key), str) or not body[key]:
             return missing(key)

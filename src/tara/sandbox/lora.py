@@ -27,8 +27,8 @@ import orjson
 from aiohttp import web
 
 from tara.sandbox.config import LoraAdaptersConfig, ModelBehaviour
-from tara.sandbox.errors import ApiError, invalid_json
-from tara.sandbox.state import STATE, refuse_unauthorized
+from tara.sandbox.errors import ApiError
+from tara.sandbox.state import STATE, object_body
 
 ADAPTERS: web.AppKey[LoraAdaptersConfig] = web.AppKey("tara_sandbox_lora", LoraAdaptersConfig)
 
@@ -37,19 +37,11 @@ def _bad(message: str) -> web.Response:
     return ApiError(400, message, type="BadRequestError").response()
 
 
+_NOT_OBJECT = ApiError(400, "The body must be a JSON object.", type="BadRequestError")
+
+
 def _not_found(message: str) -> web.Response:
     return ApiError(404, message, type="NotFoundError").response()
-
-
-async def _body(request: web.Request) -> dict[str, Any] | web.Response:
-    refused = refuse_unauthorized(request)
-    if refused is not None:
-        return refused
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        return invalid_json().response()
-    return body if isinstance(body, dict) else _bad("The body must be a JSON object.")
 
 
 def read_adapter_config(path: Path) -> dict[str, Any] | None:
@@ -65,7 +57,7 @@ def read_adapter_config(path: Path) -> dict[str, Any] | None:
 
 async def load_lora_adapter(request: web.Request) -> web.Response:
     """Serve the adapter at ``lora_path`` as model ``lora_name``."""
-    body = await _body(request)
+    body = await object_body(request, _NOT_OBJECT)
     if isinstance(body, web.Response):
         return body
     name, path = body.get("lora_name"), body.get("lora_path")
@@ -98,7 +90,7 @@ async def load_lora_adapter(request: web.Request) -> web.Response:
 
 async def unload_lora_adapter(request: web.Request) -> web.Response:
     """Stop serving adapter ``lora_name``."""
-    body = await _body(request)
+    body = await object_body(request, _NOT_OBJECT)
     if isinstance(body, web.Response):
         return body
     name = body.get("lora_name")

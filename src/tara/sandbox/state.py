@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from tara.sandbox.config import SandboxConfig
-from tara.sandbox.errors import unauthorized
+from tara.sandbox.errors import ApiError, json_object, unauthorized
 from tara.sandbox.registry import ModelRegistry
 
 MAX_TRACKED_REQUESTS = 1_000_000
@@ -134,3 +134,16 @@ def refuse_unauthorized(request: web.Request) -> web.Response | None:
         return None
     state.stats.rejected["unauthorized"] += 1
     return unauthorized(problem).response()
+
+
+async def object_body(request: web.Request, not_object: ApiError) -> dict[str, Any] | web.Response:
+    """The JSON object an authorized request carries, or the response refusing it.
+
+    A 401 without an accepted key, OpenAI's invalid-JSON 400 for a body that
+    does not parse, ``not_object`` for JSON that is not an object.
+    """
+    refused = refuse_unauthorized(request)
+    if refused is not None:
+        return refused
+    body = json_object(await request.read(), not_object)
+    return body.response() if isinstance(body, ApiError) else body

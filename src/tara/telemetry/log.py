@@ -111,15 +111,7 @@ class InteractionLog(Protocol):
         record carries newer feedback of its own.
         """
 
-    async def apply_feedback(
-        self,
-        request_id: str,
-        rating: int,
-        tags: list[str],
-        relevance: float | None,
-        comment: str | None,
-        rated_at: float,
-    ) -> bool:
+    async def apply_feedback(self, feedback: Feedback) -> bool:
         """Store feedback, replacing earlier feedback for the same request.
 
         Returns ``False`` when no interaction with that id is stored (yet); the

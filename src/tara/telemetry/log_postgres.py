@@ -22,6 +22,7 @@ import orjson
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import (
     COLUMNS,
+    Feedback,
     InteractionFilter,
     latest_per_request,
     upsert_sql,
@@ -189,20 +190,14 @@ class PostgresInteractionLog:
             await conn.copy_records_to_table("interactions_stage", records=rows, columns=COLUMNS)
             await conn.execute(_FROM_STAGE)
 
-    async def apply_feedback(
-        self,
-        request_id: str,
-        rating: int,
-        tags: list[str],
-        relevance: float | None,
-        comment: str | None,
-        rated_at: float,
-    ) -> bool:
+    async def apply_feedback(self, feedback: Feedback) -> bool:
         """Store feedback; ``False`` if the interaction is not written yet (kept for it)."""
+        fb = feedback
         pool = await self._connected()
         recorded: bool = await pool.fetchval(
-            _FEEDBACK, request_id, rated_at, rating, tags, relevance, clean_text(comment)
-        )
+            _FEEDBACK, fb.request_id, fb.rated_at, fb.rating, fb.tags, fb.relevance,
+            clean_text(fb.comment),
+        )  # fmt: skip
         return recorded
 
     async def get(self, request_id: str) -> Interaction | None:

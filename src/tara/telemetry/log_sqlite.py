@@ -23,6 +23,7 @@ import orjson
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import (
     COLUMNS,
+    Feedback,
     InteractionFilter,
     latest_per_request,
     upsert_sql,
@@ -251,18 +252,11 @@ class SqliteInteractionLog:
             rows = [to_row(ix) for ix in latest_per_request(interactions)]
             await self._run(self._write, rows)
 
-    async def apply_feedback(
-        self,
-        request_id: str,
-        rating: int,
-        tags: list[str],
-        relevance: float | None,
-        comment: str | None,
-        rated_at: float,
-    ) -> bool:
+    async def apply_feedback(self, feedback: Feedback) -> bool:
         """Store feedback; ``False`` if the interaction is not written yet (kept for it)."""
-        params = (request_id, rated_at, rating, orjson.dumps(tags).decode())
-        return await self._run(self._feedback, (*params, relevance, comment, rated_at))
+        fb, tags = feedback, orjson.dumps(feedback.tags).decode()
+        params = (fb.request_id, fb.rated_at, fb.rating, tags, fb.relevance, fb.comment)
+        return await self._run(self._feedback, (*params, fb.rated_at))
 
     async def get(self, request_id: str) -> Interaction | None:
         """The stored interaction, or ``None``."""

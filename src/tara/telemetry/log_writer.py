@@ -345,9 +345,7 @@ class InteractionLogWriter:
             await self.store.write_batch(interactions)
         for fb in items:
             if isinstance(fb, Feedback):
-                await self.store.apply_feedback(
-                    fb.request_id, fb.rating, fb.tags, fb.relevance, fb.comment, fb.rated_at
-                )
+                await self.store.apply_feedback(fb)
 
     async def _reachable(self) -> bool:
         try:

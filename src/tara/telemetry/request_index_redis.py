@@ -175,7 +175,7 @@ def feedback_json(feedback: CountedFeedback) -> bytes:
 
 def parse_entry(request_id: str, raw: Mapping[Any, Any]) -> IndexedRequest:
     """Inverse of :func:`entry_fields` plus the feedback field."""
-    f = {_text(k): _text(v) for k, v in raw.items()}
+    f = {keys.text(k): keys.text(v) for k, v in raw.items()}
     feedback = None
     if "fb" in f:
         data = orjson.loads(f["fb"])
@@ -192,10 +192,6 @@ def parse_entry(request_id: str, raw: Mapping[Any, Any]) -> IndexedRequest:
         student_hash=f.get("sh"),
         feedback=feedback,
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisRequestIndex:

@@ -42,10 +42,6 @@ def students_key(namespace: str, tier: Tier, series: Series, start: int) -> str:
 _STUDENT = Family.STUDENT.value + ":"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class RedisWindowStore:
     """A :class:`~tara.telemetry.window_store.WindowStore` in Redis hashes."""
 
@@ -126,7 +122,7 @@ class RedisWindowStore:
         for i, s in enumerate(wanted):
             stats = WindowStats(students=0)
             for reply in replies[i * step : i * step + len(plan)]:
-                stats.add_fields({_text(k): float(v) for k, v in reply.items()})
+                stats.add_fields({keys.text(k): float(v) for k, v in reply.items()})
             if plan:
                 stats.students = int(replies[i * step + len(plan)])
             out[s] = stats

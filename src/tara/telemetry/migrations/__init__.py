@@ -21,6 +21,19 @@ class Migration:
     statements: tuple[str, ...]
 
 
+INTERACTION_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX interactions_created ON interactions (created_at, request_id)",
+    # Composite indexes end in the scan order (created_at, request_id), so a
+    # filtered keyset page is a range read, not a sort of every match.
+    """CREATE INDEX interactions_rollout
+       ON interactions (track, segment, variant, created_at, request_id)""",
+    "CREATE INDEX interactions_rating ON interactions (rating)",
+    """CREATE INDEX interactions_language_subject
+       ON interactions (language, subject, created_at, request_id)""",
+)
+"""The indexes of step 1, the same statements in both dialects (released: never edit)."""
+
+
 class MigrationError(Exception):
     """The migration list is malformed, or the database is newer than this code."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tara.telemetry.migrations import Migration
+from tara.telemetry.migrations import INTERACTION_INDEXES, Migration
 
 VERSION_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -48,14 +48,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 rated_at REAL
             )
             """,
-            "CREATE INDEX interactions_created ON interactions (created_at, request_id)",
-            # Composite indexes end in the scan order (created_at, request_id), so a
-            # filtered keyset page is a range read, not a sort of every match.
-            """CREATE INDEX interactions_rollout
-               ON interactions (track, segment, variant, created_at, request_id)""",
-            "CREATE INDEX interactions_rating ON interactions (rating)",
-            """CREATE INDEX interactions_language_subject
-               ON interactions (language, subject, created_at, request_id)""",
+            *INTERACTION_INDEXES,
         ),
     ),
     Migration(
