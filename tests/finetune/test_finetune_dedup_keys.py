@@ -1,22 +1,19 @@
-"""Duplicate candidates in fixed memory (exact fingerprints, LSH band keys) and the rule order."""
+"""Duplicate candidates (exact fingerprints, LSH band keys, their clusters) and the rule order."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from test_finetune_samples import ANSWERS, QUESTIONS, REFUSALS, interaction, varied_answer
 
 from tara.finetune.config import ValidationSettings
+from tara.finetune.dataset import Spool
+from tara.finetune.dedup import MAX_BAND_GROUP, candidate_clusters
 from tara.finetune.extract import Candidate, ExtractFilter, extract
-from tara.finetune.rules_duplicates import (
-    BloomFilter,
-    Deduplicator,
-    NearDuplicateSketch,
-    exact_key,
-    words_of,
-)
+from tara.finetune.rules_duplicates import NearDuplicateSketch, exact_key, words_of
 from tara.finetune.validate import Screener, Screening
 from tara.finetune.validate import combination_id as _combination
 
@@ -25,31 +22,45 @@ SKETCH = NearDuplicateSketch(bands=8, rows=8, min_shingles=12)
 
 
 class _Keys:
-    """Keys of texts as the build computes them, observed in order."""
+    """Keys of texts as the build computes them; whether a text shares one with an earlier."""
 
     def __init__(self) -> None:
-        self.dedup = Deduplicator(1 << 20)
+        self.seen: set[int] = set()
 
     def check(self, combination: bytes, words: list[bytes]) -> bool:
-        exact = exact_key(combination, words)
-        return self.dedup.observe((exact, *SKETCH.band_keys(combination, words)))
+        keys = {exact_key(combination, words), *SKETCH.band_keys(combination, words)}
+        shared = bool(keys & self.seen)
+        self.seen |= keys
+        return shared
 
 
 def _dedup() -> _Keys:
     return _Keys()
 
 
-def test_bloom_filter_remembers_and_estimates_its_error() -> None:
-    bloom = BloomFilter(1 << 16)
-    rng = random.Random(1)
-    keys = [rng.getrandbits(64) for _ in range(1000)]
-    assert not any(bloom.add(k) for k in keys)
-    assert all(k in bloom for k in keys)
-    assert all(bloom.add(k) for k in keys)
-    assert bloom.keys == 1000
-    assert 0 < bloom.false_positive_rate() < 0.01
-    unseen = [rng.getrandbits(64) for _ in range(1000)]
-    assert sum(k in bloom for k in unseen) < 20
+def test_examples_sharing_a_key_form_candidate_clusters(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 3)
+    rows = [
+        (1, 10, 20),  # 0: shares band 10 with 2
+        (2, 11, 21),  # 1: alone
+        (3, 10, 22),  # 2
+        (4, 12, 0),  # 3: shares its exact key with 5, and nothing with 0 (0 is "no key")
+        (5, 13, 0),  # 4: alone
+        (4, 14, 23),  # 5
+    ]
+    for keys in rows:
+        spool.write(b"{}\n", keys)
+    template = 99  # a band every answer shares: it nominates nothing
+    for i in range(MAX_BAND_GROUP + 1):
+        spool.write(b"{}\n", (1000 + i, template, 0))
+    for _ in range(MAX_BAND_GROUP + 1):
+        spool.write(b"{}\n", (7, 0, 0))  # exact copies always do, however many
+    spool.close()
+    found = candidate_clusters(spool.keys_path, 3)
+    copies = list(range(len(rows) + MAX_BAND_GROUP + 1, len(rows) + 2 * MAX_BAND_GROUP + 2))
+    assert found.clusters == [[0, 2], [3, 5], copies]
+    assert found.keys[0] == [10]
+    assert found.keys[3] == [4]
 
 
 def test_exact_duplicates_ignore_case_and_spacing() -> None:

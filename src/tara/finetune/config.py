@@ -109,7 +109,8 @@ class ValidationSettings(_Section):
     near_duplicate_min_shingles: int = Field(12, ge=1)
     """Shorter texts are checked for exact duplicates only."""
     dedup_memory_mb: int = Field(32, ge=1, le=4096)
-    """Fixed size of the Bloom filter that remembers seen examples (memory does not grow)."""
+    """Unused, kept so that existing configuration files still load: duplicates are now
+    found by sorting their keys at the end of a build (no Bloom filter)."""
 
 
 class SplitSettings(_Section):

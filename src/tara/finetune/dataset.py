@@ -59,6 +59,7 @@ class Spool:
         self.offsets = array("Q")
         self._end = 0
         self._pending = array("Q")
+        self._reader: BinaryIO | None = None
 
     @property
     def lines_path(self) -> Path:
@@ -70,8 +71,8 @@ class Spool:
         """Where the duplicate keys are."""
         return self.directory / "keys.spool"
 
-    def write(self, line: bytes, keys: Sequence[int]) -> int:
-        """Append one example line and its keys (at most ``width``); return its index."""
+    def write(self, line: bytes, keys: Sequence[int]) -> None:
+        """Append one example line and its keys (at most ``width``)."""
         self._lines.write(line)
         self.offsets.append(self._end)
         self._end += len(line)
@@ -82,7 +83,6 @@ class Spool:
         if len(pending) >= 1 << 16:
             pending.tofile(self._keys)
             del pending[:]
-        return len(self.offsets) - 1
 
     def close(self) -> None:
         """Flush and close the scratch files (they are read back at the end of the build)."""
@@ -93,12 +93,19 @@ class Spool:
 
     def read(self, indexes: Iterable[int]) -> dict[int, bytes]:
         """The lines of some examples (after :meth:`close`)."""
-        out: dict[int, bytes] = {}
-        with self.lines_path.open("rb") as f:
-            for i in sorted(set(indexes)):
-                f.seek(self.offsets[i])
-                out[i] = f.readline()
+        if self._reader is None:
+            self._reader = self.lines_path.open("rb")
+        f, out = self._reader, {}
+        for i in sorted(set(indexes)):
+            f.seek(self.offsets[i])
+            out[i] = f.readline()
         return out
+
+    def close_reader(self) -> None:
+        """Close the file :meth:`read` keeps open."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 _ZEROS = array("Q", bytes(8 * 64))

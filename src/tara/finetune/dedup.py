@@ -1,23 +1,20 @@
 """Duplicate resolution at the end of a build: candidates confirmed, the best-rated kept.
 
 While the log streams past, every screened example's exact fingerprint and
-LSH band keys (:mod:`tara.finetune.rules_duplicates`) go into the Bloom
-filter and a scratch file, and an example any of whose keys was (probably)
-seen before is flagged. At the end, the keys of the flagged examples are
-looked up in the scratch file (numpy, in chunks: memory stays flat), and
-examples sharing a key are joined into candidate clusters (union-find); a
-band key shared by more than :data:`MAX_BAND_GROUP` examples belongs to a
-template every answer repeats and nominates nothing.
+LSH band keys (:mod:`tara.finetune.rules_duplicates`) are appended to a
+scratch file — no lookup on the way. At the end each column of keys is
+sorted (numpy, 8 bytes an example at a time), and examples sharing a key
+are joined into candidate clusters (union-find); a band key shared by more
+than :data:`MAX_BAND_GROUP` examples belongs to a template every answer
+repeats and nominates nothing (exact fingerprints always nominate).
 Nothing is dropped on a candidate's word: in each cluster the examples are
 taken best-rated first (then in log order) and one is dropped only when it
 is an exact duplicate of an example already kept (same case-folded words)
-or its word-bigram Jaccard similarity with one is at least
-``near_duplicate_threshold`` — computed exactly on the bigrams, not
-estimated. So no example is dropped whose similarity to every kept example
-is below the threshold, and the example kept of a group of duplicates is
-the best-rated one. Each example is compared with the kept examples it
-shares a key with; a Bloom false positive or a chance band match costs only
-a comparison.
+or its word-bigram Jaccard similarity with a kept example it shares a key
+with is at least ``near_duplicate_threshold`` — computed exactly on the
+bigrams, not estimated. So no example is dropped whose similarity to every
+kept example is below the threshold, and the example kept of a group of
+duplicates is the best-rated one.
 """
 
 from __future__ import annotations
@@ -126,38 +123,34 @@ class Candidates:
     """The keys by which an example was nominated (its exact fingerprint, band keys)."""
 
 
-def candidate_clusters(keys_path: Path, width: int, flagged: Sequence[int]) -> Candidates:
-    """Clusters (lists of example indexes, ascending) of examples sharing a key with a
-    flagged one. ``keys_path`` holds ``width`` uint64 keys per example (0 = none): the
-    first is the exact fingerprint, the others are band keys."""
-    if not flagged or not keys_path.stat().st_size:
+def candidate_clusters(keys_path: Path, width: int) -> Candidates:
+    """Clusters (lists of example indexes, ascending) of examples sharing a key.
+
+    ``keys_path`` holds ``width`` uint64 keys per example (0 = none): the first
+    is the exact fingerprint, the others are band keys. One column at a time is
+    sorted (8 bytes an example), so memory stays small whatever the build.
+    """
+    if not keys_path.stat().st_size:
         return Candidates([], {})
     keys = np.memmap(keys_path, dtype=np.uint64, mode="r").reshape(-1, width)
-    wanted = np.unique(keys[np.asarray(flagged, dtype=np.int64)].ravel())
-    wanted = wanted[wanted != 0]
-    found_keys, found_rows, found_exact = [], [], []
-    for start in range(0, keys.shape[0], _CHUNK):
-        block = np.asarray(keys[start : start + _CHUNK])
-        rows, cols = np.nonzero(np.isin(block, wanted))
-        found_keys.append(block[rows, cols])
-        found_rows.append(rows.astype(np.int64) + start)
-        found_exact.append(cols == 0)
-    del keys
-    k, r = np.concatenate(found_keys), np.concatenate(found_rows)
-    exact = np.concatenate(found_exact)
-    order = np.lexsort((r, k))
-    k, r, exact = k[order], r[order], exact[order]
-    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
-    sizes = np.diff(np.r_[starts, k.size])
-    useful = (sizes > 1) & ((sizes <= MAX_BAND_GROUP) | exact[starts])
     uf = _UnionFind()
     member_keys: dict[int, list[int]] = {}
-    for start, size in zip(starts[useful].tolist(), sizes[useful].tolist(), strict=True):
-        rows = r[start : start + size].tolist()
-        key = int(k[start])
-        for row in rows:
-            member_keys.setdefault(row, []).append(key)
-            uf.union(rows[0], row)
+    for column in range(width):
+        values = np.array(keys[:, column])
+        order = np.argsort(values, kind="stable")
+        ranked = values[order]
+        starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+        sizes = np.diff(np.r_[starts, ranked.size])
+        useful = (sizes > 1) & (ranked[starts] != 0)
+        if column:
+            useful &= sizes <= MAX_BAND_GROUP
+        for start, size in zip(starts[useful].tolist(), sizes[useful].tolist(), strict=True):
+            rows = order[start : start + size].tolist()
+            key = int(ranked[start])
+            for row in rows:
+                member_keys.setdefault(row, []).append(key)
+                uf.union(rows[0], row)
+    del keys
     clusters: dict[int, list[int]] = {}
     for x in sorted(uf.parent):
         clusters.setdefault(uf.find(x), []).append(x)

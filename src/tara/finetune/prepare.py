@@ -9,9 +9,9 @@ combination keeps (``min_interactions``, the exact quotas), which examples
 form one leakage cluster. Rather than reading the log twice (twice the
 database load, and a growing log can change between the passes), examples
 that pass the stateless rules are spooled to disk with their duplicate keys
-(see :mod:`tara.finetune.dataset`). Memory holds a few bytes per spooled
-example (combination, rating, cluster key, spool offset) and the
-fixed-size duplicate filter: about 32 MB plus 19 bytes per example.
+(see :mod:`tara.finetune.dataset`). Memory holds 19 bytes per spooled
+example (combination, rating, cluster key, spool offset); resolving
+duplicates sorts one column of keys at a time (8 bytes an example).
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ import orjson
 
 from tara.finetune.config import FinetuneSettings
 from tara.finetune.dataset import NOWHERE, Spool, WrittenFile, finalize
-from tara.finetune.dedup import candidate_clusters, keep_best
+from tara.finetune.dedup import Candidates, candidate_clusters, keep_best
 from tara.finetune.extract import Candidate, ExtractFilter, extract
 from tara.finetune.report import build_manifest, render_report, write_outputs
 from tara.finetune.rules_cultural import Lexicon
-from tara.finetune.rules_duplicates import Deduplicator
 from tara.finetune.screening import BATCH, Result, ScreeningPool, as_row
 from tara.finetune.split import fractions_of, split_group
 from tara.finetune.stats import (
@@ -66,13 +65,12 @@ class PrepareResult:
 class _Intake:
     """Candidates in log order → screening pool → duplicate memory, counts and spool."""
 
-    def __init__(self, pool: ScreeningPool, dedup: Deduplicator, spool: Spool) -> None:
-        self.pool, self.dedup, self.spool = pool, dedup, spool
+    def __init__(self, pool: ScreeningPool, spool: Spool) -> None:
+        self.pool, self.spool = pool, spool
         self.combos: dict[tuple[str, str], CombinationStats] = {}
         self.combo_of = array("H")
         self.rating = array("B")
         self.cluster = array("Q")
-        self.flagged: list[int] = []
         self._batch: list[Candidate] = []
         self._submitted: deque[list[Candidate]] = deque()
 
@@ -99,7 +97,7 @@ class _Intake:
     def _apply(self, candidates: list[Candidate], results: list[Result]) -> None:
         # In log order whatever process screened the batch: the duplicate memory
         # and the example indexes depend on that order.
-        combos, observe, spool = self.combos, self.dedup.observe, self.spool
+        combos, spool = self.combos, self.spool
         for c, (rule, redactions, exact, bands, cluster, line) in zip(
             candidates, results, strict=True
         ):
@@ -113,10 +111,7 @@ class _Intake:
             if redactions:
                 stats.redacted_examples += 1
                 stats.redactions.update(redactions)
-            keys = (exact, *bands)
-            index = spool.write(line, keys)
-            if observe(keys):
-                self.flagged.append(index)
+            spool.write(line, (exact, *bands))
             self.combo_of.append(stats.index)
             self.rating.append(c.rating)
             self.cluster.append(cluster)
@@ -129,15 +124,31 @@ def _words(line: bytes) -> list[bytes]:
     return folded.encode("utf-8", "surrogatepass").split()
 
 
-def _resolve_duplicates(intake: _Intake, threshold: float) -> np.ndarray:
-    """Drop the confirmed duplicates (counted per combination); the survivors' mask."""
+def _resolve_duplicates(intake: _Intake, threshold: float) -> tuple[np.ndarray, dict[str, int]]:
+    """Drop the confirmed duplicates (counted per combination); the survivors' mask and
+    the candidates' counts."""
     spool = intake.spool
     alive = np.ones(len(intake.combo_of), dtype=bool)
-    found = candidate_clusters(spool.keys_path, spool.width, intake.flagged)
-    lines = spool.read(m for g in found.clusters for m in g)
+    found = candidate_clusters(spool.keys_path, spool.width)
     by_index = {s.index: s for s in intake.combos.values()}
+    try:
+        _decide_groups(intake, found, threshold, alive, by_index)
+    finally:
+        spool.close_reader()
+    examined = sum(len(g) for g in found.clusters)
+    return alive, {"candidate_clusters": len(found.clusters), "candidate_examples": examined}
+
+
+def _decide_groups(
+    intake: _Intake,
+    found: Candidates,
+    threshold: float,
+    alive: np.ndarray,
+    by_index: dict[int, CombinationStats],
+) -> None:
+    spool = intake.spool
     for group in found.clusters:
-        words = {m: _words(lines[m]) for m in group}
+        words = {m: _words(line) for m, line in spool.read(group).items()}
         verdicts = keep_best(
             group, words.__getitem__, intake.rating.__getitem__, threshold, found.keys.__getitem__
         )
@@ -145,7 +156,6 @@ def _resolve_duplicates(intake: _Intake, threshold: float) -> np.ndarray:
             if rule is not None:
                 alive[m] = False
                 by_index[intake.combo_of[m]].dropped[rule] += 1
-    return alive
 
 
 def _plan(
@@ -200,12 +210,11 @@ async def prepare(
     started = clock()
     await asyncio.to_thread(output_dir.mkdir, parents=True, exist_ok=True)
     validation = settings.validation
-    dedup = Deduplicator(validation.dedup_memory_mb * 1024 * 1024)
     extraction: Counter[str] = Counter()
     read = 0
     with tempfile.TemporaryDirectory(prefix=".spool-", dir=output_dir) as scratch:
         spool = Spool(Path(scratch), 1 + validation.near_duplicate_bands)
-        intake = _Intake(ScreeningPool(settings, lexicon, settings.workers), dedup, spool)
+        intake = _Intake(ScreeningPool(settings, lexicon, settings.workers), spool)
         try:
             async for ix in source:
                 read += 1
@@ -220,7 +229,7 @@ async def prepare(
         finally:
             spool.close()
             await asyncio.to_thread(intake.pool.close)
-        alive = await asyncio.to_thread(
+        alive, candidates = await asyncio.to_thread(
             _resolve_duplicates, intake, validation.near_duplicate_threshold
         )
         ordered, destinations = _plan(intake, alive, settings)
@@ -232,8 +241,7 @@ async def prepare(
         extraction=extraction,
         combinations=ordered,
         files=files,
-        dedup_fp_rate=dedup.seen.false_positive_rate(),
-        dedup_bytes=dedup.seen.size_bits // 8,
+        dedup=candidates,
         started=started,
         finished=clock(),
     )

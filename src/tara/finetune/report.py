@@ -38,8 +38,7 @@ def build_manifest(
     extraction: Mapping[str, int],
     combinations: Iterable[CombinationStats],
     files: Mapping[str, WrittenFile],
-    dedup_fp_rate: float,
-    dedup_bytes: int,
+    dedup: Mapping[str, int],
     started: float,
     finished: float,
 ) -> dict[str, Any]:
@@ -93,8 +92,8 @@ def build_manifest(
             for f in files.values()
         },
         "dedup": {
-            "bloom_filter_bytes": dedup_bytes,
-            "estimated_false_positive_rate": dedup_fp_rate,
+            "near_duplicate_threshold": settings.validation.near_duplicate_threshold,
+            **dedup,
         },
         "settings": settings.model_dump(mode="json"),
     }
@@ -183,8 +182,9 @@ def render_report(manifest: Mapping[str, Any]) -> str:
         f"Personal data redacted in {manifest['redacted_examples']} kept examples: "
         + (", ".join(f"{k} {v}" for k, v in manifest["redactions"].items()) or "none")
         + ".",
-        f"Duplicate memory: {manifest['dedup']['bloom_filter_bytes']} bytes, estimated "
-        f"false-positive rate {manifest['dedup']['estimated_false_positive_rate']:.2e}.",
+        f"Duplicates: {manifest['dedup']['candidate_examples']} examples in "
+        f"{manifest['dedup']['candidate_clusters']} candidate clusters were compared "
+        f"(word-bigram Jaccard ≥ {manifest['dedup']['near_duplicate_threshold']} drops).",
         "",
         "## Files",
         "",
