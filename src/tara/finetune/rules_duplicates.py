@@ -54,7 +54,8 @@ class NearDuplicateSketch:
         self._min_shingles = min_shingles
 
     def band_keys(self, combination: bytes, words: list[bytes]) -> list[int]:
-        """One key per band; empty for texts with too few bigrams to judge."""
+        """One key per band, in band order (0 for a band with too few bigrams to give one);
+        empty for texts with too few bigrams to judge."""
         if len(words) <= self._min_shingles:
             return []
         # crc32(b, crc32(a)) is the CRC of a + b: bigram hashes without building bigrams.
@@ -68,6 +69,8 @@ class NearDuplicateSketch:
             if end - start >= _MIN_BAND:
                 # Tuples of ints hash alike in every process (no string-hash randomisation).
                 row = (salt, band, *shingles[start : min(end, start + rows)])
-                keys.append((hash(row) * 0x9E3779B97F4A7C15) & _MASK64)
+                keys.append((hash(row) * 0x9E3779B97F4A7C15) & _MASK64 or 1)
+            else:
+                keys.append(0)
             start = end
         return keys
