@@ -133,3 +133,52 @@ async def run_load(
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
     result.elapsed = time.perf_counter() - start
     return result
+
+
+async def run_open_loop(
+    url: str,
+    body_for: Callable[[int], bytes],
+    headers_for: Callable[[int], dict[str, str]],
+    *,
+    rate: float,
+    duration: float,
+    stream: bool = False,
+) -> LoadResult:
+    """Send request ``i`` at ``start + i / rate`` whatever happened to earlier ones.
+
+    An open loop, like students arriving: a slow answer does not hold the
+    next request back, so a stall shows in the tail instead of lowering the
+    load. Latencies count from when a request was due (no coordinated
+    omission); a load generator that falls behind inflates them, so read
+    them beside the direct target's under the same load.
+    """
+    result = LoadResult()
+    loop = asyncio.get_running_loop()
+    connector = aiohttp.TCPConnector(limit=0)
+    count = int(rate * duration)
+
+    async def one(session: aiohttp.ClientSession, i: int, due: float) -> None:
+        async with session.post(url, data=body_for(i), headers=headers_for(i)) as resp:
+            if stream:
+                first = True
+                async for _ in resp.content.iter_any():
+                    if first:
+                        result.ttfb.append(loop.time() - due)
+                        first = False
+            else:
+                await resp.read()
+            result.statuses[resp.status] += 1
+        result.latencies.append(loop.time() - due)
+
+    async with aiohttp.ClientSession(connector=connector) as session:
+        start = loop.time() + 0.05
+        tasks = []
+        for i in range(count):
+            due = start + i / rate
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(loop.create_task(one(session, i, due)))
+        await asyncio.gather(*tasks)
+    result.elapsed = duration
+    return result

@@ -77,8 +77,10 @@ class UpstreamSettings(_Section):
     """OpenAI-compatible base URL (``https://api.openai.com/v1`` in production)."""
     api_key: SecretStr = SecretStr("sk-sandbox")
     """Key sent upstream; never shown to clients, logs or metrics."""
-    max_connections: int = Field(512, gt=0)
-    """Size of the one shared upstream connection pool."""
+    max_connections: int = Field(4096, gt=0)
+    """Size of the one shared upstream connection pool: every open stream holds one, and a
+    request that finds the pool full waits for a free connection (1,000 streams per core
+    are a measured load, docs/benchmarks.md)."""
     connect_timeout: float = Field(3.0, gt=0)
     """Seconds to open an upstream connection."""
     first_byte_timeout: float = Field(60.0, gt=0)
@@ -99,6 +101,10 @@ class UpstreamSettings(_Section):
     """Longest ``Retry-After`` of a 429 that is honoured."""
     fallback_to_stable: bool = True
     """A canary request that still fails after retries is answered by stable."""
+    max_sse_event_bytes: int = Field(1024 * 1024, gt=0)
+    """Largest unfinished SSE event the gateway holds to observe a stream (token counts,
+    answer capture); past it the stream is relayed unobserved and the give-up counted in
+    ``tara_telemetry_dropped_total{sink="stream_tap"}``."""
 
     @field_validator("base_url")
     @classmethod

@@ -40,6 +40,7 @@ CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
         ("tara_feedback_rating", HISTOGRAM, "track variant subject language"),
         ("tara_feedback_tags_total", COUNTER, "track variant tag"),
         ("tara_tokens_total", COUNTER, "track variant kind"),
+        ("tara_gateway_overhead_seconds", HISTOGRAM, "track variant stream"),
         ("tara_rollout_canary_weight", GAUGE, "track segment"),
         ("tara_rollout_stage", GAUGE, "track segment"),
         ("tara_rollout_decisions_total", COUNTER, "track decision"),

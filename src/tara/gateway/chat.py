@@ -116,8 +116,15 @@ class DisconnectWatch:
 
     async def _watch(self) -> None:
         receive = self._receive
-        while (await receive())["type"] != "http.disconnect":
-            pass
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        except asyncio.CancelledError:
+            # stop(): the request is over. A task ending in CancelledError keeps it, and its
+            # traceback holds this frame, this watch and so the whole request in a reference
+            # cycle: only the garbage collector could free them, and collecting a load's worth
+            # of them held the event loop for up to 150 ms (issue 16).
+            return
         if not self.exchange.finishing:
             self.disconnected = True
             self._task.cancel()
@@ -128,6 +135,7 @@ class DisconnectWatch:
             self._handle.cancel()
         elif self._watcher is not None:
             self._watcher.cancel()
+            self._watcher = None
 
 
 class ChatCompletions:
@@ -214,7 +222,13 @@ class ChatCompletions:
         finally:
             watch.stop()
             in_flight.count -= 1
-        self.emit(exchange.records(time.monotonic()))
+        ended = time.monotonic()
+        route = exchange.route
+        overhead = ended - exchange.t0 - exchange.upstream_s
+        self.metrics.overhead(
+            exchange.request.track, route.variant, exchange.request.stream, overhead
+        )
+        self.emit(exchange.records(ended))
 
     def emit(self, records: Sequence[Interaction]) -> None:
         """Hand records to every sink; a failing sink loses its records, never the request."""

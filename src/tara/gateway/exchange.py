@@ -24,6 +24,7 @@ from tara.gateway.errors import SERVER_ERROR, UPSTREAM_ERROR, GatewayError
 from tara.gateway.identity import StudentHasher
 from tara.gateway.retries import RetryPolicy
 from tara.gateway.sse import StreamTap, error_event, parse_completion
+from tara.gateway.stream_timer import StreamTimer
 from tara.gateway.upstream import Opened, UpstreamClient, UpstreamError
 from tara.rollout.routing import Route
 from tara.settings import UpstreamSettings
@@ -82,6 +83,7 @@ class Exchange:
         "started",
         "student_hash",
         "t0",
+        "upstream_s",
     )
 
     def __init__(
@@ -109,6 +111,8 @@ class Exchange:
         self.finishing = False
         """Set just before the last send: a disconnect after that changes nothing."""
         self.result = ExchangeResult()
+        self.upstream_s = 0.0
+        """Seconds spent waiting on the upstream so far (attempts, backoff, stream reads)."""
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The ``X-Tara-*`` response headers for the current route."""
@@ -163,9 +167,17 @@ class Exchange:
 
         return await fwd.policy.run(lambda: fwd.upstream.open(payload, stream=req.stream), on_retry)
 
+    async def _open_timed(self, route: Route) -> Opened:
+        """:meth:`_open`, its time counted as waiting on the upstream."""
+        start = time.monotonic()
+        try:
+            return await self._open(route)
+        finally:
+            self.upstream_s += time.monotonic() - start
+
     async def _open_with_fallback(self) -> Opened | None:
         try:
-            return await self._open(self.route)
+            return await self._open_timed(self.route)
         except UpstreamError as failure:
             last = failure
         fwd = self.forwarding
@@ -182,7 +194,7 @@ class Exchange:
             self.route = Route("stable", stable, self.route.segment, self.route.rollout_id)
             self.result.fallback = True
             try:
-                return await self._open(self.route)
+                return await self._open_timed(self.route)
             except UpstreamError as failure:
                 last = failure
         log.warning(
@@ -229,7 +241,11 @@ class Exchange:
 
     async def _relay_stream(self, opened: Opened) -> None:
         send, out = self.send, self.result
-        tap = StreamTap(drop_usage_chunk=not self.request.client_wants_usage)
+        settings = self.forwarding.settings
+        tap = StreamTap(
+            drop_usage_chunk=not self.request.client_wants_usage,
+            max_pending=settings.max_sse_event_bytes,
+        )
         first = tap.feed(opened.first)
         if tap.content_seen:
             out.ttft_s = time.monotonic() - self.t0
@@ -247,6 +263,13 @@ class Exchange:
         last = b""  # an event the upstream cut off is dropped, as a client would drop it
         out.answer = tap.answer
         out.prompt_tokens, out.completion_tokens = tap.prompt_tokens, tap.completion_tokens
+        if tap.gave_up:
+            self.forwarding.metrics.telemetry_drop("stream_tap", "event_too_large")
+            log.warning(
+                "stream of request %s had an event over %d bytes: relayed unobserved",
+                self.request_id,
+                settings.max_sse_event_bytes,
+            )
         if failure is not None:
             out.error_class = failure
             message = f"the upstream stream was interrupted ({failure})"
@@ -262,26 +285,39 @@ class Exchange:
         assert self.response is not None
         content, send, out = self.response.content, self.send, self.result
         settings = self.forwarding.settings
-        idle, deadline = settings.idle_timeout, self.t0 + settings.total_timeout
         loop = asyncio.get_running_loop()
+        timer = StreamTimer(loop, settings.idle_timeout, self.t0 + settings.total_timeout)
+        clock = time.monotonic
+        waited = 0.0
         try:
-            async with asyncio.timeout(None) as timer:
-                while True:
-                    timer.reschedule(min(loop.time() + idle, deadline))
-                    chunk = await content.readany()
-                    if not chunk:
-                        return None
-                    # A slow client is not an idle upstream: no timer while sending.
-                    timer.reschedule(None)
-                    data = tap.feed(chunk)
-                    if out.ttft_s is None and tap.content_seen:
-                        out.ttft_s = time.monotonic() - self.t0
-                    if data:
-                        await send({"type": "http.response.body", "body": data, "more_body": True})
-        except TimeoutError:
+            while True:
+                timer.waiting_since = start = clock()
+                chunk = await content.readany()
+                # A slow client is not an idle upstream: nothing expires while sending.
+                timer.waiting_since = None
+                waited += clock() - start
+                if not chunk:
+                    return None
+                data = tap.feed(chunk)
+                if out.ttft_s is None and tap.content_seen:
+                    out.ttft_s = time.monotonic() - self.t0
+                if data:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+        except asyncio.CancelledError:
+            if not timer.expired:
+                raise
+            task = asyncio.current_task(loop)
+            assert task is not None
+            task.uncancel()
             return "timeout"
         except (aiohttp.ClientError, OSError):
             return "connection"
+        finally:
+            timer.stop()
+            since = timer.waiting_since
+            if since is not None:  # timed out, broke or cancelled while waiting
+                waited += clock() - since
+            self.upstream_s += waited
 
     # -- records ------------------------------------------------------------
     def _record(

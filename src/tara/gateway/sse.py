@@ -14,6 +14,12 @@ An event the stream cut off before its blank line is discarded, as a client
 would. On the way the tap reassembles the answer text of choice 0, notes the
 first content token, the token counts, ``[DONE]`` and any error event; each
 event's JSON is parsed once, with orjson.
+
+The tap holds an unfinished event until its blank line comes, at most
+``max_pending`` bytes of it (``upstream.max_sse_event_bytes``). An upstream
+that sends more without ending an event is not speaking SSE as the tap
+understands it: the tap gives up (:attr:`StreamTap.gave_up`), forwards what
+it holds and from then on relays every byte as it comes, unobserved.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ _BLANK_RUN = b"\n\n\n"
 _DATA = b"data:"
 _DONE = b"[DONE]"
 _BOM = b"\xef\xbb\xbf"
+MAX_PENDING_BYTES = 1024 * 1024
+"""Default bound of an unfinished event the tap holds (``upstream.max_sse_event_bytes``)."""
 MAX_TOKENS = 2**31 - 1
 """Largest token count kept: what the interaction log's integer columns hold."""
 
@@ -38,18 +46,23 @@ class StreamTap:
         "_buffer",
         "_cr",
         "_drop_usage",
+        "_max_pending",
         "_parts",
         "completion_tokens",
         "content_seen",
         "done",
         "error",
+        "gave_up",
         "prompt_tokens",
     )
 
-    def __init__(self, *, drop_usage_chunk: bool) -> None:
+    def __init__(self, *, drop_usage_chunk: bool, max_pending: int = MAX_PENDING_BYTES) -> None:
         self._buffer = b""
         self._cr = False
         self._drop_usage = drop_usage_chunk
+        self._max_pending = max_pending
+        self.gave_up = False
+        """Whether an event outgrew ``max_pending``: the rest of the stream passes unobserved."""
         self._parts: list[str] = []
         self.content_seen = False
         """Whether a content (or tool-call) delta has gone by."""
@@ -67,6 +80,8 @@ class StreamTap:
 
     def feed(self, data: bytes) -> bytes:
         """Take the next bytes from upstream; return the complete events to forward."""
+        if self.gave_up:
+            return data
         if self._cr:
             # The last read ended in CR: an LF opening this one ends that same line.
             self._cr = False
@@ -82,6 +97,8 @@ class StreamTap:
             buffer = buffer.lstrip(b"\n")
         events = buffer.split(_EVENT_END)
         rest = self._buffer = events.pop()
+        if len(rest) > self._max_pending:
+            return self._give_up(events, rest)
         if not events:
             return b""
         if _BLANK_RUN in buffer:
@@ -92,6 +109,13 @@ class StreamTap:
                 # Rare: an event is rewritten or dropped; observe the rest as we forward.
                 return self._forward(events[i + 1 :], events[:i], replacement)
         return buffer[: len(buffer) - len(rest)] if rest else buffer
+
+    def _give_up(self, events: list[bytes], rest: bytes) -> bytes:
+        """Forward the complete ``events`` (observed) and the unfinished ``rest``; stop watching."""
+        self.gave_up = True
+        self._buffer = b""
+        complete = [e for e in (e.lstrip(b"\n") for e in events) if e]
+        return (self._forward(complete, []) if complete else b"") + rest
 
     def _forward(
         self, events: list[bytes], before: list[bytes], changed: bytes | None = None

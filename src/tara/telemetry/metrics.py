@@ -29,6 +29,11 @@ TTFT_BUCKETS = (
 )  # fmt: skip
 """Time-to-first-token buckets (seconds): what a student waits before text appears."""
 
+OVERHEAD_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
+"""Gateway overhead buckets (seconds): a fraction of a millisecond when all is well."""
+
 RATING_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0)
 """Feedback ratings are integers 1..5, one bucket each."""
 
@@ -99,6 +104,14 @@ class MetricsRecorder:
             "Time from request arrival to the first streamed content token.",
             ["track", "variant"],
             buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.gateway_overhead = Histogram(
+            "tara_gateway_overhead_seconds",
+            "Time the gateway itself added to a routed chat request: arrival to the last byte"
+            " minus the time spent waiting on the upstream (attempts, backoff, reads).",
+            ["track", "variant", "stream"],
+            buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
         self.upstream_retries = Counter(
@@ -254,6 +267,7 @@ class MetricsRecorder:
         self._variant_children: dict[
             tuple[str, str], tuple[Histogram, Histogram, Counter, Counter]
         ] = {}
+        self._overhead_children: dict[tuple[str, str, bool], Histogram] = {}
 
     @classmethod
     def on(
@@ -327,6 +341,15 @@ class MetricsRecorder:
             completion_tokens.inc(i.completion_tokens)
 
     # -- other events -------------------------------------------------------
+    def overhead(self, track: str, variant: str, stream: bool, seconds: float) -> None:
+        """What the gateway itself added to one routed request (total minus upstream waits)."""
+        key = (track, variant, stream)
+        child = self._overhead_children.get(key)
+        if child is None:
+            labels = (track, variant, "true" if stream else "false")
+            child = self._overhead_children[key] = self.gateway_overhead.labels(*labels)
+        child.observe(seconds)
+
     def user_retry(self, interaction: Interaction) -> None:
         """The student asked again (a regenerate tap, or the same question detected later)."""
         i = interaction
