@@ -178,7 +178,9 @@ def _in_memory(settings: Settings) -> SharedState:
         rollouts=MemoryRolloutStore(leader_token=lambda: board.token),
         windows=MemoryWindowStore(settings.stats),
         requests=MemoryRequestIndex(settings.stats),
-        retries=MemoryRetryMemory(settings.stats.user_retry_window_seconds),
+        retries=MemoryRetryMemory(
+            settings.stats.user_retry_window_seconds, size=settings.stats.user_retry_memory_size
+        ),
         runs=MemoryRunStore(leader_token=lambda: board.token),
         ledger=MemoryLedgerStore(leader_token=lambda: board.token),
         _leases=_Leases(board),

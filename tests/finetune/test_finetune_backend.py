@@ -18,8 +18,8 @@ from tara.finetune.runs import RunRegistry
 from tara.finetune.train import (
     META_RUN,
     Dataset,
+    create_job,
     decide,
-    hyperparameters,
     load_dataset,
     run_key,
     start_run,
@@ -107,7 +107,9 @@ async def test_start_creates_one_job_however_often_it_is_run(
     assert lost.job.id == first.job.id
     assert registry.get(run_key(dataset.hash, settings)) is not None
     assert await _jobs(backend) == [first.job.id]
-    other = await start_run(backend, dataset, FinetuneSettings(base_model="tara-stable"), registry)
+    other = await start_run(
+        backend, dataset, FinetuneSettings(base_model="gpt-4o-mini-2024-07-18"), registry
+    )
     assert other.action == "created"
     assert len(await _jobs(backend)) == 2
 
@@ -158,14 +160,7 @@ async def test_a_lost_create_response_does_not_make_a_second_job(
     dataset = await build_dataset(tmp_path / "ds")
     file_id = await backend.upload_file(dataset.train)
     await _faults(sandbox, after=1)  # the job is created, then its answer is "lost"
-    job = await backend.create_job(
-        model="gpt-4-0613",
-        training_file=file_id,
-        validation_file=None,
-        hyperparameters=hyperparameters(FinetuneSettings()),
-        suffix="tara",
-        metadata={"tara_run": "r1"},
-    )
+    job = await create_job(backend, FinetuneSettings(), (file_id, None), {"tara_run": "r1"})
     assert await _jobs(backend) == [job.id]
 
 
@@ -251,3 +246,50 @@ def test_a_corrupt_registry_is_reported(tmp_path: Path) -> None:
     registry.path.write_text("{not json")
     with pytest.raises(ValueError, match="not a run registry"):
         registry.load()
+
+
+# --- the base model -------------------------------------------------------------------
+
+
+def test_the_default_base_model_is_a_dated_generally_fine_tunable_one() -> None:
+    default = FinetuneSettings().base_model
+    assert default == "gpt-4.1-mini-2025-04-14"
+    assert default in FinetuneSettings().fine_tunable_models
+    assert "gpt-4-0613" not in FinetuneSettings().fine_tunable_models
+
+
+async def test_a_base_model_the_backend_cannot_tune_is_refused_before_any_upload(
+    backend: OpenAIBackend, tmp_path: Path
+) -> None:
+    dataset = await build_dataset(tmp_path / "ds")
+    legacy = FinetuneSettings(base_model="gpt-4-0613")
+    registry = RunRegistry(tmp_path)
+    with pytest.raises(BackendError, match="gpt-4-0613") as refused:
+        await start_run(backend, dataset, legacy, registry)
+    assert "gpt-4.1-mini-2025-04-14" in str(refused.value)  # names the allowed models
+    assert "finetune.fine_tunable_models" in str(refused.value)
+    assert not refused.value.transient
+    assert all(r.training_file is None for r in registry.load().values())  # nothing uploaded
+    assert await _jobs(backend) == []
+    # A fine-tune of an allowed base can be tuned further.
+    backend.check_base_model("ft:gpt-4o-mini-2024-07-18:tara::abc123")
+    with pytest.raises(BackendError):
+        backend.check_base_model("ft:gpt-4-0613:tara::abc123")
+
+
+async def test_any_openai_compatible_service_lists_its_own_models(
+    sandbox: str, tmp_path: Path
+) -> None:
+    settings = _settings(sandbox, base_model="tara-base", fine_tunable_models=["tara-base"])
+    opened = open_backend(settings)
+    assert isinstance(opened, OpenAIBackend)
+    try:
+        dataset = await build_dataset(tmp_path / "ds")
+        outcome = await start_run(opened, dataset, settings.finetune, RunRegistry(tmp_path))
+        assert outcome.action == "created"
+        assert outcome.job is not None
+        assert outcome.job.model == "tara-base"
+    finally:
+        await opened.aclose()
+    unchecked = _settings(sandbox, base_model="anything", fine_tunable_models=[])
+    open_openai_backend(unchecked).check_base_model("anything")  # an empty list checks nothing

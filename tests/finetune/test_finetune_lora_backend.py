@@ -21,7 +21,7 @@ from test_finetune_lora_e2e import dataset_texts, lora_env
 from test_finetune_samples import corpus
 
 from tara.cli import main
-from tara.finetune.backend import BackendError, Hyperparameters
+from tara.finetune.backend import BackendError, Hyperparameters, JobRequest
 from tara.finetune.backend_lora import LoraBackend, adapter_name
 from tara.finetune.lora_config import LoraSettings
 from tara.finetune.lora_jobs import JobStore
@@ -102,12 +102,14 @@ async def test_files_are_stored_once_by_content(tmp_path: Path) -> None:
         await backend.upload_file(tmp_path / "missing.jsonl")
     with pytest.raises(BackendError, match="invalid training_file") as refused:
         await backend.create_job(
-            model="m",
-            training_file="file-nope",
-            validation_file=None,
-            hyperparameters=HP,
-            suffix=None,
-            metadata={},
+            JobRequest(
+                model="m",
+                training_file="file-nope",
+                validation_file=None,
+                hyperparameters=HP,
+                suffix=None,
+                metadata={},
+            )
         )
     assert refused.value.status == 400
     with pytest.raises(BackendError) as unknown:
@@ -119,12 +121,14 @@ async def test_bad_data_fails_the_job_naming_the_line(tmp_path: Path) -> None:
     backend = _backend(tmp_path / "work")
     file_id = await backend.upload_file(_chat_file(tmp_path / "bad.jsonl", last_role="user"))
     job = await backend.create_job(
-        model=str(tmp_path),
-        training_file=file_id,
-        validation_file=None,
-        hyperparameters=HP,
-        suffix="tara",
-        metadata={"tara_run": "r1"},
+        JobRequest(
+            model=str(tmp_path),
+            training_file=file_id,
+            validation_file=None,
+            hyperparameters=HP,
+            suffix="tara",
+            metadata={"tara_run": "r1"},
+        )
     )
     found = await backend.find_job({"tara_run": "r1"})
     assert found is not None
@@ -148,12 +152,14 @@ async def test_a_job_whose_process_dies_is_failed(tmp_path: Path) -> None:
     backend = _backend(tmp_path / "work")
     file_id = await backend.upload_file(_chat_file(tmp_path / "data.jsonl"))
     job = await backend.create_job(
-        model=str(tmp_path / "no-model"),
-        training_file=file_id,
-        validation_file=None,
-        hyperparameters=HP,
-        suffix=None,
-        metadata={},
+        JobRequest(
+            model=str(tmp_path / "no-model"),
+            training_file=file_id,
+            validation_file=None,
+            hyperparameters=HP,
+            suffix=None,
+            metadata={},
+        )
     )
     jobs = JobStore(tmp_path / "work")
     await eventually(lambda: jobs.job(job.id).read().pid, "the worker to record its pid")  # type: ignore[union-attr]
@@ -233,3 +239,12 @@ async def test_cancel_stops_training_and_the_job_stays_cancelled(
     assert len([e for e in await backend.list_events(state.id) if e.type == "metrics"]) == len(
         steps
     )
+
+
+def test_the_lora_backend_accepts_local_weights_only(tmp_path: Path) -> None:
+    backend = _backend(tmp_path / "work")
+    backend.check_base_model(str(tmp_path))  # a directory
+    backend.check_base_model("Qwen/Qwen2.5-0.5B-Instruct")  # an id from the local cache
+    with pytest.raises(BackendError, match="local model directory") as refused:
+        backend.check_base_model("gpt-4.1-mini-2025-04-14")
+    assert "gpt-4.1-mini-2025-04-14" in str(refused.value)

@@ -249,4 +249,6 @@ def test_the_question_is_the_text_of_the_last_user_message() -> None:
         answer=ANSWERS["en"],
         answer_tokens=None,
         tags=(),
+        rating=5,
+        student="h",
     )

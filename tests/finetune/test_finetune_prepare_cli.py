@@ -119,3 +119,51 @@ def test_finetune_settings_come_from_the_config_file(
     cfg.write_text("[finetune.split]\ntrain = 0.9\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="add up to 1"):
         load_settings(cfg)
+
+
+def test_prepare_prints_the_manifest_per_combination(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_finetune_samples import MATH, REFUSALS, interaction
+
+    items = corpus({("hi", "math"): 30, ("en", "physics"): 20})
+    items += [
+        interaction("refused", language="hi", subject="math", answer=REFUSALS["hi"]),
+        interaction("phone", language="hi", subject="math", answer=MATH["hi"] + " 9876543210"),
+    ]
+    export = _export(tmp_path / "export.jsonl", items)
+    argv = ["finetune", "prepare", "--from-jsonl", str(export), "--min-interactions", "10"]
+    assert main([*argv, "--output", str(tmp_path / "a")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    header = next(line for line in table if line.startswith("language"))
+    assert header.split() == [
+        "language",
+        "subject",
+        "extracted",
+        "train",
+        "validation",
+        "test",
+        "status",
+        "exact",
+        "dropped:",
+        "refusal",
+        "redacted:",
+        "phone",
+    ]
+    rows = {
+        tuple(line.split()[:2]): line.split()[2:] for line in table if line[:3] in ("hi ", "en ")
+    }
+    assert rows[("hi", "math")] == ["32", "25", "3", "3", "included", "yes", "1", "1"]
+    assert rows[("en", "physics")] == ["20", "16", "2", "2", "included", "yes", "0", "0"]
+    assert main([*argv, "--output", str(tmp_path / "b"), "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    combo = next(c for c in manifest["combinations"] if c["language"] == "hi")
+    assert combo["written"] == {"train": 25, "validation": 3, "test": 3}
+    assert combo["dropped"] == {"refusal": 1}
+    assert combo["redactions"] == {"phone": 1}
+    assert combo["split"] == {
+        "quotas": {"train": 25, "validation": 3, "test": 3},
+        "exact": True,
+        "clusters": 31,
+        "largest_cluster": 1,
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from stdnum import verhoeff
 from test_finetune_samples import ANSWERS, MATH, REFUSALS, ROMANISED_HINDI
 
 from tara.finetune.config import ValidationSettings
@@ -17,7 +18,7 @@ from tara.finetune.rules_language import (
 from tara.finetune.rules_language import (
     ROMANISED_HINDI as ROMANISED_RULE,
 )
-from tara.finetune.rules_privacy import scrub, verhoeff_check_digit, verhoeff_valid
+from tara.finetune.rules_privacy import scrub
 from tara.finetune.rules_quality import (
     EMPTY,
     REFUSAL,
@@ -150,14 +151,14 @@ def test_bad_lexicon_entries_are_reported_with_their_line(tmp_path: Path) -> Non
 
 
 def _aadhaar(base11: str) -> str:
-    return base11 + verhoeff_check_digit(base11)
+    return base11 + verhoeff.calc_check_digit(base11)
 
 
 def test_verhoeff_checksum() -> None:
     number = _aadhaar("23456789012")
-    assert verhoeff_valid(number)
+    assert verhoeff.is_valid(number)
     wrong = number[:-1] + str((int(number[-1]) + 1) % 10)
-    assert not verhoeff_valid(wrong)
+    assert not verhoeff.is_valid(wrong)
 
 
 @pytest.mark.parametrize(
@@ -185,6 +186,16 @@ def test_aadhaar_needs_a_valid_check_digit() -> None:
     invalid = valid[:-1] + str((int(valid[-1]) + 1) % 10)
     text = f"गुणनफल {invalid} है।"
     assert scrub(text) == (text, ())
+
+
+def test_textbook_pans_and_palindromes_are_not_identity_numbers() -> None:
+    # The fourth letter of a PAN is its holder type; D is none, so ABCDE1234F is an example.
+    assert scrub("PAN का ढाँचा ABCDE1234F जैसा होता है।") == ("PAN का ढाँचा ABCDE1234F जैसा होता है।", ())
+    assert scrub("My PAN is ABCPE1234F.") == ("My PAN is [PAN].", ("pan",))
+    assert scrub("Digits 0000: ABCPE0000F.") == ("Digits 0000: ABCPE0000F.", ())
+    assert scrub("ABCTE1234F and AAAKA1234A") == ("[PAN] and [PAN]", ("pan", "pan"))
+    palindrome = "234567765432"  # Verhoeff-valid or not, no Aadhaar is a palindrome
+    assert scrub(f"x = {palindrome}") == (f"x = {palindrome}", ())
 
 
 @pytest.mark.parametrize(

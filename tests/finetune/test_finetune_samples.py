@@ -92,6 +92,7 @@ def interaction(
     segment: str = "default",
     completion_tokens: int | None = None,
     messages: list[dict[str, Any]] | None = None,
+    student: str | None = "h",
 ) -> Interaction:
     """An interaction as the gateway logs it, with sensible defaults."""
     lang = language or "en"
@@ -103,7 +104,7 @@ def interaction(
         segment=segment,
         variant="stable",
         model="tara-stable",
-        student_hash="h",
+        student_hash=student,
         subject=subject,
         language=language,
         grade="8",

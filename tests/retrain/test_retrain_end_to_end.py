@@ -49,6 +49,13 @@ async def _only_run(state: SharedState) -> Run | None:
     return runs[0] if runs else None
 
 
+async def _runs(state: SharedState) -> list[tuple[str, str, list[str]]]:
+    """Where each run stands, for a failure message."""
+    return [
+        (r.id, r.state.value, [s.state.value for s in r.steps]) for r in await state.runs.list()
+    ]
+
+
 async def test_a_poorly_rated_segment_is_retrained_and_promoted_with_nobody_in_between(
     tmp_path: Path,
 ) -> None:
@@ -74,7 +81,9 @@ async def test_a_poorly_rated_segment_is_retrained_and_promoted_with_nobody_in_b
                         run = await _only_run(state)
                         return run is not None and not run.open
 
-                    await eventually(ended, "the run to end", within=90)
+                    await eventually(
+                        ended, "the run to end", within=240, status=lambda: _runs(state)
+                    )
             run = await _only_run(state)
         assert run is not None
         steps = [(s.state.value, round(s.at - run.created_at, 1)) for s in run.steps]
@@ -138,7 +147,12 @@ async def test_a_model_that_fails_the_gate_is_rejected_and_reaches_no_student(
         settings = loop_settings(tmp_path, upstream)
         async with embedded_stack(settings, CollectorRegistry()) as stack:
             async with gateway_client(stack.base_url) as client, asking(Students(client)):
-                await eventually(lambda: _ended(stack.state), "the run to end", within=60)
+                await eventually(
+                    lambda: _ended(stack.state),
+                    "the run to end",
+                    within=240,
+                    status=lambda: _runs(stack.state),
+                )
             run = await _only_run(stack.state)
             assert await stack.service.list() == []
         assert run is not None
@@ -163,7 +177,9 @@ async def test_a_rolled_back_canary_keeps_its_segment_cooling_down(tmp_path: Pat
                 gateway_client(stack.base_url) as client,
                 asking(Students(client, taste=_ft_disliked)),
             ):
-                await eventually(lambda: _ended(state), "the run to end", within=90)
+                await eventually(
+                    lambda: _ended(state), "the run to end", within=240, status=lambda: _runs(state)
+                )
                 run = await _only_run(state)
                 assert run is not None
                 assert run.ended_at is not None

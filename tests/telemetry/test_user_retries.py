@@ -246,7 +246,7 @@ async def test_queue_is_bounded_and_memory_sweeps_expired_keys(
     detector = UserRetryDetector(
         memory,
         WindowRecorder(MemoryWindowStore()),
-        TelemetryStatsSettings(max_pending_keys=2),
+        TelemetryStatsSettings(user_retry_backlog=2),
         clock=clock,
     )
     for i in range(3):
@@ -258,7 +258,7 @@ async def test_queue_is_bounded_and_memory_sweeps_expired_keys(
     clock.now = NOW + 1201  # two windows later, the next sweep drops every older key
     later = [Ask(f"new-{i}", NOW + 1201, f"r{i}") for i in range(1200)]
     assert await memory.share_and_check(later, later[:1]) == [False]
-    assert len(memory._asks) == 1200
+    assert len(memory) == 1200
     assert await RedisRetryMemory(redis_client, namespace=namespace).share_and_check([], []) == []
 
 

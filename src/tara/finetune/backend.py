@@ -43,6 +43,19 @@ class Hyperparameters:
 
 
 @dataclass(frozen=True, slots=True)
+class JobRequest:
+    """Everything a backend needs to create one supervised fine-tuning job."""
+
+    model: str
+    training_file: str
+    validation_file: str | None
+    hyperparameters: Hyperparameters
+    suffix: str | None
+    metadata: Mapping[str, str]
+    """Pairs the job carries; :meth:`TrainingBackend.find_job` finds it by them."""
+
+
+@dataclass(frozen=True, slots=True)
 class JobError:
     """Why a job failed."""
 
@@ -100,21 +113,17 @@ class TrainingBackend(Protocol):
 
     name: str
 
+    def check_base_model(self, model: str) -> None:
+        """Raise :class:`BackendError` naming what is accepted if ``model`` cannot be
+        fine-tuned here; called before anything is uploaded."""
+        ...
+
     async def upload_file(self, path: Path) -> str:
         """Upload a training or validation file; return its id."""
         ...
 
-    async def create_job(
-        self,
-        *,
-        model: str,
-        training_file: str,
-        validation_file: str | None,
-        hyperparameters: Hyperparameters,
-        suffix: str | None,
-        metadata: Mapping[str, str],
-    ) -> Job:
-        """Create a job. A retried call must not leave two jobs with this ``metadata``."""
+    async def create_job(self, request: JobRequest) -> Job:
+        """Create a job. A retried call must not leave two jobs with ``request.metadata``."""
         ...
 
     async def get_job(self, job_id: str) -> Job:

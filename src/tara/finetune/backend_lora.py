@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tara.finetune.backend import BackendError, Hyperparameters, Job, JobEvent
+from tara.finetune.backend import BackendError, Hyperparameters, Job, JobEvent, JobRequest
 from tara.finetune.lora_config import LoraSettings
 from tara.finetune.lora_jobs import ACTIVE, JobDir, JobState, JobStore
 from tara.finetune.lora_worker import KEY_VARIABLE
@@ -170,15 +170,13 @@ class LoraBackend:
         finally:
             os.close(lock_fd)
 
-    def _create(
-        self,
-        model: str,
-        training_file: str,
-        validation_file: str | None,
-        hp: Hyperparameters,
-        suffix: str | None,
-        metadata: Mapping[str, str],
-    ) -> Job:
+    def _create(self, request: JobRequest) -> Job:
+        model, training_file, validation_file = (
+            request.model,
+            request.training_file,
+            request.validation_file,
+        )
+        hp, suffix, metadata = request.hyperparameters, request.suffix, request.metadata
         train = self._file(training_file, "training_file")
         valid = self._file(validation_file, "validation_file") if validation_file else None
         job_id = self._store.new_id()
@@ -197,27 +195,22 @@ class LoraBackend:
         self._spawn(job)
         return job.read().as_job()
 
-    async def create_job(
-        self,
-        *,
-        model: str,
-        training_file: str,
-        validation_file: str | None,
-        hyperparameters: Hyperparameters,
-        suffix: str | None,
-        metadata: Mapping[str, str],
-    ) -> Job:
+    def check_base_model(self, model: str) -> None:
+        """A local directory or a Hugging Face id (``org/name``, from the local cache): the
+        worker trains weights on this machine, so a hosted model's name cannot work."""
+        if Path(model).expanduser().is_dir() or ("/" in model and not model.startswith("ft:")):
+            return
+        msg = (
+            f"finetune.base_model {model!r} is not a directory of weights: the LoRA backend "
+            "accepts a local model directory or a Hugging Face model id (org/name) in the "
+            "local cache"
+        )
+        raise BackendError(msg, status=400)
+
+    async def create_job(self, request: JobRequest) -> Job:
         """Write the job and start its training process (in its own session)."""
         try:
-            return await asyncio.to_thread(
-                self._create,
-                model,
-                training_file,
-                validation_file,
-                hyperparameters,
-                suffix,
-                metadata,
-            )
+            return await asyncio.to_thread(self._create, request)
         except (OSError, subprocess.SubprocessError) as exc:
             raise BackendError(f"cannot start a LoRA job: {exc}") from exc
 

@@ -23,7 +23,7 @@ import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from tara.finetune.backend import BackendError, Hyperparameters, Job, JobError, JobEvent
+from tara.finetune.backend import BackendError, Job, JobError, JobEvent, JobRequest
 
 if TYPE_CHECKING:
     from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
@@ -132,19 +132,26 @@ class OpenAIBackend:
 
         return await self._call(upload)
 
-    async def create_job(
-        self,
-        *,
-        model: str,
-        training_file: str,
-        validation_file: str | None,
-        hyperparameters: Hyperparameters,
-        suffix: str | None,
-        metadata: Mapping[str, str],
-    ) -> Job:
+    def check_base_model(self, model: str) -> None:
+        """``model`` (or the base of an ``ft:<base>:...`` fine-tune) must be one of
+        ``finetune.fine_tunable_models``; an empty list accepts anything."""
+        allowed = self._settings.fine_tunable_models
+        base = model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else model
+        if not allowed or base in allowed:
+            return
+        msg = (
+            f"finetune.base_model {model!r} cannot be fine-tuned through "
+            f"{self._client.base_url}: use one of {', '.join(allowed)} (or a fine-tune of one, "
+            "ft:<base>:...); for another OpenAI-compatible service, list the models it "
+            "fine-tunes in finetune.fine_tunable_models"
+        )
+        raise BackendError(msg, status=400)
+
+    async def create_job(self, request: JobRequest) -> Job:
         """Create a supervised job (the ``method`` form; top-level hyperparameters are
         deprecated), never twice: a retry first looks for the job the last try may have made."""
         tries = 0
+        hyperparameters, metadata = request.hyperparameters, request.metadata
         method: Any = {
             "type": "supervised",
             "supervised": {
@@ -166,12 +173,13 @@ class OpenAIBackend:
                         "job %s was created by an earlier try; not creating another", landed.id
                     )
                     return landed
+            validation_file = request.validation_file
             job = await self._client.fine_tuning.jobs.create(
-                model=model,
-                training_file=training_file,
+                model=request.model,
+                training_file=request.training_file,
                 validation_file=validation_file if validation_file is not None else openai.omit,
                 method=method,
-                suffix=suffix if suffix is not None else openai.omit,
+                suffix=request.suffix if request.suffix is not None else openai.omit,
                 metadata=dict(metadata),
             )
             return job_from_sdk(job)

@@ -39,6 +39,16 @@ def _language_sentences() -> dict[str, str]:
     }
 
 
+def _openai_fine_tunable() -> list[str]:
+    return [
+        "gpt-4.1-2025-04-14",
+        "gpt-4.1-mini-2025-04-14",
+        "gpt-4.1-nano-2025-04-14",
+        "gpt-4o-2024-08-06",
+        "gpt-4o-mini-2024-07-18",
+    ]
+
+
 class PromptSettings(_Section):
     """The system prompt: a base sentence, then one for the subject and one for the language."""
 
@@ -87,15 +97,20 @@ class ValidationSettings(_Section):
     """Answers longer than this (tokens) are dropped from the dataset."""
     refusal_scan_chars: int = Field(240, gt=0)
     """Refusal phrases are looked for in this many leading characters of the answer."""
-    near_duplicate_bands: int = Field(4, ge=1, le=64)
-    """MinHash LSH bands (see ``near_duplicate_rows``)."""
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1)
+    """Word-bigram Jaccard similarity (question and answer, case-folded) at which an example
+    is a near duplicate of a better-rated one and dropped; confirmed exactly for every
+    candidate the LSH keys propose."""
+    near_duplicate_bands: int = Field(8, ge=1, le=64)
+    """LSH bands: the bigram hash range is cut into this many parts, each giving one key."""
     near_duplicate_rows: int = Field(8, ge=1)
-    """MinHash LSH shape: examples whose word bigrams have a Jaccard similarity above
-    about ``(1/bands) ** (1/rows)`` (0.84 by default) are near duplicates."""
+    """Smallest bigram hashes per band that make its key (texts agreeing on them are
+    candidates)."""
     near_duplicate_min_shingles: int = Field(12, ge=1)
     """Shorter texts are checked for exact duplicates only."""
     dedup_memory_mb: int = Field(32, ge=1, le=4096)
-    """Fixed size of the Bloom filter that remembers seen examples (memory does not grow)."""
+    """Unused, kept so that existing configuration files still load: duplicates are now
+    found by sorting their keys at the end of a build (no Bloom filter)."""
 
 
 class SplitSettings(_Section):
@@ -138,8 +153,13 @@ class FinetuneSettings(_Section):
     # The TRAIN phase (``tara finetune start | status | cancel``).
     backend: str = "openai"
     """Training backend: a registered name (``openai``, ``lora``) or ``package.module:factory``."""
-    base_model: str = "gpt-4-0613"
-    """Model the fine-tuning job starts from."""
+    base_model: str = "gpt-4.1-mini-2025-04-14"
+    """Model the fine-tuning job starts from: a dated model the backend can fine-tune (checked
+    before anything is uploaded), or a fine-tune of one (``ft:<base>:...``)."""
+    fine_tunable_models: list[str] = Field(default_factory=_openai_fine_tunable)
+    """Base models the OpenAI backend accepts (OpenAI's dated models open to supervised
+    fine-tuning, none with a published shutdown); list your provider's when ``base_url``
+    points elsewhere; empty: not checked."""
     n_epochs: int = Field(3, ge=1)
     """Training epochs."""
     batch_size: int = Field(16, ge=1)

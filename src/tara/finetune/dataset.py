@@ -1,24 +1,27 @@
 """The dataset on disk: chat-format JSONL lines, the spool, and the final split files.
 
-While the log streams past, each kept example is serialised once and
-appended to a spool file for its split, tagged with its combination's
-index. Only at the end is it known which combinations have enough
-interactions (``min_interactions``) and enough kept examples to split, so
+While the log streams past, each example that passes the stateless rules is
+serialised once and appended to one spool file, with its duplicate keys in
+another. Only at the end is it known which examples are duplicates (the
+best-rated one of a group is kept), which combinations have enough
+interactions (``min_interactions``) and how each splits exactly, so
 :func:`finalize` copies the spool into ``train.jsonl``, ``validation.jsonl``
-and ``test.jsonl``, skipping excluded combinations and hashing as it writes.
-Memory stays flat; disk holds the dataset twice for a moment. Examples keep
-the log's order, so every combination is spread through each file.
+and ``test.jsonl`` by a destination per example, hashing as it writes.
+Disk holds the dataset twice for a moment. Examples keep the log's order,
+so every combination is spread through each file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import orjson
 
 from tara.finetune.split import SPLITS
@@ -41,28 +44,71 @@ def example_line(system: str, question: str, answer: str) -> bytes:
 
 
 class Spool:
-    """Per-split scratch files of tagged example lines, in a scratch directory."""
+    """Scratch files of a build: every screened example's line, and its duplicate keys.
 
-    def __init__(self, directory: Path) -> None:
+    Example ``i`` is the ``i``-th line of ``examples.spool`` (log order); its
+    byte offset is remembered so that duplicate resolution can read back a
+    few lines. ``keys.spool`` holds ``width`` uint64 keys per example.
+    """
+
+    def __init__(self, directory: Path, width: int) -> None:
         self.directory = directory
-        self._files: dict[str, BinaryIO] = {
-            s: (directory / f"{s}.spool").open("wb", buffering=1 << 20) for s in SPLITS
-        }
+        self.width = width
+        self._lines: BinaryIO = self.lines_path.open("wb", buffering=1 << 20)
+        self._keys: BinaryIO = self.keys_path.open("wb", buffering=1 << 20)
+        self.offsets = array("Q")
+        self._end = 0
+        self._pending = array("Q")
+        self._reader: BinaryIO | None = None
 
-    def write(self, split: str, tag: bytes, line: bytes) -> None:
-        """Append one example line; ``tag`` is its combination's ``b"<index>\\t"``."""
-        f = self._files[split]
-        f.write(tag)
-        f.write(line)
+    @property
+    def lines_path(self) -> Path:
+        """Where the example lines are."""
+        return self.directory / "examples.spool"
+
+    @property
+    def keys_path(self) -> Path:
+        """Where the duplicate keys are."""
+        return self.directory / "keys.spool"
+
+    def write(self, line: bytes, keys: Sequence[int]) -> None:
+        """Append one example line and its keys (at most ``width``)."""
+        self._lines.write(line)
+        self.offsets.append(self._end)
+        self._end += len(line)
+        pending = self._pending
+        pending.extend(keys)
+        if len(keys) < self.width:
+            pending.extend(_ZEROS[: self.width - len(keys)])
+        if len(pending) >= 1 << 16:
+            pending.tofile(self._keys)
+            del pending[:]
 
     def close(self) -> None:
-        """Flush and close the scratch files (they are read back by :func:`finalize`)."""
-        for f in self._files.values():
-            f.close()
+        """Flush and close the scratch files (they are read back at the end of the build)."""
+        self._pending.tofile(self._keys)
+        del self._pending[:]
+        self._lines.close()
+        self._keys.close()
 
-    def path(self, split: str) -> Path:
-        """Where a split's scratch file is."""
-        return self.directory / f"{split}.spool"
+    def read(self, indexes: Iterable[int]) -> dict[int, bytes]:
+        """The lines of some examples (after :meth:`close`)."""
+        if self._reader is None:
+            self._reader = self.lines_path.open("rb")
+        f, out = self._reader, {}
+        for i in sorted(set(indexes)):
+            f.seek(self.offsets[i])
+            out[i] = f.readline()
+        return out
+
+    def close_reader(self) -> None:
+        """Close the file :meth:`read` keeps open."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+_ZEROS = array("Q", bytes(8 * 64))
 
 
 @dataclass(slots=True)
@@ -76,35 +122,33 @@ class WrittenFile:
     _digest: hashlib._Hash = field(default_factory=hashlib.sha256, repr=False)
 
 
-def finalize(
-    spool: Spool, destinations: Mapping[bytes, Mapping[str, str]], output_dir: Path
-) -> dict[str, WrittenFile]:
+NOWHERE = 255
+"""Destination of an example that goes to no file."""
+
+
+def finalize(spool: Spool, destinations: np.ndarray, output_dir: Path) -> dict[str, WrittenFile]:
     """Copy spooled lines into the split files and return what was written.
 
-    ``destinations[tag][split]`` names the file a combination's spooled split
-    goes to (``"train"`` for a tiny combination kept whole); a combination
-    or split missing from it is left out. Files are written under temporary
+    ``destinations[i]`` is the index in :data:`SPLITS` of the file example
+    ``i`` goes to, or :data:`NOWHERE`. Files are written under temporary
     names and renamed into place, so a crash never leaves half a dataset.
     """
-    written = {s: WrittenFile(f"{s}.jsonl") for s in SPLITS}
-    outputs = {s: (output_dir / f"{s}.jsonl.tmp").open("wb", buffering=1 << 20) for s in SPLITS}
+    written = [WrittenFile(f"{s}.jsonl") for s in SPLITS]
+    outputs = [(output_dir / f"{s}.jsonl.tmp").open("wb", buffering=1 << 20) for s in SPLITS]
     try:
-        for split in SPLITS:
-            with spool.path(split).open("rb", buffering=1 << 20) as f:
-                for tagged in f:
-                    tag, _, line = tagged.partition(b"\t")
-                    target = destinations.get(tag, {}).get(split)
-                    if target is None:
-                        continue
-                    outputs[target].write(line)
-                    out = written[target]
-                    out._digest.update(line)
-                    out.examples += 1
-                    out.bytes += len(line)
+        with spool.lines_path.open("rb", buffering=1 << 20) as f:
+            for line, target in zip(f, destinations.tolist(), strict=True):
+                if target == NOWHERE:
+                    continue
+                outputs[target].write(line)
+                out = written[target]
+                out._digest.update(line)
+                out.examples += 1
+                out.bytes += len(line)
     finally:
-        for f in outputs.values():
+        for f in outputs:
             f.close()
-    for split, out in written.items():
+    for split, out in zip(SPLITS, written, strict=True):
         os.replace(output_dir / f"{split}.jsonl.tmp", output_dir / out.name)
         out.sha256 = out._digest.hexdigest()
-    return written
+    return dict(zip(SPLITS, written, strict=True))

@@ -46,6 +46,10 @@ class Candidate:
     answer: str
     answer_tokens: int | None
     tags: tuple[str, ...]
+    rating: int = 5
+    """The student's rating (duplicates keep the best-rated example)."""
+    student: str | None = None
+    """The student's hash (a student's repeated question stays in one split)."""
 
     @property
     def combination(self) -> tuple[str, str]:
@@ -101,4 +105,6 @@ def extract(ix: Interaction, where: ExtractFilter) -> Candidate | str:
         answer=ix.answer,
         answer_tokens=ix.completion_tokens,
         tags=tuple(ix.tags),
+        rating=ix.rating,
+        student=ix.student_hash,
     )

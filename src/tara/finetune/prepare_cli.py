@@ -22,6 +22,7 @@ import orjson
 from tara.finetune.config import FinetuneSettings
 from tara.finetune.extract import ExtractFilter
 from tara.finetune.prepare import PrepareResult, prepare
+from tara.finetune.report import combination_rows
 from tara.finetune.rules_cultural import LexiconError
 from tara.settings import Settings
 from tara.telemetry.interactions import Interaction
@@ -102,13 +103,29 @@ def run_settings(args: argparse.Namespace, base: FinetuneSettings) -> FinetuneSe
     return FinetuneSettings.model_validate(data)
 
 
+def text_table(header: list[str], rows: list[list[Any]]) -> str:
+    """Rows under a header in aligned columns (text left, numbers right)."""
+    cells = [header, *[[str(v) for v in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    numeric = [all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join(line(r) for r in cells)
+
+
 def _summary(result: PrepareResult) -> str:
     totals = result.manifest["totals"]
     assert isinstance(totals, dict)
     written = ", ".join(f"{name} {f.examples}" for name, f in result.files.items())
     return (
         f"read {result.read} interactions, extracted {totals['extracted']}, "
-        f"kept {totals['kept']}; wrote {written}\n"
+        f"kept {totals['kept']}; wrote {written}\n\n"
+        f"{text_table(*combination_rows(result.manifest))}\n\n"
         f"manifest: {result.manifest_path}\nreport:   {result.report_path}"
     )
 
@@ -133,5 +150,8 @@ def prepare_command(args: argparse.Namespace, settings: Settings) -> int:
     except (LexiconError, ValueError, OSError) as exc:
         print(f"tara finetune prepare: {exc}", file=sys.stderr)
         return 1
-    print(_summary(result))
+    if args.json:
+        sys.stdout.write(orjson.dumps(result.manifest, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(_summary(result))
     return 0

@@ -38,8 +38,7 @@ def build_manifest(
     extraction: Mapping[str, int],
     combinations: Iterable[CombinationStats],
     files: Mapping[str, WrittenFile],
-    dedup_fp_rate: float,
-    dedup_bytes: int,
+    dedup: Mapping[str, int],
     started: float,
     finished: float,
 ) -> dict[str, Any]:
@@ -83,6 +82,8 @@ def build_manifest(
                 "kept": dict(c.kept),
                 "written": dict(c.written),
                 "redacted_examples": c.redacted_examples,
+                "redactions": dict(sorted(c.redactions.items())),
+                "split": _split(c),
             }
             for c in combos
         ],
@@ -91,11 +92,47 @@ def build_manifest(
             for f in files.values()
         },
         "dedup": {
-            "bloom_filter_bytes": dedup_bytes,
-            "estimated_false_positive_rate": dedup_fp_rate,
+            "near_duplicate_threshold": settings.validation.near_duplicate_threshold,
+            **dedup,
         },
         "settings": settings.model_dump(mode="json"),
     }
+
+
+def _split(c: CombinationStats) -> dict[str, Any] | None:
+    plan = c.plan
+    if plan is None:
+        return None
+    return {
+        "quotas": dict(zip(SPLITS, plan.quotas, strict=True)),
+        "exact": plan.exact,
+        "clusters": plan.clusters,
+        "largest_cluster": plan.largest_cluster,
+    }
+
+
+def combination_rows(manifest: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the per-combination table (report and ``prepare``'s output)."""
+    rules = [r for r in manifest["rules"] if manifest["rules"][r]]
+    kinds = list(manifest["redactions"])
+    header = ["language", "subject", "extracted", *SPLITS, "status", "exact"]
+    header += [f"dropped: {r}" for r in rules] + [f"redacted: {k}" for k in kinds]
+    rows = []
+    for c in manifest["combinations"]:
+        split = c.get("split") or {}
+        rows.append(
+            [
+                c["language"],
+                c["subject"],
+                c["extracted"],
+                *(c["written"][s] for s in SPLITS),
+                c["status"].replace("_", " "),
+                "yes" if split.get("exact") else "no",
+                *(c["dropped"].get(r, 0) for r in rules),
+                *(c["redactions"].get(k, 0) for k in kinds),
+            ]
+        )
+    return header, rows
 
 
 def _table(header: list[str], rows: Iterable[list[Any]]) -> list[str]:
@@ -120,25 +157,18 @@ def render_report(manifest: Mapping[str, Any]) -> str:
         "## Combinations",
         "",
     ]
-    out += _table(
-        ["language", "subject", "extracted", "kept", *SPLITS, "status"],
-        (
-            [
-                c["language"],
-                c["subject"],
-                c["extracted"],
-                sum(c["kept"].values()),
-                *(c["written"][s] for s in SPLITS),
-                c["status"].replace("_", " "),
-            ]
-            for c in manifest["combinations"]
-        ),
-    )
+    out += _table(*combination_rows(manifest))
+    out += [
+        "",
+        "Splits are exact per combination (largest-remainder shares of the kept examples; "
+        "a student's repeated question stays in one split): *exact* says every split got "
+        "its quota.",
+    ]
     if excluded:
         out += ["", "Not (fully) in the dataset:", ""]
         out += [
             f"- {c['language']}×{c['subject']}: {c['status'].replace('_', ' ')} "
-            f"({c['extracted']} extracted; kept "
+            f"({c['extracted']} extracted; its split would be "
             + ", ".join(f"{s} {c['kept'][s]}" for s in SPLITS)
             + f"; min_interactions is {filt['min_interactions']})"
             for c in excluded
@@ -152,8 +182,9 @@ def render_report(manifest: Mapping[str, Any]) -> str:
         f"Personal data redacted in {manifest['redacted_examples']} kept examples: "
         + (", ".join(f"{k} {v}" for k, v in manifest["redactions"].items()) or "none")
         + ".",
-        f"Duplicate memory: {manifest['dedup']['bloom_filter_bytes']} bytes, estimated "
-        f"false-positive rate {manifest['dedup']['estimated_false_positive_rate']:.2e}.",
+        f"Duplicates: {manifest['dedup']['candidate_examples']} examples in "
+        f"{manifest['dedup']['candidate_clusters']} candidate clusters were compared "
+        f"(word-bigram Jaccard ≥ {manifest['dedup']['near_duplicate_threshold']} drops).",
         "",
         "## Files",
         "",

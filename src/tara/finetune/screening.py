@@ -1,8 +1,8 @@
 """Screening batches of candidates in order, inline or in a worker process.
 
 Every rule but the duplicate check is a pure function of one example, and
-so are its duplicate keys, its split and its JSONL line: that is most of a
-build's CPU. :class:`ScreeningPool` runs it for batches of candidates in
+so are its duplicate keys, its leakage-cluster key and its JSONL line: that
+is most of a build's CPU. :class:`ScreeningPool` runs it for batches of candidates in
 ``workers`` spawned processes while the event loop reads the log, and
 hands results back in submission order, so the (sequential) duplicate
 memory sees examples in log order and a build is byte-for-byte the same
@@ -19,53 +19,74 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
+from tara.finetune.clusters import cluster_key, seed_key
 from tara.finetune.config import FinetuneSettings
 from tara.finetune.dataset import example_line
 from tara.finetune.extract import Candidate
 from tara.finetune.prompts import PromptTable
 from tara.finetune.rules_cultural import Lexicon
-from tara.finetune.split import Splitter
-from tara.finetune.validate import Screener
+from tara.finetune.validate import Screener, combination_id
 
 BATCH = 2048
 """Candidates per batch: large enough that pickling is cheap per example."""
 IN_FLIGHT = 3
 """Batches submitted per worker and not yet handed back."""
 
-Row = tuple[str, str, str, str, str, int | None, tuple[str, ...]]
-"""A candidate as plain fields (cheaper to pickle than the dataclass)."""
-Result = tuple[str | None, tuple[str, ...], int, tuple[int, ...], str, bytes]
-"""``(rule, redactions, exact key, band keys, split, JSONL line)``; a dropped example
-has its rule and empty rest."""
+Row = tuple[str, str, str, str, str, int | None, tuple[str, ...], str | None]
+"""A candidate as plain fields (cheaper to pickle than the dataclass); the last is the
+student."""
+Result = tuple[str | None, tuple[str, ...], int, tuple[int, ...], int, bytes]
+"""``(rule, redactions, exact key, band keys, cluster key, JSONL line)`` (see
+:func:`tara.finetune.clusters.cluster_key`); a dropped example has its rule and empty rest."""
 
 
 def as_row(c: Candidate) -> Row:
-    """The candidate's fields, in :class:`Candidate`'s order."""
-    return (c.request_id, c.language, c.subject, c.question, c.answer, c.answer_tokens, c.tags)
+    """The candidate's fields, in :class:`Candidate`'s order (the rating stays behind)."""
+    return (
+        c.request_id,
+        c.language,
+        c.subject,
+        c.question,
+        c.answer,
+        c.answer_tokens,
+        c.tags,
+        c.student,
+    )
 
 
 class BatchScreener:
-    """The pure part of validation plus split and serialisation, for one build's settings."""
+    """The pure part of validation plus cluster keys and serialisation, for one build."""
 
     def __init__(self, settings: FinetuneSettings, lexicon: Lexicon | None) -> None:
         self._screener = Screener(settings.validation, lexicon)
-        self._splitter = Splitter(settings.split)
+        self._key = seed_key(settings.split.seed)
         self._prompts = PromptTable(settings.prompts)
+        self._combos: dict[tuple[str, str], bytes] = {}
 
     def run(self, rows: Sequence[Row]) -> list[Result]:
         """Screen ``rows``; one result per row, in order."""
-        screen, assign, prompt = self._screener.screen, self._splitter.assign, self._prompts.get
+        screen, prompt, key, combos = (
+            self._screener.screen,
+            self._prompts.get,
+            self._key,
+            self._combos,
+        )
         out: list[Result] = []
         append = out.append
-        for request_id, language, subject, question, answer, tokens, tags in rows:
+        for request_id, language, subject, question, answer, tokens, tags, student in rows:
+            asked = question
             rule, question, answer, redactions, exact, bands = screen(
                 language, subject, question, answer, tokens, tags
             )
             if rule is not None:
-                append((rule, (), 0, (), "", b""))
+                append((rule, (), 0, (), 0, b""))
                 continue
             line = example_line(prompt(subject, language), question, answer)
-            append((None, redactions, exact, bands, assign(request_id), line))
+            combo = combos.get((language, subject))
+            if combo is None:
+                combo = combos[(language, subject)] = combination_id(language, subject)
+            cluster = cluster_key(key, combo, student, asked, request_id)
+            append((None, redactions, exact, bands, cluster, line))
         return out
 
 

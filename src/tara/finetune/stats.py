@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tara.finetune.split import SPLITS
+from tara.finetune.split import SPLITS, GroupPlan
 
 INCLUDED = "included"
 BELOW_MIN_INTERACTIONS = "below_min_interactions"
@@ -19,14 +19,16 @@ class CombinationStats:
 
     language: str
     subject: str
-    tag: bytes
-    """``b"<index>\\t"``: how the combination's lines are marked in the spool."""
+    index: int
+    """Order of first appearance in the log: how the build's arrays name the combination."""
     extracted: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     kept: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
-    """Kept examples by the split their request id hashed to."""
+    """Examples kept by every rule, by the split the exact plan gives them."""
     redacted_examples: int = 0
     redactions: Counter[str] = field(default_factory=Counter)
     status: str = ""
     written: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     """Examples that went into each output file."""
+    plan: GroupPlan | None = None
+    """The exact split of the kept examples (quotas, clusters)."""

@@ -29,6 +29,7 @@ def add_finetune(sub: Subparsers) -> None:
     fp.add_argument(
         "--from-jsonl", type=Path, default=None, help="read an interaction export, not the log"
     )
+    fp.add_argument("--json", action="store_true", help="print the manifest as JSON")
     handled_by(fp, "tara.finetune.prepare_cli:prepare_command")
     for name, help_text in (
         ("start", "upload a prepared dataset and start its fine-tuning job (never twice)"),

@@ -20,7 +20,14 @@ from typing import Any, Literal
 
 import orjson
 
-from tara.finetune.backend import BackendError, Hyperparameters, Job, JobEvent, TrainingBackend
+from tara.finetune.backend import (
+    BackendError,
+    Hyperparameters,
+    Job,
+    JobEvent,
+    JobRequest,
+    TrainingBackend,
+)
 from tara.finetune.config import FinetuneSettings
 from tara.finetune.runs import RunRecord, RunRegistry
 
@@ -105,7 +112,7 @@ async def create_job(
     """Create the job ``settings`` ask for (base model, hyperparameters, suffix) on the
     uploaded ``(training, validation)`` files; :func:`run_key` names the same settings."""
     training_file, validation_file = files
-    return await backend.create_job(
+    request = JobRequest(
         model=settings.base_model,
         training_file=training_file,
         validation_file=validation_file,
@@ -113,6 +120,7 @@ async def create_job(
         suffix=settings.suffix,
         metadata=metadata,
     )
+    return await backend.create_job(request)
 
 
 def run_key(dataset_hash: str, settings: FinetuneSettings) -> str:
@@ -203,6 +211,7 @@ async def start_run(
     if job is not None:
         record.attempt += 1
         record.job_id = record.status = record.fine_tuned_model = None
+    backend.check_base_model(settings.base_model)  # before a byte is uploaded
     if record.training_file is None:
         record.training_file = await backend.upload_file(dataset.train)
         if dataset.validation is not None:

@@ -2,18 +2,18 @@
 
 Rules run in the order of :data:`RULES`, cheapest and most decisive first,
 and an example is dropped by the first it breaks, so every dropped example
-is counted under exactly one rule. Duplicate checks come last so that only
-examples that are otherwise good are remembered. Privacy in ``redact`` mode
-does not drop: it rewrites the text and is counted under ``redactions``.
+is counted under exactly one rule. Duplicate checks come last, among the
+examples every other rule kept: :class:`Screener` computes their keys here,
+and :mod:`tara.finetune.dedup` decides at the end of the build, when the
+best-rated example of each group is known. Privacy in ``redact`` mode does
+not drop: it rewrites the text and is counted under ``redactions``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 from tara.finetune.config import ValidationSettings
-from tara.finetune.extract import Candidate
 from tara.finetune.rules_cultural import (
     CULTURAL_LEXICON,
     CULTURAL_TAG,
@@ -24,7 +24,6 @@ from tara.finetune.rules_cultural import (
 from tara.finetune.rules_duplicates import (
     EXACT_DUPLICATE,
     NEAR_DUPLICATE,
-    Deduplicator,
     NearDuplicateSketch,
     exact_key,
 )
@@ -48,24 +47,11 @@ RULES: tuple[str, ...] = (
 """Every rule, in the order they are applied."""
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """What validation made of one candidate."""
-
-    rule: str | None
-    """The rule that dropped it, or ``None`` when it is kept."""
-    question: str
-    answer: str
-    """Texts as they go into the dataset (personal data redacted)."""
-    redactions: tuple[str, ...] = ()
-    """Kinds of personal data replaced by placeholders."""
-
-
 Screening = tuple[str | None, str, str, tuple[str, ...], int, tuple[int, ...]]
 """``(rule, question, answer, redactions, exact key, band keys)``: every rule but the
 duplicate ones, and the keys those need. A plain tuple because it is made for every
 example, often in a worker process: screening needs no memory of other examples, so it
-runs anywhere while only :meth:`Deduplicator.check_keys` runs in log order."""
+runs anywhere while only :meth:`Deduplicator.observe` runs in log order."""
 
 
 def combination_id(language: str, subject: str) -> bytes:
@@ -112,35 +98,14 @@ class Screener:
         question, found_q = scrub(question)
         answer, found_a = scrub(answer)
         redactions = found_q + found_a
-        if redactions and settings.privacy == "drop":
-            return (PRIVACY, question, answer, redactions, 0, ())
+        if redactions:
+            if settings.privacy == "drop":
+                return (PRIVACY, question, answer, redactions, 0, ())
+            # Duplicates are judged on the text that goes into the dataset.
+            folded = f"{question.casefold()}\n\x1e\n{answer.casefold()}"
         combo = self._ids.get((language, subject))
         if combo is None:
             combo = self._ids[(language, subject)] = combination_id(language, subject)
         words = folded.encode("utf-8", "surrogatepass").split()
         bands = tuple(self._sketch.band_keys(combo, words))
         return (None, question, answer, redactions, exact_key(combo, words), bands)
-
-
-class Validator:
-    """Applies every rule; holds the only state, the duplicate memory, in fixed space."""
-
-    def __init__(self, settings: ValidationSettings, lexicon: Lexicon | None = None) -> None:
-        self.screener = Screener(settings, lexicon)
-        self.dedup = Deduplicator(
-            settings.dedup_memory_mb * 1024 * 1024,
-            NearDuplicateSketch(
-                settings.near_duplicate_bands,
-                settings.near_duplicate_rows,
-                settings.near_duplicate_min_shingles,
-            ),
-        )
-
-    def check(self, c: Candidate) -> Verdict:
-        """Run the rules over one candidate, remembering it if it is kept."""
-        rule, question, answer, redactions, exact, bands = self.screener.screen(
-            c.language, c.subject, c.question, c.answer, c.answer_tokens, c.tags
-        )
-        if rule is None:
-            rule = self.dedup.check_keys(exact, bands)
-        return Verdict(rule, question, answer, redactions)

@@ -222,6 +222,7 @@ class StepRunner:
     async def upload(self, step: Upload) -> Uploaded:
         """Upload the training file (and the validation file, when it holds examples)."""
         dataset = await self.dataset(step.dataset_dir, step.dataset_hash, step.rebuild)
+        self.backend.check_base_model(self._settings.finetune.base_model)  # before any upload
         training = await self.backend.upload_file(dataset.train)
         validation = None
         if dataset.validation is not None:

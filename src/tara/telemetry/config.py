@@ -28,8 +28,12 @@ class TelemetrySettings(BaseModel):
     """Fewest PostgreSQL connections kept open."""
     pg_pool_max: int = Field(4, ge=1)
     """Most PostgreSQL connections."""
-    queue_size: int = Field(10_000, gt=0)
-    """Records waiting to be written; beyond this they are dropped (``queue_full``)."""
+    pg_partitions_ahead: int = Field(3, ge=1)
+    """Monthly partitions of the PostgreSQL log kept ready past the current month (created
+    at every gateway start and every ``tara log purge``)."""
+    queue_size: int = Field(5_000, gt=0)
+    """Records waiting to be written (up to ~1.3 KB each with text: 7 MB); beyond this
+    they are dropped (``queue_full``)."""
     batch_size: int = Field(500, gt=0)
     """Most records written in one batch."""
     flush_interval: float = Field(1.0, gt=0)

@@ -22,6 +22,7 @@ def open_log(database_url: str | None, settings: TelemetrySettings) -> Interacti
             schema=settings.pg_schema,
             min_size=settings.pg_pool_min,
             max_size=settings.pg_pool_max,
+            partitions_ahead=settings.pg_partitions_ahead,
         )
     if database_url:
         msg = f"unsupported database_url scheme: {database_url.partition(':')[0]!r}"

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
+from tara.telemetry import log_partitions as partitions
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import (
     COLUMNS,
@@ -121,9 +122,14 @@ class PostgresInteractionLog:
         connect_timeout: float = 5.0,
         command_timeout: float = 60.0,
         migrations: Sequence[Migration] = MIGRATIONS,
+        partitions_ahead: int = 3,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
+        self.partitions_ahead = partitions_ahead
+        """Months of partitions kept ready past the current one (see ``log_partitions``)."""
+        self._clock = clock
         self._pool_args: dict[str, Any] = {
             "min_size": min_size,
             "max_size": max(max_size, min_size),
@@ -162,6 +168,7 @@ class PostgresInteractionLog:
                     applied = [r[0] for r in await conn.fetch("SELECT version FROM schema_version")]
                     todo = pending(self._migrations, applied)
                     if not todo:
+                        await partitions.ensure(conn, self._clock(), self.partitions_ahead)
                         return
                     step = todo[0]
                     for statement in step.statements:
@@ -226,12 +233,21 @@ class PostgresInteractionLog:
             after = (page[-1]["created_at"], page[-1]["request_id"])
 
     async def purge(self, older_than: float) -> int:
-        """Delete rows created before ``older_than``."""
+        """Delete rows created before ``older_than``: whole month partitions, then row by row.
+
+        Also creates the partitions ahead, so a daily purge keeps them ready.
+        """
         pool = await self._connected()
-        status: str = await pool.execute(
-            "DELETE FROM interactions WHERE created_at < $1", older_than
-        )
-        return int(status.rsplit(" ", 1)[-1])
+        async with pool.acquire() as conn:
+            dropped = await partitions.drop_older(conn, older_than)
+            status: str = await conn.execute(
+                "DELETE FROM interactions WHERE created_at < $1", older_than
+            )
+            async with conn.transaction():
+                lock = f"tara-interactions:{self.schema}"
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock)
+                await partitions.ensure(conn, self._clock(), self.partitions_ahead)
+        return dropped + int(status.rsplit(" ", 1)[-1])
 
     async def aclose(self) -> None:
         """Close the pool, waiting briefly for borrowed connections."""

@@ -121,7 +121,7 @@ class InteractionLogWriter:
         store: InteractionLog,
         *,
         capture: Capture = "full",
-        queue_size: int = 10_000,
+        queue_size: int = 5_000,
         batch_size: int = 500,
         flush_interval: float = 1.0,
         max_attempts: int = 3,

@@ -257,8 +257,8 @@ class MetricsRecorder:
         )
         self.telemetry_dropped = Counter(
             "tara_telemetry_dropped_total",
-            "Window-stats buckets and request-index entries a store refused or that"
-            " overflowed their backlog during an outage.",
+            "Window-stats buckets, request-index entries and user-retry asks a store refused,"
+            " that overflowed a backlog, or that a bounded in-memory structure pushed out.",
             ["sink", "reason"],
             registry=r,
         )

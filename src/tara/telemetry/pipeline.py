@@ -33,10 +33,16 @@ from tara.telemetry.log import InteractionLog
 from tara.telemetry.log_backends import open_log
 from tara.telemetry.log_writer import InteractionLogWriter
 from tara.telemetry.metrics import MetricsRecorder
-from tara.telemetry.request_index import CountedFeedback, IndexedRequest, IndexUnavailableError
+from tara.telemetry.request_index import (
+    CountedFeedback,
+    IndexedRequest,
+    IndexUnavailableError,
+    MemoryRequestIndex,
+)
 from tara.telemetry.request_index_redis import RedisRequestIndex
-from tara.telemetry.user_retries import UserRetryDetector
+from tara.telemetry.user_retries import MemoryRetryMemory, UserRetryDetector
 from tara.telemetry.window_recorder import WindowRecorder
+from tara.telemetry.window_store_memory import MemoryWindowStore
 
 if TYPE_CHECKING:
     from tara.state import SharedState
@@ -55,6 +61,10 @@ FEEDBACK_TAGS: tuple[str, ...] = (
 )
 """Tags a rating may carry: ``cultural`` is a cultural-appropriateness complaint,
 ``language`` an answer in the wrong language or register."""
+
+
+_BOUNDED = (RedisRequestIndex, MemoryRequestIndex, MemoryWindowStore, MemoryRetryMemory)
+"""The parts of the state that count what their bound pushes out (``on_drop``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +117,9 @@ class Telemetry:
         store = state.windows
         self.index = state.requests
         memory = state.retries
-        if isinstance(self.index, RedisRequestIndex):
-            self.index.on_drop = lambda reason, n: metrics.telemetry_drop(
-                "request_index", reason, n
-            )
+        _count_drops(metrics, "request_index", self.index)
+        _count_drops(metrics, "window_stats", store)
+        _count_drops(metrics, "user_retries", memory)
         self.store = store
         self.log = interaction_log or open_log(settings.database_url, settings.telemetry)
         self.writer = InteractionLogWriter.from_settings(
@@ -125,7 +134,13 @@ class Telemetry:
             stats,
             on_drop=lambda reason, n: metrics.telemetry_drop("window_stats", reason, n),
         )
-        self.detector = UserRetryDetector(memory, self.recorder, stats, on_retry=self._on_retry)
+        self.detector = UserRetryDetector(
+            memory,
+            self.recorder,
+            stats,
+            on_retry=self._on_retry,
+            on_drop=lambda reason, n: metrics.telemetry_drop("user_retries", reason, n),
+        )
         self._sinks = (_Questions(self.detector), self.recorder, self.index, self.writer)
         self._bucket_seconds = store.layout.bucket_seconds
         self._shutdown_timeout = settings.telemetry.shutdown_timeout
@@ -231,6 +246,16 @@ class Telemetry:
         self.metrics.user_retry(interaction)
         # An upsert of the whole record: rewriting it is harmless and keeps feedback.
         self.writer.record(marked_user_retry(interaction))
+
+
+def _count_drops(metrics: MetricsRecorder, sink: str, part: object) -> None:
+    """Count what a bounded part of the state pushes out in ``tara_telemetry_dropped_total``.
+
+    The parts that hold data in this process (memory state, the Redis request
+    index's queue) have an ``on_drop`` attribute; the others keep nothing here.
+    """
+    if isinstance(part, _BOUNDED):
+        part.on_drop = lambda reason, n: metrics.telemetry_drop(sink, reason, n)
 
 
 def marked_user_retry(ix: Interaction) -> Interaction:

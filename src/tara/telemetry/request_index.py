@@ -13,13 +13,14 @@ is in :mod:`tara.telemetry.request_index_redis`.
 
 from __future__ import annotations
 
+import itertools
+import sys
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from tara.telemetry.interactions import Interaction
+from tara.telemetry.interactions import Interaction, OnDrop
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_store import WindowKey, bucket_start
 
@@ -112,31 +113,76 @@ class RequestIndex(Protocol):
         """Publish what is queued and stop."""
 
 
+EVICT_SHARE = 64
+"""A full memory index evicts 1/64 of its entries at a time, so the count of what it
+pushed out reaches the metric once per batch, not once per request."""
+
+
+def _shared(value: str | None) -> str | None:
+    # Interned strings are freed again with their last entry, so odd values cannot pile up.
+    return None if value is None else sys.intern(value)
+
+
 class MemoryRequestIndex:
-    """A :class:`RequestIndex` for one process: an LRU dict with expiry."""
+    """A :class:`RequestIndex` for one process: an LRU dict with expiry.
+
+    It holds at most ``index_cache_size`` entries (~350 bytes each: the few
+    distinct track, segment, variant, model, subject and language strings are
+    shared between entries); beyond that the oldest go, a batch at a time, and
+    ``on_drop("evicted", n)`` counts those still within the retention (their
+    feedback will find no request).
+    """
 
     def __init__(
         self,
         settings: TelemetryStatsSettings | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        on_drop: OnDrop | None = None,
     ) -> None:
         settings = settings or TelemetryStatsSettings()
         self._capacity = settings.index_cache_size
+        self._batch = max(1, self._capacity // EVICT_SHARE)
         self._retention = settings.index_retention_seconds
         self._clock = clock
-        self._entries: OrderedDict[str, IndexedRequest] = OrderedDict()
+        self.on_drop: OnDrop = on_drop or (lambda reason, count: None)
+        """Told ``("evicted", n)`` for entries pushed out that could still be rated."""
+        # Insertion order is the LRU order (a plain dict is smaller than an OrderedDict).
+        self._entries: dict[str, IndexedRequest] = {}
+
+    def __len__(self) -> int:
+        """Entries held."""
+        return len(self._entries)
 
     def record(self, interaction: Interaction) -> None:
         """Index a finished interaction, evicting the oldest beyond capacity."""
-        entry = IndexedRequest.from_interaction(interaction)
-        old = self._entries.get(entry.request_id)
-        if old is not None:  # a re-record keeps feedback already given
-            entry = replace(entry, feedback=old.feedback)
-        self._entries[entry.request_id] = entry
-        self._entries.move_to_end(entry.request_id)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        ix = interaction
+        entries = self._entries
+        old = entries.pop(ix.request_id, None)
+        entries[ix.request_id] = IndexedRequest(
+            ix.request_id,
+            ix.created_at,
+            sys.intern(ix.track),
+            sys.intern(ix.segment),
+            sys.intern(ix.variant),
+            sys.intern(ix.model),
+            _shared(ix.subject),
+            _shared(ix.language),
+            ix.student_hash,
+            None if old is None else old.feedback,  # a re-record keeps feedback given
+        )
+        if len(entries) > self._capacity:
+            self._evict(len(entries) - self._capacity + self._batch - 1)
+
+    def _evict(self, count: int) -> None:
+        live = self._clock() - self._retention
+        entries = self._entries
+        oldest = list(itertools.islice(entries, count))
+        evicted = 0
+        for request_id in oldest:
+            evicted += entries.pop(request_id).created_at > live
+        if evicted:
+            self.on_drop("evicted", evicted)
 
     async def lookup(self, request_id: str) -> IndexedRequest | None:
         """The entry, or ``None`` if unknown or older than the retention."""

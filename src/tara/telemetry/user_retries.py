@@ -31,7 +31,7 @@ import redis.asyncio as aioredis
 
 from tara import keys
 from tara.telemetry.flush_loop import FlushLoop
-from tara.telemetry.interactions import Interaction
+from tara.telemetry.interactions import Interaction, OnDrop
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_recorder import WindowRecorder
 
@@ -126,29 +126,86 @@ class RetryMemory(Protocol):
         it. Raises on store failure (and then remembers nothing)."""
 
 
-class MemoryRetryMemory:
-    """A :class:`RetryMemory` for one process."""
+ASKS_PER_QUESTION = 8
+"""Asks of one student's question the memory backend keeps (the newest): a student
+asking the same thing a hundred times is still one question's worth of memory."""
 
-    def __init__(self, window: float = 600.0, *, clock: Callable[[], float] = time.time) -> None:
+
+def _pairs(flat: tuple[float | str, ...]) -> list[tuple[float, str]]:
+    """``(created_at, request_id)`` pairs of a flat tuple of asks."""
+    return list(zip(flat[::2], flat[1::2], strict=True))  # type: ignore[arg-type]
+
+
+class MemoryRetryMemory:
+    """A :class:`RetryMemory` for one process, holding at most ``size`` questions.
+
+    A question (a key) is kept with its newest asks, least recently asked
+    first; each call forgets the questions not asked for two windows (no
+    later ask can be a retry of them) and, past ``size``, the least recently
+    asked, telling ``on_drop("memory_full", n)`` how many of those were still
+    inside the window (a retry of them now goes unnoticed).
+    """
+
+    def __init__(
+        self,
+        window: float = 600.0,
+        *,
+        size: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        on_drop: OnDrop | None = None,
+    ) -> None:
         self._window = window
+        self._size = size
         self._clock = clock
-        self._asks: dict[str, dict[str, float]] = {}
-        self._sweep_at = 1024
+        self.on_drop: OnDrop = on_drop or (lambda reason, count: None)
+        """Told ``("memory_full", n)`` for questions forgotten inside the window."""
+        self._asks: dict[str, tuple[float | str, ...]] = {}
+        """Per question its asks, flat: ``(created_at, request_id, created_at, ...)`` (one
+        tuple is the smallest container: a question asked once costs ~250 bytes)."""
+
+    def __len__(self) -> int:
+        """Questions remembered."""
+        return len(self._asks)
+
+    def asks_held(self) -> int:
+        """Asks remembered, over every question."""
+        return sum(len(held) for held in self._asks.values()) // 2
 
     async def share_and_check(self, shared: Sequence[Ask], checked: Sequence[Ask]) -> list[bool]:
-        """Remember, then check each ask."""
+        """Remember, then check each ask, then forget what is too old or beyond the size."""
+        asks = self._asks
         for ask in shared:
-            self._asks.setdefault(ask.key, {})[ask.request_id] = ask.created_at
+            held = (*asks.pop(ask.key, ()), ask.created_at, ask.request_id)
+            if len(held) > 2 * ASKS_PER_QUESTION:
+                newest = sorted(_pairs(held))[-ASKS_PER_QUESTION:]
+                held = tuple(x for pair in newest for x in pair)
+            asks[ask.key] = held  # to the recent end
         seen = []
         for ask in checked:
             since = ask.created_at - self._window
-            asks = self._asks.get(ask.key, {})
-            seen.append(any(t >= since and _earlier((t, rid), ask) for rid, t in asks.items()))
-        if len(self._asks) >= self._sweep_at:
-            stale = self._clock() - 2 * self._window
-            self._asks = {k: v for k, v in self._asks.items() if max(v.values()) > stale}
-            self._sweep_at = max(1024, 2 * len(self._asks))
+            earlier = _pairs(asks.get(ask.key, ()))
+            seen.append(any(t >= since and _earlier((t, rid), ask) for t, rid in earlier))
+        self._forget()
         return seen
+
+    def _forget(self) -> None:
+        now = self._clock()
+        stale, live = now - 2 * self._window, now - self._window
+        asks = self._asks
+        over = len(asks) - self._size
+        victims: list[str] = []
+        counted = 0
+        # Least recently asked first: stop at the first question still needed.
+        for key, held in asks.items():
+            newest = max(t for t, _ in _pairs(held))
+            if newest > stale and len(victims) >= over:
+                break
+            victims.append(key)
+            counted += newest > live
+        for key in victims:
+            del asks[key]
+        if counted:
+            self.on_drop("memory_full", counted)
 
 
 _SHARE_AND_CHECK = """
@@ -229,14 +286,16 @@ class UserRetryDetector:
         settings: TelemetryStatsSettings | None = None,
         *,
         on_retry: Callable[[Interaction], None] | None = None,
+        on_drop: OnDrop | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         settings = settings or TelemetryStatsSettings()
+        self._on_drop: OnDrop = on_drop or (lambda reason, count: None)
         self._memory = memory
         self._recorder = recorder
         self._window = settings.user_retry_window_seconds
         self._settle = settings.user_retry_settle_seconds
-        self._max_queue = settings.max_pending_keys
+        self._max_queue = settings.user_retry_backlog
         self._on_retry = on_retry
         self._clock = clock
         self._queue: list[Interaction] = []
@@ -248,7 +307,7 @@ class UserRetryDetector:
         self.flush_failures = 0
         """Checks the memory refused; their requests were kept for the next one."""
         self.dropped = 0
-        """Requests never checked because the queue was full during an outage."""
+        """Requests never checked because the backlog was full (``on_drop("backlog_full")``)."""
 
     def record(self, interaction: Interaction) -> None:
         """Queue a finished request (sink interface: no I/O, never raises).
@@ -259,10 +318,10 @@ class UserRetryDetector:
         if interaction.student_hash is None or not interaction.messages:
             return
         self._queue.append(interaction)
-        if len(self._queue) > self._max_queue:
-            excess = len(self._queue) - self._max_queue
+        excess = self.pending - self._max_queue
+        if excess > 0:
             del self._queue[:excess]
-            self.dropped += excess
+            self._dropped(excess)
 
     @property
     def pending(self) -> int:
@@ -305,7 +364,7 @@ class UserRetryDetector:
             log.warning("user retries: checking %d requests failed: %s", len(shared), exc)
             return 0
         self._waiting = waiting[-self._max_queue :]
-        self.dropped += len(waiting) - len(self._waiting)
+        self._dropped(len(waiting) - len(self._waiting))
         found = 0
         for entry, hit in zip(due, seen, strict=True):
             if hit:
@@ -320,6 +379,11 @@ class UserRetryDetector:
         """Stop the loop and decide what is left."""
         self._closing = True
         await self._loop.stop()
+
+    def _dropped(self, count: int) -> None:
+        if count > 0:
+            self.dropped += count
+            self._on_drop("backlog_full", count)
 
     def _notify(self, ix: Interaction) -> None:
         if self._on_retry is None:

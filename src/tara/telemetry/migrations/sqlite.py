@@ -57,4 +57,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         # The topic the app named; nullable, so existing rows need no rewrite.
         ("ALTER TABLE interactions ADD COLUMN topic TEXT",),
     ),
+    Migration(
+        3,
+        "monthly partitions",
+        # PostgreSQL only (a laptop's SQLite file needs no partitions): the step is
+        # recorded so both dialects keep the same numbering.
+        (),
+    ),
 )
