@@ -78,7 +78,10 @@ MODULES: dict[str, Module] = {
         "src/tara/triggers/rules.py",
         ("tests/triggers/test_triggers_rules.py", "tests/triggers/test_triggers_rules_content.py"),
     ),
-    "split": Module("src/tara/finetune/split.py", ("tests/finetune/test_finetune_dedup_split.py",)),
+    "split": Module(
+        "src/tara/finetune/split.py",
+        ("tests/finetune/test_finetune_split.py",),
+    ),
 }
 
 KILLED = frozenset({"killed", "timeout", "caught by type check", "segfault"})
