@@ -309,8 +309,12 @@ _FILE_SUFFIXES = frozenset({"toml", "yaml", "yml", "json", "md", "py", "txt", "h
 
 
 def module_names(page: Page) -> Iterator[tuple[int, str]]:
-    """``(line, name)`` of every inline code span that is a dotted ``tara.…`` module name."""
+    """``(line, name)`` of every inline code span that is a dotted ``tara.…`` module name.
+
+    Mutant names (``tara.rollout.decide.x_step__mutmut_16``, docs/mutation.md) are not.
+    """
     for number, text in page.code_spans():
         dotted = re.fullmatch(r"tara(\.[a-z_][a-z0-9_]*)+", text)
-        if dotted and text.rsplit(".", 1)[1] not in _FILE_SUFFIXES:
+        mutant = "__mutmut_" in text
+        if dotted and not mutant and text.rsplit(".", 1)[1] not in _FILE_SUFFIXES:
             yield number, text

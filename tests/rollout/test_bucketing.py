@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,16 +17,19 @@ from hypothesis import strategies as st
 
 from tara.rollout.bucketing import BUCKETS, bucket, in_canary, new_salt, percent_to_bp
 
-ids = st.text(max_size=40)  # any str, lone surrogates included
-salts = st.text(max_size=80)  # longer than BLAKE2b's 64-byte key on purpose
+# Any code point, lone surrogates included: st.text() leaves surrogates out, so they are
+# drawn on their own as often as any other character.
+_chars = st.one_of(st.characters(exclude_categories=()), st.integers(0xD800, 0xDFFF).map(chr))
+ids = st.lists(_chars, max_size=40).map("".join)
+salts = st.lists(_chars, max_size=80).map("".join)  # past BLAKE2b's 64-byte key on purpose
 weights = st.integers(min_value=-5, max_value=BUCKETS + 5)
 
 UNICODE_IDS = [
     "छात्र-४२",  # Devanagari
     "மாணவர்-7",  # Tamil
     "student-👩‍🎓",  # emoji ZWJ sequence
-    "é",  # NFC
-    "é",  # NFD: a different id, and that is fine
+    "\u00e9",  # NFC
+    "e\u0301",  # NFD: a different id, and that is fine (escaped: editors normalise)
     "\ud800-lone-surrogate",
     "",
 ]
@@ -139,6 +144,12 @@ def test_new_salts_are_fresh() -> None:
     assert len({new_salt() for _ in range(100)}) == 100
 
 
+def test_a_new_salt_is_128_random_bits_in_32_hex_digits() -> None:
+    """Short enough to be the BLAKE2b key as it is (at most 64 bytes), as stored rollouts have."""
+    for _ in range(20):
+        assert re.fullmatch("[0-9a-f]{32}", new_salt())
+
+
 GOLDEN = Path(__file__).with_name("bucket_golden.json")
 
 
@@ -146,11 +157,52 @@ def test_buckets_match_the_committed_golden_table() -> None:
     """A refactor of ``bucket`` must not move a single student (ids and salts around 64 bytes,
     non-ASCII, empty, a lone surrogate, two long salts sharing their first 64 bytes)."""
     rows = json.loads(GOLDEN.read_text(encoding="ascii"))["rows"]
-    assert len(rows) == 225
+    assert len(rows) == 262
     for row in rows:
         salt, student = row["salt"], row["student"]
         assert bucket(salt, student) == row["bucket"], (salt, student)
         for weight, inside in row["in_canary"]:
             assert in_canary(salt, student, weight) is inside, (salt, student, weight)
-    long_salts = {r["salt"] for r in rows if len(r["salt"].encode()) > 64}
-    assert len(long_salts) == 5  # hashed into a 64-byte key
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+def test_the_golden_table_covers_the_edges() -> None:
+    """What the table must hold for a changed hash, key or comparison to show in it."""
+    rows = json.loads(GOLDEN.read_text(encoding="ascii"))["rows"]
+    salts = {r["salt"] for r in rows}
+    students = {r["student"] for r in rows}
+    # Salts of 63, 64 (the largest used as the key as it is) and 65 bytes (hashed into the
+    # key), ASCII, multi-byte and with a lone surrogate; ids around 64 bytes too.
+    assert {63, 64, 65} <= {_utf8_size(s) for s in salts}
+    assert {64, 65} <= {_utf8_size(s) for s in salts if _has_lone_surrogate(s)}
+    assert {63, 64, 65} <= {_utf8_size(s) for s in students}
+    assert len({s for s in salts if _utf8_size(s) > 64}) == 6
+    assert any(_has_lone_surrogate(s) for s in salts)
+    assert any(_has_lone_surrogate(s) for s in students)
+    # NFC and NFD spellings are different ids and different salts.
+    assert {"\u00e9", "e\u0301"} <= students
+    assert {"caf\u00e9", "cafe\u0301"} <= salts
+    # Buckets at both ends; weights at, just above and outside every bucket's edge.
+    assert {0, BUCKETS - 1} <= {r["bucket"] for r in rows}
+    for row in rows:
+        weights = {w for w, _ in row["in_canary"]}
+        assert {0, row["bucket"], row["bucket"] + 1, BUCKETS} <= weights
+    assert {-1, BUCKETS + 1} <= {w for r in rows for w, _ in r["in_canary"]}
+
+
+def test_a_salt_of_up_to_64_bytes_is_the_key_itself() -> None:
+    """The docstring's promise: such salts map exactly as before long salts were hashed."""
+    for salt in ("", "rollout-1", "a" * 64, "क" * 21 + "a", "a" * 61 + "\ud800"):
+        assert _utf8_size(salt) <= 64
+        key = salt.encode("utf-8", "surrogatepass")
+        for student in ("student-1", "\udfff", "e\u0301"):
+            raw = student.encode("utf-8", "surrogatepass")
+            digest = hashlib.blake2b(raw, key=key, digest_size=8).digest()
+            assert bucket(salt, student) == int.from_bytes(digest, "big") % BUCKETS

@@ -9,6 +9,7 @@ import pytest
 
 from tara.rollout.sequential import (
     RateTest,
+    _log_uniform,
     horizon,
     mean_log_evidence,
     mean_margin,
@@ -115,3 +116,115 @@ def test_mean_margin_is_where_the_evidence_reaches_the_level(variance: float) ->
 
 def test_mean_margin_of_a_certain_estimate_is_zero() -> None:
     assert mean_margin(0.0, 0.05, 0.2) == 0.0
+
+
+# -- exact values: a changed constant, bound or index must move one of these -----------
+
+
+@pytest.mark.parametrize(
+    ("limit", "cap"),
+    [
+        (0.05, 20_000),
+        (0.02, 50_000),
+        (0.2, 10_000),
+        (0.5, 10_000),
+        (0.95, 19_999),
+        (0.001, 100_000),
+    ],
+)
+def test_horizon_values(limit: float, cap: int) -> None:
+    assert horizon(limit) == cap
+
+
+@pytest.mark.parametrize(
+    ("n", "fail_at"),
+    [(1, 2), (2, 3), (4, 5), (10, 4), (30, 6), (60, 10), (200, 15), (500, 38), (3000, 185)],
+)
+def test_more_fail_boundary_values(n: int, fail_at: int) -> None:
+    assert FAIL.threshold(n) == fail_at
+
+
+@pytest.mark.parametrize(
+    ("n", "pass_at"), [(20, -1), (80, -1), (150, 1), (200, 2), (300, 5), (500, 11)]
+)
+def test_more_pass_boundary_values(n: int, pass_at: int) -> None:
+    assert PASS.threshold(n) == pass_at
+
+
+TAIL_N = [19_999, 20_000, 20_001, 20_199, 20_200, 20_201, 10_021_252_731, 10_021_252_732, 10**11]
+"""Around the horizon (20,000 at 5%), around the first grid step past it (20,200), at the last
+grid point and past it."""
+
+
+def test_fail_boundary_across_the_horizon_and_past_the_grid() -> None:
+    want = [1089, 1089, 1153, 1153, 1153, 1164, 557_888_490, math.inf, math.inf]
+    assert FAIL.threshold(TAIL_N).tolist() == want
+
+
+def test_pass_boundary_across_the_horizon_and_past_the_grid() -> None:
+    want = [911, 911, 866, 866, 875, 875, 451_354_957, 451_354_957, 451_354_957]
+    assert PASS.threshold(TAIL_N).tolist() == want
+
+
+def test_a_count_below_zero_reads_the_first_entry() -> None:
+    assert (FAIL.threshold(-1), PASS.threshold(-1)) == (1, -1)
+
+
+def test_rejects_at_the_threshold_and_not_one_short_of_it() -> None:
+    assert FAIL.rejects([10, 9, 1089, 1088], [60, 60, 20_000, 20_000]).tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    assert PASS.rejects([31, 32, 0, 1], [1000, 1000, 100, 100]).tolist() == [
+        True,
+        False,
+        True,
+        False,
+    ]
+
+
+def test_rate_evidence_values() -> None:
+    assert float(rate_log_evidence(20, 100, 0.05, up=True)) == pytest.approx(12.551668850989241)
+    assert float(rate_log_evidence(0, 100, 0.05, up=False)) == pytest.approx(3.0876139783722016)
+    assert float(rate_log_evidence(3, 10, 0.5, up=True)) == pytest.approx(-1.486281341848097)
+
+
+def test_rate_evidence_is_elementwise_over_arrays() -> None:
+    got = rate_log_evidence([20, 2, 0], [100, 100, 0], [0.05, 0.05, 0.1], up=True)
+    want = [
+        float(rate_log_evidence(s, n, p, up=True))
+        for s, n, p in ((20, 100, 0.05), (2, 100, 0.05), (0, 0, 0.1))
+    ]
+    assert got.tolist() == pytest.approx(want)
+    assert want[2] == 0.0  # no trials, no evidence
+
+
+@pytest.mark.parametrize(("s", "p0", "up"), [(0, 0.0, True), (10, 1.0, False)])
+def test_rate_evidence_at_a_null_of_zero_or_one_stays_finite(s: int, p0: float, up: bool) -> None:
+    value = float(rate_log_evidence(s, 10, p0, up=up))
+    assert math.isfinite(value)
+    assert value == pytest.approx(0.0, abs=1e-9)  # what was expected happened: no evidence
+
+
+def test_mean_evidence_values() -> None:
+    assert float(mean_log_evidence(0.3, 0.01, 0.2)) == pytest.approx(3.2215459067251904)
+    got = mean_log_evidence([0.3, -0.1], [0.01, 0.04], 0.2)
+    assert got.tolist() == pytest.approx([3.2215459067251904, -0.93631666])
+
+
+def test_mean_margin_value() -> None:
+    assert mean_margin(0.01, 0.05, 0.2) == pytest.approx(0.2915366825961332, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "want"),
+    [(3.0, 12.0, [0, 0, 0, 0, 0.5, 1, 1]), (3.0, 3.0, [0, 0, 0, 1, 1, 1, 1])],
+)
+def test_spending_shares_are_linear_in_log_between_their_ends(
+    low: float, high: float, want: list[float]
+) -> None:
+    """``_log_uniform``: 0 below ``low``, 1 from ``high`` on (a step when they meet)."""
+    x = np.array([0.0, 1.0, 2.0, 3.0, 6.0, 12.0, 24.0])
+    assert _log_uniform(x, low, high).tolist() == pytest.approx(want)
