@@ -80,6 +80,7 @@ MODULES: dict[str, Module] = {
             "tests/triggers/test_triggers_rules.py",
             "tests/triggers/test_triggers_rules_content.py",
             "tests/triggers/test_triggers_rules_golden.py",
+            "tests/triggers/test_triggers_rules_mutants.py",
         ),
     ),
     "split": Module(
