@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 
 from tara.telemetry.windows import WindowStats, latency_bucket
-from tara.triggers import rules
+from tara.triggers import comparisons, rules
 from tara.triggers.config import TriggerSettings
-from tara.triggers.model import EVERYTHING, CellStats, Scope, TriggerResult
+from tara.triggers.model import EVERYTHING, CellStats, Observations, Scope, TriggerResult
+from tara.triggers.retirement import BASE_RETIREMENT
 
 CFG = TriggerSettings()
 HI_MATH = Scope(language="hi", subject="math")
@@ -100,3 +101,108 @@ def test_gaps_with_the_same_mean_list_the_more_tagged_first() -> None:
     }  # fmt: skip
     want = TriggerResult(rules.KNOWLEDGE_GAP, True, HI_MATH, 2.0, 1.0, ">=", evidence, True, 40, 30)
     assert rules.knowledge_gap(HI_MATH, cells, CFG) == want
+
+
+def test_no_start_to_come_reports_nothing_to_judge() -> None:
+    only_leap_days = TriggerSettings(academic_year_starts=["02-29"])  # 2025 and 2026: none
+    at = dt.datetime(2025, 3, 1, tzinfo=IST).timestamp()
+    assert rules.next_academic_year(at, only_leap_days) is None
+    want = TriggerResult(rules.ACADEMIC_YEAR, False, EVERYTHING, None, 30.0, "<=", {}, False)
+    assert rules.academic_year(at, None, only_leap_days) == want
+
+
+def test_academic_year_days_are_rounded_to_hundredths() -> None:
+    at = JUNE_1 - 10.123 * rules.DAY
+    assert rules.academic_year(at, None, CFG).value == 10.12
+
+
+def test_the_academic_year_follows_the_configured_clock_not_utc() -> None:
+    # 1 June 19:00 UTC is already 2 June in India: this year's start has passed.
+    at = dt.datetime(2025, 6, 1, 19, tzinfo=dt.UTC).timestamp()
+    start = rules.next_academic_year(at, CFG)
+    assert start == dt.datetime(2026, 6, 1, tzinfo=IST)
+    assert rules.academic_year(at, None, CFG).evidence["starts"] == "2026-06-01"
+
+
+def test_data_volume_at_the_top_of_the_optimal_range_is_optimal() -> None:
+    r = rules.data_volume(HI_MATH, 10_000, 0.0, CFG)
+    assert r.evidence == {
+        "since": 0.0,
+        "optimal_range": [5000, 10_000],
+        "optimal": True,
+        "share_of_optimal": 2.0,
+    }
+
+
+def gap_cell(ratings: int, rating_sum: int, flagged: int = 0) -> CellStats:
+    return CellStats(requests=ratings, ratings=ratings, rating_sum=rating_sum, flagged=flagged)
+
+
+def test_a_fine_cell_rated_lower_does_not_hide_a_tagged_gap_after_it() -> None:
+    cells = {
+        Scope(language="hi", subject="math", topic="fine"): gap_cell(30, 108),  # 3.6, untagged
+        Scope(language="hi", subject="math", topic="tagged"): gap_cell(30, 120, flagged=9),
+    }
+    r = rules.knowledge_gap(HI_MATH, cells, CFG)
+    assert r.evidence["gaps"] == [
+        {"topic": "tagged", "rating_mean": 4.0, "flagged_share": 0.3, "ratings": 30,
+         "reasons": ["tagged wrong/irrelevant"]},
+    ]  # fmt: skip
+    assert (r.fired, r.value, r.sample) == (True, 1.0, 30)
+
+
+def test_knowledge_gap_without_cells_reports_a_sample_of_zero() -> None:
+    evidence = {
+        "gaps": [],
+        "cells_judged": 0,
+        "cells_too_small": 0,
+        "max_rating_mean": 3.5,
+        "max_flagged_share": 0.2,
+    }
+    want = TriggerResult(
+        rules.KNOWLEDGE_GAP, False, HI_MATH, 0.0, 1.0, ">=", evidence, False, 0, 30
+    )
+    assert rules.knowledge_gap(HI_MATH, {}, CFG) == want
+
+
+def test_language_rating_exactly_at_its_gap_does_not_fire() -> None:
+    mine, others = WindowStats(ratings=[10, 10, 5, 3, 2]), WindowStats(ratings=[0, 2, 5, 13, 20])
+    z = comparisons.critical_z(0.99, 2)
+    lower = comparisons.mean_gap_lower(mine.ratings, others.ratings, z)
+    assert lower > 1
+    exact = TriggerSettings(language_min_rating_gap=lower)
+    assert not rules.language_rating(HI_MATH, mine, others, z, exact).fired
+    below = TriggerSettings(language_min_rating_gap=lower - 1e-9)
+    assert rules.language_rating(HI_MATH, mine, others, z, below).fired
+
+
+def test_language_complaints_exactly_at_their_gap_do_not_fire() -> None:
+    mine = WindowStats(ratings=[0, 0, 10, 10, 10], tags={"language": 12})
+    others = WindowStats(ratings=[0, 0, 10, 10, 10], tags={"language": 1})
+    z = comparisons.critical_z(0.99, 2)
+    lower = comparisons.share_gap_lower((12, 30), (1, 30), z)
+    assert 0 < lower < 1
+    exact = TriggerSettings(language_min_complaint_gap=lower)
+    assert not rules.language_complaints(HI_MATH, mine, others, z, exact).fired
+    below = TriggerSettings(language_min_complaint_gap=lower - 1e-9)
+    assert rules.language_complaints(HI_MATH, mine, others, z, below).fired
+
+
+RETIRING = TriggerSettings(base_model_retirements={"old-base": dt.date(2025, 6, 30)})
+
+
+def retirement(**kwargs: object) -> TriggerResult:
+    obs = Observations(now=JUNE_1, period=7 * rules.DAY, stable_models={"tutor": "old-base"})
+    results = rules.evaluate(obs, RETIRING, subjects=(), languages=(), **kwargs)  # type: ignore[arg-type]
+    return next(r for r in results if r.name == BASE_RETIREMENT)
+
+
+def test_a_retirement_run_of_the_track_serves_its_retirement() -> None:
+    r = retirement(retirement_runs={"tutor": JUNE_1 - rules.DAY, "quiz": JUNE_1})
+    assert (r.fired, r.evidence["already_served"]) == (False, True)
+    r = retirement(retirement_runs={"quiz": JUNE_1})
+    assert (r.fired, r.evidence["already_served"]) == (True, False)
+
+
+def test_without_a_successor_the_retirement_names_none() -> None:
+    assert retirement().evidence["successor"] == ""
