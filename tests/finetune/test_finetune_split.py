@@ -181,6 +181,50 @@ def test_too_small_means_a_split_with_a_share_got_nothing() -> None:
     assert not too_small((0, 0, 0), EIGHTY)
 
 
+def test_only_the_proportions_of_the_fractions_count() -> None:
+    # One millionth is the smallest weight there is: it still takes every example.
+    assert quotas(5, (0.000001, 0.0, 0.0)) == (5, 0, 0)
+    assert quotas(3, (0.000001, 0.0, 0.000001)) == (2, 0, 1)  # 1.5 / 0 / 1.5: the earlier split
+
+
+def test_keys_of_all_64_bits_order_the_singletons_exactly() -> None:
+    # Half of the BLAKE2b keys are at or above 2**63: mixed with small ones, they must still
+    # compare exactly (as floats 2**63 and 2**63 + 1 would be equal and keep the cluster order).
+    keys = [2**63 + 1, 2**63, 5]
+    assert assign([1, 1, 1], keys, (1, 1, 1)) == [2, 1, 0]
+    assert assign([1, 1, 1, 1], [2**64 - 1, 2**64 - 2, 2**63, 0], (1, 1, 2)) == [2, 2, 1, 0]
+
+
+def test_equal_keys_keep_the_cluster_order_in_a_large_group() -> None:
+    # 48 singletons with only three distinct keys: within a key the earlier cluster goes first,
+    # however many there are (a sort that is not stable reorders them past 16 or so).
+    keys = [(i * 7) % 3 * 1000 for i in range(48)]
+    keys = [keys[(i * 5) % 48] for i in range(48)]
+    order = sorted(range(48), key=lambda i: (keys[i], i))
+    expected = [0] * 48
+    for position, i in enumerate(order):
+        expected[i] = 0 if position < 20 else 1 if position < 35 else 2
+    result = assign([1] * 48, keys, (20, 15, 13))
+    assert result == expected
+    assert [result.count(s) for s in range(3)] == [20, 15, 13]
+
+
+def test_a_cluster_of_no_examples_takes_no_room() -> None:
+    # Clusters are never empty in the pipeline; an empty one stays at train and counts nothing.
+    assert assign([0, 1, 1], [0, 1, 2], (1, 1, 0)) == [0, 0, 1]
+    assert assign([1, 0], [5, 0], (0, 1, 0)) == [1, 0]
+    plan = split_group([0, 1], [0, 1], (0.0, 1.0, 0.0))
+    assert plan.splits == (0, 1)
+    assert plan.counts == (0, 1, 0)
+
+
+def test_too_small_wants_a_count_for_every_fraction() -> None:
+    with pytest.raises(ValueError, match="zip"):
+        too_small((3, 1), EIGHTY)
+    with pytest.raises(ValueError, match="zip"):
+        too_small((3, 1, 1, 0), EIGHTY)
+
+
 # --- properties -----------------------------------------------------------------------
 
 _FRACTIONS = st.sampled_from([EIGHTY, (0.7, 0.2, 0.1), (0.9, 0.0, 0.1), (0.5, 0.25, 0.25)])
