@@ -76,7 +76,12 @@ MODULES: dict[str, Module] = {
     ),
     "rules": Module(
         "src/tara/triggers/rules.py",
-        ("tests/triggers/test_triggers_rules.py", "tests/triggers/test_triggers_rules_content.py"),
+        (
+            "tests/triggers/test_triggers_rules.py",
+            "tests/triggers/test_triggers_rules_content.py",
+            "tests/triggers/test_triggers_rules_golden.py",
+            "tests/triggers/test_triggers_rules_mutants.py",
+        ),
     ),
     "split": Module(
         "src/tara/finetune/split.py",
