@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from tara.gateway.app import build_gateway
 from tara.gateway.sse import StreamTap
+from tara.sandbox.server import serving
 from tara.serving import running_server
 
 pytestmark = pytest.mark.integration
@@ -43,15 +44,8 @@ async def endless_event_upstream() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
 
 
 async def test_an_event_that_never_ends_is_relayed_whole_and_the_give_up_counted() -> None:

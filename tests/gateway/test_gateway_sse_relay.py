@@ -21,6 +21,7 @@ from gateway_harness import CLIENT_KEY, MESSAGES, ListSink, gateway_settings
 from test_gateway_sse import reference
 
 from tara.gateway.app import build_gateway
+from tara.sandbox.server import serving
 from tara.serving import running_server
 
 pytestmark = pytest.mark.integration
@@ -47,15 +48,8 @@ async def splitting_upstream() -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(app) as port:
         yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        await runner.cleanup()
 
 
 async def test_crlf_split_across_reads_loses_nothing_and_leaks_no_usage() -> None:
