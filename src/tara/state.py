@@ -28,28 +28,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Literal
 
 from tara import keys
 from tara.retrain.stores import LedgerStore, RunStore
 from tara.retrain.stores_memory import MemoryLedgerStore, MemoryRunStore
-from tara.retrain.stores_redis import RedisLedgerStore, RedisRunStore
-from tara.rollout.lease import OWNER_SUFFIX, Lease, MemoryLease, MemoryLeaseBoard, RedisLease
+from tara.rollout.lease import OWNER_SUFFIX, Lease, MemoryLease, MemoryLeaseBoard
 from tara.rollout.rollout_store import RolloutStore
 from tara.rollout.rollout_store_memory import MemoryRolloutStore
-from tara.rollout.rollout_store_redis import RedisRolloutStore
 from tara.rollout.routing_store import RoutingStore
 from tara.rollout.routing_store_memory import MemoryRoutingStore
-from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.settings import Settings
 from tara.telemetry.request_index import MemoryRequestIndex, RequestIndex
-from tara.telemetry.request_index_redis import RedisRequestIndex
-from tara.telemetry.user_retries import MemoryRetryMemory, RedisRetryMemory, RetryMemory
+from tara.telemetry.user_retries import MemoryRetryMemory, RetryMemory
 from tara.telemetry.window_store import WindowStore
 from tara.telemetry.window_store_memory import MemoryWindowStore
-from tara.telemetry.window_store_redis import RedisWindowStore
+
+if TYPE_CHECKING:
+    # The Redis stores and client are imported where Redis state is opened: a
+    # process on memory state (``tara serve`` on the embedded defaults, the
+    # demo) never loads the Redis client, ~7 MiB of RSS.
+    import redis.asyncio as aioredis
 
 Backend = Literal["memory", "redis"]
 
@@ -119,6 +118,8 @@ class SharedState:
     def new_lease(self, ttl: float) -> Lease:
         """A leader lease for one controller over this state (marks memory state as embedded)."""
         if self.redis is not None:
+            from tara.rollout.lease_redis import RedisLease
+
             return RedisLease(self.redis, self.namespace, ttl)
         board = self._leases.board
         assert board is not None
@@ -166,6 +167,8 @@ def open_state(settings: Settings, *, redis: aioredis.Redis | None = None) -> Sh
     if settings.redis_url is None:
         msg = "state_backend is 'redis' but redis_url is not set (TARA_REDIS_URL)"
         raise ValueError(msg)
+    import redis.asyncio as aioredis
+
     return _in_redis(settings, aioredis.Redis.from_url(settings.redis_url), owns_client=True)
 
 
@@ -188,6 +191,13 @@ def _in_memory(settings: Settings) -> SharedState:
 
 
 def _in_redis(settings: Settings, client: aioredis.Redis, *, owns_client: bool) -> SharedState:
+    from tara.retrain.stores_redis import RedisLedgerStore, RedisRunStore
+    from tara.rollout.rollout_store_redis import RedisRolloutStore
+    from tara.rollout.routing_store_redis import RedisRoutingStore
+    from tara.telemetry.request_index_redis import RedisRequestIndex
+    from tara.telemetry.user_retries import RedisRetryMemory
+    from tara.telemetry.window_store_redis import RedisWindowStore
+
     ns, stats = settings.redis_namespace, settings.stats
     return SharedState(
         backend="redis",

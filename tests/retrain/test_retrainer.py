@@ -23,7 +23,7 @@ from tara.retrain.config import RetrainSettings
 from tara.retrain.retrainer import Retrainer, RetrainReport
 from tara.retrain.run import Run, RunState
 from tara.rollout.controller import Controller
-from tara.rollout.lease import RedisLease
+from tara.rollout.lease_redis import RedisLease
 from tara.rollout.metric_source import WindowMetricSource
 from tara.rollout.rollout_store_redis import leader_token_key
 from tara.rollout.routing import Segment

@@ -17,7 +17,8 @@ from redis.backoff import NoBackoff
 
 from tara.rollout.config import RolloutSettings, StageSettings
 from tara.rollout.controller import Controller, analysis_due
-from tara.rollout.lease import MemoryLease, MemoryLeaseBoard, RedisLease
+from tara.rollout.lease import MemoryLease, MemoryLeaseBoard
+from tara.rollout.lease_redis import RedisLease
 from tara.rollout.metric_source import WindowMetricSource, stage_window_start
 from tara.rollout.model import Phase, Rollout
 from tara.rollout.rollout_store_memory import MemoryRolloutStore

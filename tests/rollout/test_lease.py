@@ -8,7 +8,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from tara.rollout.config import RolloutSettings
-from tara.rollout.lease import MemoryLease, MemoryLeaseBoard, RedisLease
+from tara.rollout.lease import MemoryLease, MemoryLeaseBoard
+from tara.rollout.lease_redis import RedisLease
 from tara.rollout.model import Rollout
 from tara.rollout.plan import plan_from_settings
 from tara.rollout.rollout_store import StaleLeaderError

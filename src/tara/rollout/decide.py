@@ -36,6 +36,7 @@ from tara.rollout.model import (
     Phase,
     Rollout,
     Transition,
+    flags,
     pause_for,
     promote_to_next_stage,
     rollback_for,
@@ -66,11 +67,6 @@ def _on_error(rollout: Rollout, now: float, analysis: Analysis, cfg: RolloutSett
     why = f"stats unreadable {errors} times in a row: {analysis.reason}"
     paused, actions = pause_rollout(new, now, actor="controller", reason=why)
     return paused, [*notices, *actions, Alert(rollout.id, f"rollout {rollout.id} paused: {why}")]
-
-
-def flags(rollout: Rollout) -> list[str]:
-    """Why the rollout is flagged (the reasons of its ``flag`` decisions), oldest first."""
-    return [d.reason for d in rollout.history if d.decision is DecisionName.FLAG]
 
 
 def _mismatch_known(rollout: Rollout) -> bool:

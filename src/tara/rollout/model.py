@@ -163,6 +163,11 @@ class Rollout:
 Transition = tuple[Rollout, list[Action]]
 
 
+def flags(rollout: Rollout) -> list[str]:
+    """Why the rollout is flagged (the reasons of its ``flag`` decisions), oldest first."""
+    return [d.reason for d in rollout.history if d.decision is DecisionName.FLAG]
+
+
 def announce(rollout: Rollout, decision: Decision) -> Notify:
     """The notice of ``decision``, with ``rollout`` as the decision left it."""
     return Notify(

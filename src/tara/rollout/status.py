@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tara.rollout.analysis import Levels, analyse
 from tara.rollout.bucketing import BUCKETS
 from tara.rollout.config import RolloutSettings
-from tara.rollout.decide import flags
-from tara.rollout.model import RUNNING, Rollout
+from tara.rollout.model import RUNNING, Rollout, flags
 from tara.rollout.plan import Stage
 from tara.rollout.report import compare
 from tara.telemetry.windows import WindowStats
@@ -69,6 +67,10 @@ def live_numbers(
 ) -> dict[str, Any]:
     """Canary against stable now, as the controller judges ``stage``: the verdict with each
     check's boundaries, the evidence guards, and the A/B numbers."""
+    # The analysis runs on numpy (~16 MiB of RSS): a gateway loads it when an operator
+    # first asks for live numbers, not for serving.
+    from tara.rollout.analysis import Levels, analyse
+
     return {
         "fail_confidence": 1 - Levels.of(settings, stage).fail,
         "pass_confidence": settings.pass_confidence,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from tara.telemetry.config import TelemetrySettings
 from tara.telemetry.log import InteractionLog
-from tara.telemetry.log_postgres import PostgresInteractionLog
 from tara.telemetry.log_sqlite import SqliteInteractionLog
 
 
@@ -17,6 +16,9 @@ def open_log(database_url: str | None, settings: TelemetrySettings) -> Interacti
     if database_url and database_url.startswith("sqlite:///"):
         return SqliteInteractionLog(database_url.removeprefix("sqlite:///"))
     if database_url and database_url.startswith(("postgres://", "postgresql://")):
+        # Imported here: a gateway on SQLite never loads asyncpg (~3 MiB of RSS).
+        from tara.telemetry.log_postgres import PostgresInteractionLog
+
         return PostgresInteractionLog(
             database_url,
             schema=settings.pg_schema,

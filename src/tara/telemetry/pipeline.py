@@ -24,10 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from tara.settings import Settings
-from tara.telemetry.interactions import Interaction, InteractionSink, is_canary_attempt
+from tara.telemetry.interactions import Interaction, InteractionSink, OnDrop, is_canary_attempt
 from tara.telemetry.log import Feedback as LogFeedback
 from tara.telemetry.log import InteractionLog
 from tara.telemetry.log_backends import open_log
@@ -37,12 +37,9 @@ from tara.telemetry.request_index import (
     CountedFeedback,
     IndexedRequest,
     IndexUnavailableError,
-    MemoryRequestIndex,
 )
-from tara.telemetry.request_index_redis import RedisRequestIndex
-from tara.telemetry.user_retries import MemoryRetryMemory, UserRetryDetector
+from tara.telemetry.user_retries import UserRetryDetector
 from tara.telemetry.window_recorder import WindowRecorder
-from tara.telemetry.window_store_memory import MemoryWindowStore
 
 if TYPE_CHECKING:
     from tara.state import SharedState
@@ -63,8 +60,16 @@ FEEDBACK_TAGS: tuple[str, ...] = (
 ``language`` an answer in the wrong language or register."""
 
 
-_BOUNDED = (RedisRequestIndex, MemoryRequestIndex, MemoryWindowStore, MemoryRetryMemory)
-"""The parts of the state that count what their bound pushes out (``on_drop``)."""
+@runtime_checkable
+class _Bounded(Protocol):
+    """A part of the state that counts what its bound pushes out: the memory request
+    index, window store and retry memory, and the Redis request index's queue.
+
+    Checked by attribute, not by class, so that this module needs neither the
+    Redis implementations (and the Redis client) nor the memory ones.
+    """
+
+    on_drop: OnDrop
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +259,7 @@ def _count_drops(metrics: MetricsRecorder, sink: str, part: object) -> None:
     The parts that hold data in this process (memory state, the Redis request
     index's queue) have an ``on_drop`` attribute; the others keep nothing here.
     """
-    if isinstance(part, _BOUNDED):
+    if isinstance(part, _Bounded):
         part.on_drop = lambda reason, n: metrics.telemetry_drop(sink, reason, n)
 
 

@@ -5,14 +5,17 @@ student asking in two buckets is one student), so each bucket keeps a sketch
 of the students it saw and a read takes the union of its buckets' sketches.
 The Redis store uses Redis's own HyperLogLog; :class:`StudentSketch` gives the
 memory store the same precision.
+
+Its registers are a ``bytearray``: counting a student (every request, on the
+gateway) is plain Python, and numpy (~16 MiB of RSS) is loaded only by the
+reads that merge and count sketches (the controller, the admin API), never
+by serving.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-
-import numpy as np
 
 
 class StudentSketch:
@@ -31,7 +34,7 @@ class StudentSketch:
 
     def __init__(self) -> None:
         self._hashes: set[int] | None = set()
-        self._registers: np.ndarray[tuple[int], np.dtype[np.uint8]] | None = None
+        self._registers: bytearray | None = None
 
     @staticmethod
     def hash(name: str) -> int:
@@ -59,7 +62,7 @@ class StudentSketch:
 
     def _densify(self) -> None:
         hashes, self._hashes = self._hashes or set(), None
-        self._registers = np.zeros(1 << self.PRECISION, dtype=np.uint8)
+        self._registers = bytearray(1 << self.PRECISION)
         for h in hashes:
             self._add_hash(h)
 
@@ -73,18 +76,24 @@ class StudentSketch:
             self._densify()
         assert self._registers is not None
         assert other._registers is not None
-        np.maximum(self._registers, other._registers, out=self._registers)
+        import numpy as np
+
+        mine = np.frombuffer(self._registers, dtype=np.uint8)  # a writable view
+        np.maximum(mine, np.frombuffer(other._registers, dtype=np.uint8), out=mine)
 
     def count(self) -> int:
         """Distinct students added, exact up to :attr:`EXACT_UP_TO`, estimated beyond."""
         if self._hashes is not None:
             return len(self._hashes)
         assert self._registers is not None
-        m = self._registers.size
-        zeros = int(np.count_nonzero(self._registers == 0))
+        import numpy as np
+
+        registers = np.frombuffer(self._registers, dtype=np.uint8)
+        m = registers.size
+        zeros = int(np.count_nonzero(registers == 0))
         if zeros:
             linear = m * math.log(m / zeros)  # small counts: linear counting is more exact
             if linear <= 2.5 * m:
                 return round(linear)
-        harmonic = float(np.sum(np.exp2(-self._registers.astype(np.float64))))
+        harmonic = float(np.sum(np.exp2(-registers.astype(np.float64))))
         return round(0.7213 / (1 + 1.079 / m) * m * m / harmonic)

@@ -24,16 +24,18 @@ import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
-import redis.asyncio as aioredis
 
 from tara import keys
 from tara.telemetry.flush_loop import FlushLoop
 from tara.telemetry.interactions import Interaction, OnDrop
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_recorder import WindowRecorder
+
+if TYPE_CHECKING:  # the memory state never loads the Redis client
+    import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
