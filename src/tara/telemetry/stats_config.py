@@ -54,7 +54,7 @@ class TelemetryStatsSettings(BaseModel):
     index_retention_seconds: float = Field(30 * DAY, gt=0)
     """How long a request id can still be rated."""
     index_cache_size: int = Field(50_000, gt=0)
-    """Recent request ids kept in each replica's memory (~350 bytes each: 18 MB). In
+    """Recent request ids kept in each replica's memory (~370 bytes each: 17 MiB). In
     memory state it is the whole index: an id pushed out can no longer be rated
     (``request_index``/``evicted``); with Redis it is a cache and Redis keeps every id."""
     index_lookup_wait: float = Field(2.0, ge=0)
@@ -62,7 +62,7 @@ class TelemetryStatsSettings(BaseModel):
     user_retry_window_seconds: float = Field(600.0, gt=0)
     """The same question from the same student within this time is a retry."""
     user_retry_memory_size: int = Field(10_000, gt=0)
-    """Questions the in-process retry memory keeps (~260 bytes each: 2.6 MB); past it the
+    """Questions the in-process retry memory keeps (~420 bytes each: 4 MiB); past it the
     oldest are forgotten, and those still inside the window are counted
     (``user_retries``/``memory_full``): a retry of them goes unnoticed. Redis expires its
     own."""
