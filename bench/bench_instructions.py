@@ -74,12 +74,14 @@ class Target:
     ready_path: str
 
 
-def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[Target]:
+def targets(
+    upstream: str, data: Path, pg: str | None, namespace: str, watch_after: float = 5.0
+) -> list[Target]:
     """The pass-through and the gateway variants."""
     env = {
         **gateway_env(upstream, namespace, data / "interactions.db"),
         "TARA_LOG_LEVEL": "INFO",  # kept in the server's log file
-        "TARA_SERVER__DISCONNECT_WATCH_AFTER": "5",
+        "TARA_SERVER__DISCONNECT_WATCH_AFTER": str(watch_after),
     }
 
     def gateway(port: int, _upstream: str) -> list[str]:
@@ -237,6 +239,13 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--concurrency", type=int, default=32, help="in flight (32)")
     parser.add_argument(
+        "--watch-after",
+        type=float,
+        default=5.0,
+        help="the gateway's server.disconnect_watch_after (5 s here, 0.02 by default: "
+        "streams that outlive it start a disconnect watcher, as long streams do in production)",
+    )
+    parser.add_argument(
         "--keep", type=Path, default=None, help="copy callgrind's files here (callgrind_annotate)"
     )
     args = parser.parse_args()
@@ -263,7 +272,7 @@ def main() -> int:
             work = Path(tmp)
             traffic = Traffic(args.stream or args.paced is not None, args.concurrency)
             bases: dict[str, float] = {}
-            for target in targets(upstream, work, args.pg, namespace):
+            for target in targets(upstream, work, args.pg, namespace, args.watch_after):
                 if args.only and args.only not in target.name:
                     continue
                 per_request = instructions(target, upstream, args.requests, work, traffic)
