@@ -14,7 +14,7 @@ batches it, and measures the store server's own CPU per request:
   reads its CPU from ``INFO cpu`` (``used_cpu_user + used_cpu_sys``).
 * **PostgreSQL**: the interaction-log writer's batches of ``--batch`` rows
   (binary ``COPY`` into a staging table, one upsert into the monthly
-  partitions) and one feedback upsert per rating, on one connection whose
+  partitions) and one feedback upsert per batch for its ratings, on one connection whose
   backend CPU is read from ``/proc``. PostgreSQL uses a core per busy
   connection: the figure is per core.
 
@@ -237,9 +237,12 @@ async def postgres_round(
             await log.write_batch(batch)
         written = cpu_seconds(pid) - before
         rated_ids = [ix for batch in rows for ix in batch][: int(batch_size * batches * rated)]
+        now = time.time()
+        ratings = [Feedback(ix.request_id, 4, ["wrong"], 0.8, None, now) for ix in rated_ids]
+        per_flush = max(1, int(batch_size * rated))  # the writer's batches mix them in
         before = cpu_seconds(pid)
-        for ix in rated_ids:
-            await log.apply_feedback(Feedback(ix.request_id, 4, ["wrong"], 0.8, None, time.time()))
+        for at in range(0, len(ratings), per_flush):
+            await log.apply_feedback_batch(ratings[at : at + per_flush])
         feedback = cpu_seconds(pid) - before
     finally:
         await log.aclose()
@@ -250,7 +253,7 @@ async def postgres_round(
     parts = {"log rows": 1e6 * written / n, "feedback": 1e6 * feedback / n}
     writes = (
         f"per request: 1 row in a batch of {batch_size} (COPY to staging + 1 upsert, "
-        "1 transaction per batch); per rating: 1 upsert statement"
+        "1 transaction per batch); ratings: those of a batch in 1 upsert statement"
     )
     name = "PostgreSQL" if partitioned else "PostgreSQL, one table (no partitions)"
     return Cost(name, batch_size, sum(parts.values()), parts, writes)

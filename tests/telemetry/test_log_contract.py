@@ -151,6 +151,52 @@ async def test_second_rating_replaces_the_first(store: InteractionLog) -> None:
     )
 
 
+async def test_a_batch_of_feedback_is_the_same_as_each_in_order(store: InteractionLog) -> None:
+    await store.write_batch([make(n) for n in range(4)])
+    batch = [
+        Feedback("req-000001", 2, ["wrong"], 0.3, "गलत", T0 + 10),
+        Feedback("req-000002", 4, [], None, None, T0 + 11),
+        Feedback("req-000001", 5, ["cultural"], None, None, T0 + 20),  # replaces the first
+        Feedback("req-000077", 1, ["irrelevant"], 0.1, "early", T0 + 21),  # not written yet
+        Feedback("req-000003", 3, ["a", "b"], 0.9, "ok", T0 + 22),
+    ]
+    await store.apply_feedback_batch(batch)
+    await store.apply_feedback_batch([])
+    rated = {
+        ix.request_id: (ix.rating, ix.tags, ix.relevance, ix.comment, ix.rated_at)
+        async for ix in store.iter_interactions()
+        if ix.rating
+    }
+    assert rated == {
+        "req-000001": (5, ["cultural"], None, None, T0 + 20),
+        "req-000002": (4, [], None, None, T0 + 11),
+        "req-000003": (3, ["a", "b"], 0.9, "ok", T0 + 22),
+    }
+    assert await store.get("req-000077") is None  # kept until its interaction arrives
+    await store.write_batch([make(77)])
+    late = await store.get("req-000077")
+    assert late is not None
+    assert (late.rating, late.tags, late.comment) == (1, ["irrelevant"], "early")
+
+
+async def test_a_batch_of_feedback_with_a_poison_record_is_refused_whole(
+    store: InteractionLog,
+) -> None:
+    await store.write_batch([make(1), make(2)])
+    batch = [
+        Feedback("req-000001", 4, [], None, None, T0 + 5),
+        Feedback("req-000002", 3, [], None, POISON, T0 + 6),
+    ]
+    with pytest.raises((UnicodeEncodeError, asyncpg.DataError)):
+        await store.apply_feedback_batch(batch)
+    # All or nothing, so the writer can split the batch and keep the good half.
+    assert [ix.rating async for ix in store.iter_interactions()] == [None, None]
+    await store.apply_feedback_batch(batch[:1])
+    got = await store.get("req-000001")
+    assert got is not None
+    assert got.rating == 4
+
+
 async def test_feedback_for_unknown_id_is_kept_until_the_interaction_arrives(
     store: InteractionLog,
 ) -> None:

@@ -19,7 +19,7 @@ the primary key, neither order nor concurrency can lose the rating.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -116,6 +116,13 @@ class InteractionLog(Protocol):
 
         Returns ``False`` when no interaction with that id is stored (yet); the
         feedback is then kept and joined when the interaction is written.
+        """
+
+    async def apply_feedback_batch(self, feedback: Sequence[Feedback]) -> None:
+        """Store feedback as :meth:`apply_feedback` on each in order would, in one round trip.
+
+        All or nothing: a refused record fails the whole batch, so the caller
+        can split it and keep the others.
         """
 
     async def get(self, request_id: str) -> Interaction | None:

@@ -53,6 +53,17 @@ ON CONFLICT (request_id) DO UPDATE SET
     comment = excluded.comment, rated_at = excluded.rated_at
 RETURNING recorded
 """
+_FEEDBACK_MANY = """
+INSERT INTO interactions (request_id, recorded, created_at, track, segment, variant, model,
+                          status, rating, tags, relevance, comment, rated_at)
+SELECT f.request_id, false, f.rated_at, '', '', '', '', 0, f.rating, f.tags::jsonb, f.relevance,
+       f.comment, f.rated_at
+FROM unnest($1::text[], $2::float8[], $3::smallint[], $4::text[], $5::float8[], $6::text[])
+     AS f(request_id, rated_at, rating, tags, relevance, comment)
+ON CONFLICT (request_id) DO UPDATE SET
+    rating = excluded.rating, tags = excluded.tags, relevance = excluded.relevance,
+    comment = excluded.comment, rated_at = excluded.rated_at
+"""
 
 
 def clean_text(value: str | None) -> str | None:
@@ -206,6 +217,27 @@ class PostgresInteractionLog:
             clean_text(fb.comment),
         )  # fmt: skip
         return recorded
+
+    async def apply_feedback_batch(self, feedback: Sequence[Feedback]) -> None:
+        """Store feedback in one statement; for a request rated twice, its last rating.
+
+        One statement cannot update a row twice, and each rating replaces the
+        one before, so keeping the last per request is what applying them in
+        order would leave.
+        """
+        last = {fb.request_id: fb for fb in feedback}
+        if not last:
+            return
+        pool = await self._connected()
+        await pool.execute(
+            _FEEDBACK_MANY,
+            list(last),
+            [fb.rated_at for fb in last.values()],
+            [fb.rating for fb in last.values()],
+            [encode_json(fb.tags) for fb in last.values()],  # a list of lists is 2-D to asyncpg
+            [fb.relevance for fb in last.values()],
+            [clean_text(fb.comment) for fb in last.values()],
+        )
 
     async def get(self, request_id: str) -> Interaction | None:
         """The stored interaction, or ``None``."""

@@ -57,6 +57,11 @@ RETURNING recorded
 """
 
 
+def _feedback_params(fb: Feedback) -> tuple[Any, ...]:
+    tags = orjson.dumps(fb.tags).decode()
+    return (fb.request_id, fb.rated_at, fb.rating, tags, fb.relevance, fb.comment, fb.rated_at)
+
+
 def scan_index(where: InteractionFilter) -> str:
     """The index a filtered scan reads, in ``(created_at, request_id)`` order.
 
@@ -205,6 +210,12 @@ class SqliteInteractionLog:
             (recorded,) = db.execute(_FEEDBACK, params).fetchone()
         return bool(recorded)
 
+    def _feedback_many(self, rows: list[tuple[Any, ...]]) -> None:
+        db = self._db()
+        with _transaction(db):
+            for params in rows:
+                db.execute(_FEEDBACK, params).fetchall()
+
     def _get(self, request_id: str) -> Interaction | None:
         row = self._db().execute(f"{_SELECT} WHERE request_id = ? AND recorded", (request_id,))
         found = row.fetchone()
@@ -256,9 +267,12 @@ class SqliteInteractionLog:
 
     async def apply_feedback(self, feedback: Feedback) -> bool:
         """Store feedback; ``False`` if the interaction is not written yet (kept for it)."""
-        fb, tags = feedback, orjson.dumps(feedback.tags).decode()
-        params = (fb.request_id, fb.rated_at, fb.rating, tags, fb.relevance, fb.comment)
-        return await self._run(self._feedback, (*params, fb.rated_at))
+        return await self._run(self._feedback, _feedback_params(feedback))
+
+    async def apply_feedback_batch(self, feedback: Sequence[Feedback]) -> None:
+        """Store feedback in order, in one transaction."""
+        if feedback:
+            await self._run(self._feedback_many, [_feedback_params(fb) for fb in feedback])
 
     async def get(self, request_id: str) -> Interaction | None:
         """The stored interaction, or ``None``."""

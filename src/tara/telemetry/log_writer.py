@@ -343,9 +343,9 @@ class InteractionLogWriter:
         interactions = [i for i in items if isinstance(i, Interaction)]
         if interactions:
             await self.store.write_batch(interactions)
-        for fb in items:
-            if isinstance(fb, Feedback):
-                await self.store.apply_feedback(fb)
+        feedback = [i for i in items if isinstance(i, Feedback)]
+        if feedback:
+            await self.store.apply_feedback_batch(feedback)
 
     async def _reachable(self) -> bool:
         try:
