@@ -20,8 +20,17 @@ disconnect watcher (a timer for the first 20 ms) is set to start after 5 s
 here; at full speed almost no request lives long enough to start it.
 
 ``--stream`` asks for streamed answers, so the SSE relay is measured too.
+``--paced MS`` serves them from ``bench/fake_upstream.py`` instead of the
+sandbox: 20 chunks spread over ``MS`` milliseconds (the sandbox sends a whole
+answer at once), so each chunk is read, tapped and sent on its own, as in
+``bench_loop.py``'s streaming CPU point (20 chunks over 20 ms there; under
+valgrind a server is ~50x slower, so a few hundred ms keeps chunks apart).
+``--concurrency`` sets the requests in flight (32).
 
-Run: ``.venv/bin/python bench/bench_instructions.py [--stream] [--syscalls]`` (needs
+The Starlette + aiohttp pass-through (issue 16's reference) is the base of
+the ratio column; the raw-ASGI one is the thinnest proxy there is.
+
+Run: ``.venv/bin/python bench/bench_instructions.py [--stream | --paced 400] [--syscalls]`` (needs
 valgrind, strace for ``--syscalls``, Redis, and PostgreSQL for the
 ``pg log`` row when ``--pg`` names it).
 """
@@ -32,6 +41,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,12 +74,14 @@ class Target:
     ready_path: str
 
 
-def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[Target]:
+def targets(
+    upstream: str, data: Path, pg: str | None, namespace: str, watch_after: float = 5.0
+) -> list[Target]:
     """The pass-through and the gateway variants."""
     env = {
         **gateway_env(upstream, namespace, data / "interactions.db"),
         "TARA_LOG_LEVEL": "INFO",  # kept in the server's log file
-        "TARA_SERVER__DISCONNECT_WATCH_AFTER": "5",
+        "TARA_SERVER__DISCONNECT_WATCH_AFTER": str(watch_after),
     }
 
     def gateway(port: int, _upstream: str) -> list[str]:
@@ -79,8 +91,12 @@ def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[T
         script = str(ROOT / "bench" / "passthrough.py")
         return [sys.executable, script, "--port", str(port), "--upstream", upstream]
 
+    def starlette(port: int, upstream: str) -> list[str]:
+        return [*passthrough(port, upstream), "--starlette"]
+
     found = [
-        Target("pass-through (aiohttp)", passthrough, {}, "bench-fast", "x", "/"),
+        Target("Starlette+aiohttp pass-through", starlette, {}, "bench-fast", "x", "/"),
+        Target("raw ASGI pass-through", passthrough, {}, "bench-fast", "x", "/"),
         Target("gateway, SQLite log", gateway, env, TRACK, BENCH_KEY, "/readyz"),
     ]
     if pg:
@@ -93,14 +109,23 @@ def targets(upstream: str, data: Path, pg: str | None, namespace: str) -> list[T
     return found
 
 
-async def drive(url: str, model: str, key: str, count: int, stream: bool) -> int:
-    """``count`` requests at 32 concurrent; returns how many were not 200."""
+@dataclass(frozen=True)
+class Traffic:
+    """What is sent: streamed answers or not, and how many requests in flight."""
+
+    stream: bool
+    concurrency: int = 32
+
+
+async def drive(url: str, model: str, key: str, count: int, traffic: Traffic) -> int:
+    """``count`` requests; returns how many were not 200."""
+    stream = traffic.stream
     bodies = question_bodies(model, stream=stream)
     result = await run_load(
         url,
         lambda i: bodies[i % QUESTIONS],
         new_students(key),
-        concurrency=32,
+        concurrency=traffic.concurrency,
         count=count,
         stream=stream,
     )
@@ -114,7 +139,7 @@ def run_under(
     count: int,
     counting: tuple[str, str] | None,
     log: Path,
-    stream: bool,
+    traffic: Traffic,
 ) -> None:
     """Run ``target`` under ``wrapper``, warm it up, drive ``count`` requests, stop it.
 
@@ -132,11 +157,11 @@ def run_under(
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     try:
         wait_http(f"http://127.0.0.1:{port}{target.ready_path}", timeout=300)
-        asyncio.run(drive(url, target.model, target.key, WARM_UP, stream))
+        asyncio.run(drive(url, target.model, target.key, WARM_UP, traffic))
         time.sleep(1.5)  # the warm-up's telemetry is flushed before counting starts
         if counting:
             subprocess.run(["callgrind_control", counting[0], str(proc.pid)], check=True)
-        bad = asyncio.run(drive(url, target.model, target.key, count, stream))
+        bad = asyncio.run(drive(url, target.model, target.key, count, traffic))
         time.sleep(1.5)  # one telemetry flush of what was measured
         if counting:
             subprocess.run(["callgrind_control", counting[1], str(proc.pid)], check=True)
@@ -161,12 +186,13 @@ def run_under(
             raise RuntimeError(msg + "\n".join(tail)) from None
 
 
-def instructions(target: Target, upstream: str, count: int, work: Path, stream: bool) -> float:
+def instructions(target: Target, upstream: str, count: int, work: Path, traffic: Traffic) -> float:
     """Instructions per request, counted by callgrind."""
-    out = work / f"callgrind.{uuid.uuid4().hex[:6]}"
+    slug = re.sub(r"\W+", "-", target.name).strip("-")
+    out = work / f"callgrind.{slug}.{uuid.uuid4().hex[:6]}"
     wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     log = work / f"server-{out.name}.log"
-    run_under(wrapper, target, upstream, count, ("--instr=on", "--instr=off"), log, stream)
+    run_under(wrapper, target, upstream, count, ("--instr=on", "--instr=off"), log, traffic)
     total = 0
     for dump in work.glob(f"{out.name}*"):
         for line in dump.read_text(errors="replace").splitlines():
@@ -176,7 +202,7 @@ def instructions(target: Target, upstream: str, count: int, work: Path, stream: 
 
 
 def syscalls(
-    target: Target, upstream: str, counts: tuple[int, int], work: Path, stream: bool
+    target: Target, upstream: str, counts: tuple[int, int], work: Path, traffic: Traffic
 ) -> dict[str, float]:
     """System calls per request by name: the difference of two runs of different length."""
     tallies = []
@@ -184,7 +210,7 @@ def syscalls(
         out = work / f"strace.{uuid.uuid4().hex[:6]}"
         log = work / f"server-{out.name}.log"
         strace = ["strace", "-f", "-c", "-o", str(out)]
-        run_under(strace, target, upstream, count, None, log, stream)
+        run_under(strace, target, upstream, count, None, log, traffic)
         tally: dict[str, int] = {}
         for line in out.read_text().splitlines():
             fields = line.split()
@@ -207,6 +233,21 @@ def main() -> int:
     parser.add_argument(
         "--only", default=None, help="measure only the targets whose name contains this"
     )
+    parser.add_argument(
+        "--paced", type=float, default=None, metavar="MS",
+        help="stream from bench/fake_upstream.py: 20 chunks over MS milliseconds",
+    )  # fmt: skip
+    parser.add_argument("--concurrency", type=int, default=32, help="in flight (32)")
+    parser.add_argument(
+        "--watch-after",
+        type=float,
+        default=5.0,
+        help="the gateway's server.disconnect_watch_after (5 s here, 0.02 by default: "
+        "streams that outlive it start a disconnect watcher, as long streams do in production)",
+    )
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="copy callgrind's files here (callgrind_annotate)"
+    )
     args = parser.parse_args()
 
     sb_port = free_port()
@@ -214,8 +255,14 @@ def main() -> int:
     namespace = f"tara-bench-{uuid.uuid4().hex[:8]}"
     models = str(ROOT / "bench" / "sandbox-models.toml")
     sandbox = [TARA, "sandbox", "--port", str(sb_port), "--seed", "1", "--models", models]
+    if args.paced is not None:
+        fake = [sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(sb_port)]
+        sandbox = [*fake, "--ttft-ms", "0", "--chunks", "20", "--stream-ms", str(args.paced)]
     asyncio.run(seed_table(namespace))
-    lines = ["| target | instructions/request | vs pass-through |", "|---|---|---|"]
+    lines = [
+        "| target | instructions/request | vs Starlette+aiohttp | vs raw ASGI |",
+        "|---|---|---|---|",
+    ]
     calls: list[str] = []
     try:
         with (
@@ -223,19 +270,29 @@ def main() -> int:
             child(sandbox, f"{upstream}/models"),
         ):
             work = Path(tmp)
-            base = 0.0
-            for target in targets(upstream, work, args.pg, namespace):
+            traffic = Traffic(args.stream or args.paced is not None, args.concurrency)
+            bases: dict[str, float] = {}
+            for target in targets(upstream, work, args.pg, namespace, args.watch_after):
                 if args.only and args.only not in target.name:
                     continue
-                per_request = instructions(target, upstream, args.requests, work, args.stream)
-                base = base or per_request
-                lines.append(f"| {target.name} | {per_request:,.0f} | {per_request / base:.2f}x |")
+                per_request = instructions(target, upstream, args.requests, work, traffic)
+                if "pass-through" in target.name:
+                    bases[target.name.split()[0]] = per_request
+                ratios = " | ".join(
+                    f"{per_request / bases[b]:.2f}x" if b in bases else "-"
+                    for b in ("Starlette+aiohttp", "raw")
+                )
+                lines.append(f"| {target.name} | {per_request:,.0f} | {ratios} |")
                 print(lines[-1], flush=True)
                 if args.syscalls:
                     counts = (1000, 1000 + args.requests)
-                    per = syscalls(target, upstream, counts, work, args.stream)
+                    per = syscalls(target, upstream, counts, work, traffic)
                     shown = ", ".join(f"{name} {v:.2f}" for name, v in per.items())
                     calls.append(f"- {target.name}: {shown}")
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                for kept in work.glob("callgrind.*"):
+                    shutil.copy(kept, args.keep / kept.name)
     finally:
         asyncio.run(drop_namespace(namespace))
     print("\n".join(lines))

@@ -74,22 +74,20 @@ async def test_served_requests_leave_no_cyclic_garbage(stream: bool) -> None:
         gateway = build_gateway(settings, sinks=[sink], registry=CollectorRegistry())
         body = {"model": "tara-tutor", "messages": MESSAGES, "stream": stream}
         async with running_server(gateway) as url, httpx.AsyncClient(timeout=10) as client:
-
-            async def ask() -> None:
-                response = await client.post(f"{url}/v1/chat/completions", json=body, headers=AUTH)
-                assert response.status_code == 200
-
-            # Connections (client to gateway, gateway to upstream) are opened outside the
-            # measured requests: what a pool does once is not what each request costs.
-            await ask()
-            _cyclic_garbage()
+            # Free what earlier tests left: garbage only saved for inspection stays garbage
+            # and would be found again below (how this test once failed in CI, on an
+            # exchange of another test's that the collector had not reached yet).
+            gc.collect()
             gc.disable()
             try:
                 for _ in range(5):
-                    await ask()
+                    response = await client.post(
+                        f"{url}/v1/chat/completions", json=body, headers=AUTH
+                    )
+                    assert response.status_code == 200
                 garbage = _cyclic_garbage()
             finally:
                 gc.enable()
-    assert [r.status for r in sink.records] == [200] * 6
+    assert [r.status for r in sink.records] == [200] * 5
     left = [type(o).__name__ for o in garbage if isinstance(o, GATEWAY_TYPES)]
     assert left == [], _describe(garbage)

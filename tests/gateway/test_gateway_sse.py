@@ -226,6 +226,28 @@ def test_every_split_point_of_a_recorded_stream_gives_the_same_result(
         assert tapped([stream[:cut], stream[cut:]], drop_usage=drop_usage) == want, cut
 
 
+@pytest.mark.parametrize("name", sorted(RECORDED))
+@pytest.mark.parametrize("framing", range(len(FRAMINGS)))
+@pytest.mark.parametrize("drop_usage", [True, False])
+def test_reads_of_one_whole_event_each_give_the_same_result(
+    name: str, framing: int, drop_usage: bool
+) -> None:
+    # The tap's fast path: a read that is exactly one event and its blank line. Each read
+    # is cut just after a blank line, and also one byte later and one byte sooner.
+    stream = FRAMINGS[framing](RECORDED[name])
+    ends = [
+        i + len(blank)
+        for blank in (b"\r\n\r\n", b"\n\n", b"\r\r")
+        for i in range(len(stream))
+        if stream.startswith(blank, i)
+    ]
+    want = reference(stream, drop_usage=drop_usage)
+    for shift in (0, 1, -1):
+        cuts = sorted({min(max(e + shift, 0), len(stream)) for e in ends})
+        pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        assert tapped(pieces, drop_usage=drop_usage) == want, shift
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     name=st.sampled_from(sorted(RECORDED)),

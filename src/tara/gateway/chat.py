@@ -201,11 +201,13 @@ class ChatCompletions:
             error = GatewayError(404, message, code="model_not_found", param="model")
             await self._reject(send, error, request_id)
             return
-        exchange = Exchange(self.forwarding, request, where, request_id, send, t0, created)
-        await self._serve(exchange, receive)
-
-    async def _serve(self, exchange: Exchange, receive: Receive) -> None:
         loop = self.loop or asyncio.get_running_loop()
+        exchange = Exchange(self.forwarding, request, where, request_id, send, t0, created, loop)
+        await self._serve(exchange, receive, loop)
+
+    async def _serve(
+        self, exchange: Exchange, receive: Receive, loop: asyncio.AbstractEventLoop
+    ) -> None:
         watch = DisconnectWatch(receive, exchange, loop, self.watch_after)
         in_flight = self.metrics.active
         in_flight.count += 1

@@ -15,6 +15,11 @@ would. On the way the tap reassembles the answer text of choice 0, notes the
 first content token, the token counts, ``[DONE]`` and any error event; each
 event's JSON is parsed once, with orjson.
 
+Tests for a byte string use ``find``, never ``in``: on Python 3.11, ``in``
+on bytes first tries its operand as an integer and builds and clears a
+``TypeError`` each time, which cost more than the rest of the test (~2,000
+instructions; 5% of a streamed request's instructions, three per chunk).
+
 The tap holds an unfinished event until its blank line comes, at most
 ``max_pending`` bytes of it (``upstream.max_sse_event_bytes``). An upstream
 that sends more without ending an event is not speaking SSE as the tap
@@ -29,6 +34,7 @@ from typing import Any
 import orjson
 
 _EVENT_END = b"\n\n"
+_LF = ord("\n")
 _BLANK_RUN = b"\n\n\n"
 _DATA = b"data:"
 _DONE = b"[DONE]"
@@ -87,9 +93,14 @@ class StreamTap:
             self._cr = False
             if data.startswith(b"\n"):
                 data = data[1:]
-        if b"\r" in data:
+        if data.find(b"\r") >= 0:
             self._cr = data.endswith(b"\r")
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        last = len(data) - 2
+        if last > 0 and not self._buffer and data.find(_EVENT_END) == last and data[0] != _LF:
+            # The common read: exactly one whole event, nothing held. Nothing to frame.
+            replacement = self._observe(data[:-2])
+            return data if replacement is None else replacement
         buffer = self._buffer + data if self._buffer else data
         if buffer[:1] == b"\n":
             # Just after an event's end (or the stream's start) a line end is a blank
@@ -101,7 +112,7 @@ class StreamTap:
             return self._give_up(events, rest)
         if not events:
             return b""
-        if _BLANK_RUN in buffer:
+        if buffer.find(_BLANK_RUN) >= 0:
             return self._forward([e for e in (e.lstrip(b"\n") for e in events) if e], [])
         for i, event in enumerate(events):
             replacement = self._observe(event)
@@ -131,9 +142,14 @@ class StreamTap:
 
     def _observe(self, event: bytes) -> bytes | None:
         """Note what the event says; ``None`` to forward it as is, else what to send instead."""
-        payload = _data(event)
-        if payload is None:
-            return None
+        # One ``data: `` line is almost every event: slicing once keeps the copy to one.
+        if event.startswith(b"data: ") and event.find(b"\n") < 0:
+            payload = event[6:]
+        else:
+            data = _data(event)
+            if data is None:
+                return None
+            payload = data
         if payload == _DONE:
             self.done = True
             return None
@@ -141,16 +157,17 @@ class StreamTap:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return None
-        if not isinstance(chunk, dict):
+        # orjson builds plain dicts and lists: exact type checks are enough, and cheaper.
+        if type(chunk) is not dict:
             return None
         if "error" in chunk:
             self.error = chunk["error"]
             return None
         choices = chunk.get("choices")
-        if choices and isinstance(choices, list):
+        if choices and type(choices) is list:
             self._choices(choices)
         usage = chunk.get("usage")
-        if isinstance(usage, dict):
+        if type(usage) is dict:
             self._usage(usage)
             if self._drop_usage:
                 if not choices:
@@ -161,13 +178,13 @@ class StreamTap:
 
     def _choices(self, choices: list[Any]) -> None:
         for choice in choices:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            if type(choice) is not dict or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta")
-            if not isinstance(delta, dict):
+            if type(delta) is not dict:
                 continue
             content = delta.get("content")
-            if isinstance(content, str) and content:
+            if content and type(content) is str:
                 self._parts.append(content)
                 self.content_seen = True
             elif delta.get("tool_calls"):
@@ -189,8 +206,7 @@ def _tokens(value: Any) -> int | None:
 
 def _data(event: bytes) -> bytes | None:
     """The joined ``data:`` values of one event, or ``None`` if it has none."""
-    if b"\n" not in event:
-        # One line: almost every event. Slicing once keeps the copy to one.
+    if event.find(b"\n") < 0:
         if event.startswith(b"data: "):
             return event[6:]
         if event.startswith(_DATA):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ import aiohttp
 import yarl
 
 from tara.gateway.errors import UPSTREAM_ERROR, GatewayError
+from tara.gateway.stream_timer import StreamTimer
 from tara.settings import UpstreamSettings
 
 RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
@@ -180,6 +182,7 @@ class UpstreamClient:
             total=settings.first_byte_timeout, sock_connect=settings.connect_timeout
         )
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -192,6 +195,7 @@ class UpstreamClient:
     async def start(self) -> None:
         """Open the connection pool (call inside the running event loop)."""
         s = self.settings
+        self._loop = asyncio.get_running_loop()
         connector = aiohttp.TCPConnector(
             limit=s.max_connections, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
         )
@@ -214,24 +218,38 @@ class UpstreamClient:
 
     async def open(self, payload: bytes, *, stream: bool) -> Opened:
         """One attempt, up to the first byte; raises :class:`UpstreamError`."""
+        session = self.session
         response: aiohttp.ClientResponse | None = None
+        timer: StreamTimer | None = None
         try:
             if stream:
-                async with asyncio.timeout(self.settings.first_byte_timeout):
-                    response = await self.session.post(self.url, data=payload)
-                    return await self._first(response, streaming=True)
+                # The first byte must come within the budget: one timer that cancels this
+                # task, as ``asyncio.timeout`` would, without its three loop look-ups (each
+                # a system call on Python 3.11) and its context object per request.
+                assert self._loop is not None
+                timer = StreamTimer(self._loop, self.settings.first_byte_timeout, math.inf)
+                response = await session.post(self.url, data=payload)
+                return await self._first(response, streaming=True)
             # aiohttp's timer runs until the body is read (the connection released).
-            response = await self.session.post(self.url, data=payload, timeout=self._body_timeout)
+            response = await session.post(self.url, data=payload, timeout=self._body_timeout)
             return await self._first(response, streaming=False)
         except BaseException as exc:
             if response is not None:
                 # Closing (not releasing) drops the connection, so the upstream stops work.
                 response.close()
+            if timer is not None and timer.expired and isinstance(exc, asyncio.CancelledError):
+                task = asyncio.current_task(self._loop)
+                assert task is not None
+                task.uncancel()
+                raise timed_out() from None
             if isinstance(exc, TimeoutError):
                 raise timed_out() from None
             if isinstance(exc, aiohttp.ClientError | OSError):
                 raise connection_failed() from None
             raise
+        finally:
+            if timer is not None:
+                timer.stop()
 
     @staticmethod
     async def _first(response: aiohttp.ClientResponse, *, streaming: bool) -> Opened:

@@ -86,7 +86,7 @@ def _clean_json(value: Any) -> Any:
 def encode_json(value: Any) -> str:
     """jsonb text for ``value``; NULs are replaced rather than failing the whole batch."""
     data = orjson.dumps(value)
-    if b"\\u0000" in data:  # rare: only then pay for the recursive copy
+    if data.find(b"\\u0000") >= 0:  # rare: only then pay for the recursive copy
         data = orjson.dumps(_clean_json(value))
     return data.decode()
 
