@@ -23,7 +23,7 @@ and the SQLite interaction log with full capture. CPU figures come from
 servers without the lag probe (it wakes 500 times a second).
 
 Run: ``.venv/bin/python bench/bench_loop.py`` (``--quick`` for a smoke run;
-``--open-rate 400 --out bench/results/loop-open-400.json`` for the open loop
+``--open-rate 400 --out bench/results/loop-400.json`` for the open loop
 alone at a rate a busy machine can carry);
 it prints its rows and writes them to ``bench/results/loop.json``, which
 ``bench/table.py`` prints with every other result. Needs Redis.
