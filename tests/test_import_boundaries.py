@@ -120,10 +120,7 @@ def test_tara_serve_answers_without_importing_a_training_library(tmp_path: Path)
         if server.poll() is None:
             server.kill()
             server.communicate()
-    assert "FORBIDDEN IMPORT" not in stderr, stderr
-    assert "gateway stopping" in stderr
-    # uvicorn re-raises the signal once it has shut down gracefully.
-    assert server.returncode in (0, -signal.SIGTERM), stderr
+    _assert_stopped_clean(server, stderr)
 
 
 def test_the_serve_entry_on_memory_state_imports_nothing_heavy(tmp_path: Path) -> None:
@@ -213,6 +210,12 @@ async def test_tara_serve_streams_on_memory_state_without_heavy_imports(tmp_path
             if server.poll() is None:
                 server.kill()
                 server.communicate()
+    _assert_stopped_clean(server, stderr)
+
+
+def _assert_stopped_clean(server: subprocess.Popen[str], stderr: str) -> None:
+    """The guarded server imported nothing forbidden and shut down on SIGTERM."""
     assert "FORBIDDEN IMPORT" not in stderr, stderr
     assert "gateway stopping" in stderr
+    # uvicorn re-raises the signal once it has shut down gracefully.
     assert server.returncode in (0, -signal.SIGTERM), stderr
