@@ -189,7 +189,19 @@ async def test_a_rolled_back_canary_keeps_its_segment_cooling_down(tmp_path: Pat
                     ledger = (await state.ledger.load()).ledger
                     return ledger.checked_at is not None and ledger.checked_at > ended_at
 
-                await eventually(looked_again, "a trigger look after the rollback")
+                async def ledger_status() -> str:
+                    ledger = (await state.ledger.load()).ledger
+                    return f"ended at {ended_at:.3f}, ledger checked at {ledger.checked_at}"
+
+                # A look evaluates the rules over the whole log in a thread beside the
+                # gateway, which the students keep busy: on a loaded machine that takes
+                # seconds, so the wait is for the look, not for a time.
+                await eventually(
+                    looked_again,
+                    "a trigger look after the rollback",
+                    within=60,
+                    status=ledger_status,
+                )
             ledger = (await state.ledger.load()).ledger
             assert len(await state.runs.list()) == 1
             rollout = await stack.service.get(run.rollout_id or "")
