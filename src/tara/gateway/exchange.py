@@ -295,8 +295,7 @@ class Exchange:
         assert self.response is not None
         content, send, out = self.response.content, self.send, self.result
         settings = self.forwarding.settings
-        loop = self.loop
-        timer = StreamTimer(loop, settings.idle_timeout, self.t0 + settings.total_timeout)
+        timer = StreamTimer(self.loop, settings.idle_timeout, self.t0 + settings.total_timeout)
         clock = time.monotonic
         waited = 0.0
         try:
@@ -316,11 +315,8 @@ class Exchange:
                 if data:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
         except asyncio.CancelledError:
-            if not timer.expired:
+            if not timer.claim():
                 raise
-            task = asyncio.current_task(loop)
-            assert task is not None
-            task.uncancel()
             return "timeout", b""
         except (aiohttp.ClientError, OSError):
             return "connection", b""

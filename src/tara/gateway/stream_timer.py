@@ -56,6 +56,17 @@ class StreamTimer:
         due = min(start + self._idle, self._deadline)
         self._handle = self._loop.call_later(due - now, self._check)
 
+    def claim(self) -> bool:
+        """Whether a ``CancelledError`` the task caught was this timer's; if so, withdraw it.
+
+        The cancellation request is taken back (``uncancel``), so the task goes
+        on to report a timeout instead of ending cancelled.
+        """
+        if not self.expired:
+            return False
+        self._task.uncancel()
+        return True
+
     def stop(self) -> None:
         """No more checks (the stream is over)."""
         if self._handle is not None:

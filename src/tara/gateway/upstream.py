@@ -237,10 +237,7 @@ class UpstreamClient:
             if response is not None:
                 # Closing (not releasing) drops the connection, so the upstream stops work.
                 response.close()
-            if timer is not None and timer.expired and isinstance(exc, asyncio.CancelledError):
-                task = asyncio.current_task(self._loop)
-                assert task is not None
-                task.uncancel()
+            if isinstance(exc, asyncio.CancelledError) and timer is not None and timer.claim():
                 raise timed_out() from None
             if isinstance(exc, TimeoutError):
                 raise timed_out() from None
