@@ -43,6 +43,15 @@ end of every index, so their hot pages fit."""
 CHECKPOINT_PAGES = 10_000
 """WAL pages (~40 MiB) before an automatic checkpoint (SQLite's default is 1,000)."""
 
+# sqlite3 binds int, float and str directly but sends every other value, None included,
+# through its adapter registry first; with no adapter for None, each lookup then fails twice
+# and builds and clears an AttributeError (~3,300 instructions, 8 of them per typical row:
+# 2.5% of a request). A registered adapter is found at once; this one is C code that maps
+# None to None, which binds as NULL as before. The registry is process-wide; for every
+# other user of sqlite3 the mapping changes nothing.
+_NULL: dict[None, None] = {}
+sqlite3.register_adapter(type(None), _NULL.get)
+
 # Identifiers in SQL text come from constants only; values are always parameters.
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM interactions"  # noqa: S608
 _UPSERT = upsert_sql(", ".join("?" for _ in COLUMNS))
