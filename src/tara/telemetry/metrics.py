@@ -10,13 +10,15 @@ so the gateway hands it finished interactions like any other sink.
 
 from __future__ import annotations
 
+import itertools
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tara.telemetry.interactions import Interaction
+from tara.telemetry.metric_tally import CounterTally, Folder, HistogramTally
 
 LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5,
@@ -85,6 +87,8 @@ class MetricsRecorder:
         self.languages = frozenset(languages)
         self.tags = frozenset(tags)
         r = registry
+        # First in the registry: every collection folds the hot path's tallies, then reads.
+        self._folder = Folder(r, self._tallies)
         # -- contract metrics (DESIGN.md) ---------------------------------
         self.requests = Counter(
             "tara_requests_total",
@@ -263,11 +267,12 @@ class MetricsRecorder:
             registry=r,
         )
         self._status_text: dict[int, str] = {}
-        self._req_children: dict[tuple[str, str, str, str, str], Counter] = {}
-        self._variant_children: dict[
-            tuple[str, str], tuple[Histogram, Histogram, Counter, Counter]
+        # What the hot path adds to between collections (see tara.telemetry.metric_tally).
+        self._req_tallies: dict[tuple[str, str, str, str, str], CounterTally] = {}
+        self._variant_tallies: dict[
+            tuple[str, str], tuple[HistogramTally, HistogramTally, CounterTally, CounterTally]
         ] = {}
-        self._overhead_children: dict[tuple[str, str, bool], Histogram] = {}
+        self._overhead_tallies: dict[tuple[str, str, bool], HistogramTally] = {}
 
     @classmethod
     def on(
@@ -308,24 +313,28 @@ class MetricsRecorder:
 
     # -- the interaction sink ---------------------------------------------
     def record(self, interaction: Interaction) -> None:
-        """Count one finished request (the :class:`InteractionSink` method)."""
+        """Count one finished request (the :class:`InteractionSink` method).
+
+        The request's counter, histograms and token counts are tallied and
+        reach their metrics at the next collection (:mod:`tara.telemetry.metric_tally`).
+        """
         i = interaction
         subject = self.subject_label(i.subject)
         language = self.language_label(i.language)
         key = (i.track, i.variant, subject, language, self._status(i.status))
-        child = self._req_children.get(key)
-        if child is None:
-            child = self._req_children[key] = self.requests.labels(*key)
-        child.inc()
-        per_variant = self._variant_children.get((i.track, i.variant))
+        requests = self._req_tallies.get(key)
+        if requests is None:
+            requests = self._req_tallies[key] = CounterTally(self.requests.labels(*key))
+        requests.value += 1
+        per_variant = self._variant_tallies.get((i.track, i.variant))
         if per_variant is None:
             per_variant = (
-                self.request_duration.labels(i.track, i.variant),
-                self.ttft.labels(i.track, i.variant),
-                self.tokens.labels(i.track, i.variant, "prompt"),
-                self.tokens.labels(i.track, i.variant, "completion"),
+                HistogramTally(self.request_duration.labels(i.track, i.variant)),
+                HistogramTally(self.ttft.labels(i.track, i.variant)),
+                CounterTally(self.tokens.labels(i.track, i.variant, "prompt")),
+                CounterTally(self.tokens.labels(i.track, i.variant, "completion")),
             )
-            self._variant_children[(i.track, i.variant)] = per_variant
+            self._variant_tallies[(i.track, i.variant)] = per_variant
         duration, ttft, prompt_tokens, completion_tokens = per_variant
         if i.latency_s is not None:
             duration.observe(i.latency_s)
@@ -336,19 +345,28 @@ class MetricsRecorder:
         if i.user_retry:
             self.user_retry(i)
         if i.prompt_tokens:
-            prompt_tokens.inc(i.prompt_tokens)
+            prompt_tokens.add(i.prompt_tokens)
         if i.completion_tokens:
-            completion_tokens.inc(i.completion_tokens)
+            completion_tokens.add(i.completion_tokens)
+
+    def _tallies(self) -> Iterator[CounterTally | HistogramTally]:
+        return itertools.chain(
+            self._req_tallies.values(),
+            itertools.chain.from_iterable(self._variant_tallies.values()),
+            self._overhead_tallies.values(),
+        )
 
     # -- other events -------------------------------------------------------
     def overhead(self, track: str, variant: str, stream: bool, seconds: float) -> None:
         """What the gateway itself added to one routed request (total minus upstream waits)."""
         key = (track, variant, stream)
-        child = self._overhead_children.get(key)
-        if child is None:
+        tally = self._overhead_tallies.get(key)
+        if tally is None:
             labels = (track, variant, "true" if stream else "false")
-            child = self._overhead_children[key] = self.gateway_overhead.labels(*labels)
-        child.observe(seconds)
+            tally = self._overhead_tallies[key] = HistogramTally(
+                self.gateway_overhead.labels(*labels)
+            )
+        tally.observe(seconds)
 
     def user_retry(self, interaction: Interaction) -> None:
         """The student asked again (a regenerate tap, or the same question detected later)."""
