@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 import orjson
@@ -185,6 +187,16 @@ def test_student_hash_is_keyed_hmac() -> None:
     assert a("s-1") != b("s-1")
     assert len(a("s-1")) == 64
     assert a("\udcff") == a("\udcff")
+
+
+@pytest.mark.parametrize("key", ["", "k", "k" * 63, "k" * 64, "k" * 65, "क" * 30, "x" * 200])
+@pytest.mark.parametrize("student", ["s-1", "", "छात्र-7", "\udcff", "s" * 128])
+def test_student_hash_is_hmac_sha256_of_the_id(key: str, student: str) -> None:
+    """The digest stays the one stored rows and other replicas computed (RFC 2104)."""
+    expected = hmac.new(
+        key.encode(), student.encode("utf-8", "surrogateescape"), hashlib.sha256
+    ).hexdigest()
+    assert StudentHasher(key)(student) == expected
 
 
 json_values = st.recursive(
