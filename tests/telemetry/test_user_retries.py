@@ -285,6 +285,8 @@ def _reference_normalise(text: str) -> str:
         "प्रश्न\u200d।क्या है?",  # Devanagari: joiner dropped, danda is punctuation
         "x\u0301 ² ½ ﬁ",  # combining mark kept; NFKC compatibility forms
         "".join(chr(c) for c in range(0x20, 0x250)),
+        "".join(chr(c) for c in range(128)),  # every ASCII character, through the byte table
+        "\x1c\x1d\x1e\x1fa\x0bb\x0cc",  # separators str.split() splits on, bytes.split() not
     ],
 )
 def test_normalisation_follows_the_per_character_rule(text: str) -> None:
@@ -381,6 +383,12 @@ async def test_shut_down_decides_what_has_not_settled() -> None:
     assert await detector.flush() == 0
     await detector.aclose()
     assert found == ["r2"]
+
+
+@pytest.mark.parametrize("code", range(128))
+def test_each_ascii_character_takes_the_fate_of_the_reference(code: int) -> None:
+    text = f"Ab{chr(code)}c {chr(code)}"
+    assert normalise_question(text) == _reference_normalise(text)
 
 
 def test_the_character_table_stops_growing_at_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
