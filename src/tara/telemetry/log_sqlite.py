@@ -23,6 +23,7 @@ import orjson
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import (
     COLUMNS,
+    FEEDBACK_COLUMNS,
     Feedback,
     InteractionFilter,
     latest_per_request,
@@ -55,6 +56,10 @@ sqlite3.register_adapter(type(None), _NULL.get)
 # Identifiers in SQL text come from constants only; values are always parameters.
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM interactions"  # noqa: S608
 _UPSERT = upsert_sql(", ".join("?" for _ in COLUMNS))
+_NO_FEEDBACK = {name: "NULL" for name in FEEDBACK_COLUMNS} | {"tags": "'[]'"}
+_UPSERT_UNRATED = upsert_sql(", ".join(_NO_FEEDBACK.get(name, "?") for name in COLUMNS))
+"""The upsert of a record without feedback (every record the gateway makes): its feedback
+columns are literals, so 5 of a row's 27 parameters, 4 of them None, are not bound."""
 _FEEDBACK = """
 INSERT INTO interactions (request_id, recorded, created_at, track, segment, variant, model,
                           status, rating, tags, relevance, comment, rated_at)
@@ -88,6 +93,29 @@ def scan_index(where: InteractionFilter) -> str:
 def to_row(ix: Interaction) -> tuple[Any, ...]:
     """SQLite parameters for one interaction, in :data:`COLUMNS` order."""
     return (
+        *request_row(ix),
+        ix.rating,
+        orjson.dumps(ix.tags).decode() if ix.tags else "[]",
+        ix.relevance,
+        ix.comment,
+        ix.rated_at,
+    )
+
+
+def unrated(ix: Interaction) -> bool:
+    """Whether the record carries no feedback (its row is :func:`request_row`)."""
+    return (
+        ix.rated_at is None
+        and ix.rating is None
+        and not ix.tags
+        and ix.relevance is None
+        and ix.comment is None
+    )
+
+
+def request_row(ix: Interaction) -> tuple[Any, ...]:
+    """SQLite parameters for the request columns of an interaction (those before the feedback)."""
+    return (
         ix.request_id,
         ix.created_at,
         ix.track,
@@ -110,11 +138,6 @@ def to_row(ix: Interaction) -> tuple[Any, ...]:
         int(ix.stream),
         None if ix.messages is None else orjson.dumps(ix.messages).decode(),
         ix.answer,
-        ix.rating,
-        orjson.dumps(ix.tags).decode() if ix.tags else "[]",
-        ix.relevance,
-        ix.comment,
-        ix.rated_at,
     )
 
 
@@ -208,10 +231,13 @@ class SqliteInteractionLog:
         with _transaction(self._db()):
             pass
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, unrated: list[tuple[Any, ...]], rated: list[tuple[Any, ...]]) -> None:
         db = self._db()
         with _transaction(db):
-            db.executemany(_UPSERT, rows)
+            if unrated:
+                db.executemany(_UPSERT_UNRATED, unrated)
+            if rated:
+                db.executemany(_UPSERT, rated)
 
     def _feedback(self, params: tuple[Any, ...]) -> bool:
         db = self._db()
@@ -271,8 +297,16 @@ class SqliteInteractionLog:
     async def write_batch(self, interactions: list[Interaction]) -> None:
         """Upsert the batch in one transaction."""
         if interactions:
-            rows = [to_row(ix) for ix in latest_per_request(interactions)]
-            await self._run(self._write, rows)
+            # Two statements, one per kind of row; a batch never holds one id twice, so
+            # their order does not matter.
+            plain: list[tuple[Any, ...]] = []
+            rated: list[tuple[Any, ...]] = []
+            for ix in latest_per_request(interactions):
+                if unrated(ix):
+                    plain.append(request_row(ix))
+                else:
+                    rated.append(to_row(ix))
+            await self._run(self._write, plain, rated)
 
     async def apply_feedback(self, feedback: Feedback) -> bool:
         """Store feedback; ``False`` if the interaction is not written yet (kept for it)."""
