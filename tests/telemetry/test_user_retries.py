@@ -152,6 +152,16 @@ async def test_anonymous_wordless_and_stale_requests_are_skipped() -> None:
     assert await detector.flush() == 0
 
 
+async def test_a_failed_canary_attempt_is_no_earlier_ask_of_its_answer() -> None:
+    """The stable answer that replaced a failed canary attempt carries its question."""
+    detector = UserRetryDetector(MemoryRetryMemory(), WindowRecorder(MemoryWindowStore()))
+    detector.record(ask("q", "f-1-canary", status=502))
+    detector.record(ask("q", "f-1", created_at=NOW + 1, variant="stable", fallback=True))
+    assert await detector.flush(decide_all=True) == 0
+    detector.record(ask("q", "f-2", created_at=NOW + 2))
+    assert await detector.flush(decide_all=True) == 1  # the answer itself was an ask
+
+
 @pytest.mark.redis
 async def test_a_client_flagged_retry_is_counted_once(
     redis_client: aioredis.Redis, namespace: str

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from tara.settings import Settings
-from tara.telemetry.interactions import Interaction, InteractionSink, OnDrop, is_canary_attempt
+from tara.telemetry.interactions import Interaction, InteractionSink, OnDrop
 from tara.telemetry.log import Feedback as LogFeedback
 from tara.telemetry.log import InteractionLog
 from tara.telemetry.log_backends import open_log
@@ -85,21 +85,6 @@ FeedbackResult = FeedbackAccepted | Literal["unknown", "unavailable"]
 expired request id; shared index unreachable)."""
 
 
-class _Questions:
-    """Feeds the retry detector requests, not attempts.
-
-    A failed canary attempt and the stable answer that replaced it carry the
-    same question; without this filter the answer would look like a retry.
-    """
-
-    def __init__(self, detector: UserRetryDetector) -> None:
-        self._detector = detector
-
-    def record(self, interaction: Interaction) -> None:
-        if not is_canary_attempt(interaction.request_id):
-            self._detector.record(interaction)
-
-
 class Telemetry:
     """The gateway's telemetry sinks, their lifecycle, and feedback intake."""
 
@@ -146,7 +131,7 @@ class Telemetry:
             on_retry=self._on_retry,
             on_drop=lambda reason, n: metrics.telemetry_drop("user_retries", reason, n),
         )
-        self._sinks = (_Questions(self.detector), self.recorder, self.index, self.writer)
+        self._sinks = (self.detector, self.recorder, self.index, self.writer)
         self._bucket_seconds = store.layout.bucket_seconds
         self._shutdown_timeout = settings.telemetry.shutdown_timeout
 

@@ -30,7 +30,7 @@ import orjson
 
 from tara import keys
 from tara.telemetry.flush_loop import FlushLoop
-from tara.telemetry.interactions import Interaction, OnDrop
+from tara.telemetry.interactions import Interaction, OnDrop, is_canary_attempt
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_recorder import WindowRecorder
 
@@ -330,7 +330,10 @@ class UserRetryDetector:
         """Queue a finished request (sink interface: no I/O, never raises).
 
         Needs ``interaction.messages``: feed this sink before capture settings
-        strip them. Requests without a student id are ignored.
+        strip them. Requests without a student id are ignored, and so, at the
+        flush, are the records of failed canary attempts: the stable answer
+        that replaced one carries the same question and would look like a
+        retry of it.
         """
         if interaction.student_hash is None or not interaction.messages:
             return
@@ -359,6 +362,8 @@ class UserRetryDetector:
         now = self._clock()
         shared: list[_Shared] = []
         for ix in batch:
+            if is_canary_attempt(ix.request_id):
+                continue
             question = question_of(ix.messages)
             if question is None or ix.student_hash is None or ix.created_at + self._window <= now:
                 continue
