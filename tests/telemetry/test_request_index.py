@@ -25,6 +25,7 @@ from tara.telemetry.request_index_redis import (
     RedisRequestIndex,
     held_entry,
     held_form,
+    interaction_row,
 )
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_recorder import WindowRecorder
@@ -400,3 +401,11 @@ async def test_a_poison_entry_loses_no_other_entry(
     a.record(make_ix("r9"))  # publishing is not stuck behind the poison entry
     await a.flush()
     assert await b.lookup("r9") is not None
+
+
+@pytest.mark.parametrize(
+    "created", [NOW + 3.123456789, 1_765_000_000.0, 1_765_000_000.1, 1_999_999_999.999999, 0.1]
+)
+def test_the_published_time_is_the_text_repr_gives(created: float) -> None:
+    """Older gateway versions published ``repr(created_at)``; the text stays the same."""
+    assert interaction_row(make_ix(created_at=created), 60.0)[1] == repr(created)

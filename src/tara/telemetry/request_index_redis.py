@@ -85,15 +85,17 @@ are not declared in ``KEYS``; that only matters to Redis Cluster, which the
 gateway does not use."""
 
 Row = tuple[str, str, str, str, str, str, str, str | None, str | None, str | None]
-"""An entry as published: request id, ``repr(created_at)``, expiry (unix seconds,
-as text), track, segment, variant, model, subject, language, student hash."""
+"""An entry as published: request id, ``created_at`` as text (``repr``'s digits), expiry
+(unix seconds, as text), track, segment, variant, model, subject, language, student hash."""
 
 
 def interaction_row(ix: Interaction, retention: float) -> Row:
     """The published form of a finished interaction, expiring ``retention`` after it."""
     return (
         ix.request_id,
-        repr(ix.created_at),
+        # orjson's float text is repr()'s (both the shortest that reads back exactly) at a
+        # fifth of the cost: repr(float) is ~7.7k instructions, a third of this row's.
+        orjson.dumps(ix.created_at).decode(),
         str(int(ix.created_at + retention) + 1),
         ix.track,
         ix.segment,
