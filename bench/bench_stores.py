@@ -4,8 +4,8 @@ Drives the real store code the gateway runs, batched the way the gateway
 batches it, and measures the store server's own CPU per request:
 
 * **Redis** (single-threaded, so one core is its ceiling): one replica's
-  flush of ``--flush`` requests: the window-stats recorder (one ``MULTI``
-  of ``HINCRBY``s, ``PFADD`` and ``EXPIREAT`` per bucket, fine and hourly),
+  flush of ``--flush`` requests: the window-stats recorder (one script call:
+  ``HINCRBY``s, ``PFADD`` and ``EXPIREAT`` per bucket, fine and hourly),
   the request index (one script call: ``HSET`` + ``EXPIREAT`` per request)
   and the user-retry memory (one script call: ``ZADD``, trims, ``EXPIREAT``
   and a range read per request), plus one feedback join (script:
