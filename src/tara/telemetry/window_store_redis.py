@@ -77,7 +77,9 @@ return 1
 """
 """Applies buckets given as one flat argument list, each as: key, expiry, the count of
 integer increments and their field/value pairs, the same for float increments, the
-count of students and their hashes (``PFADD`` in slices, within Lua's stack limit)."""
+count of students and their hashes (``PFADD`` in slices, within Lua's stack limit). The keys
+travel as arguments, not in ``KEYS``; that only matters to Redis Cluster, which the gateway
+does not use (the request index's and retry memory's scripts do the same)."""
 
 
 class RedisWindowStore:
