@@ -3,10 +3,11 @@
 prometheus_client takes a lock for every increment, and a histogram finds
 its bucket in a Python loop: a request's counter and three observations cost
 ~50,000 instructions, about as much as parsing it. The gateway's hot path
-instead adds to a :class:`CounterTally` or :class:`HistogramTally` (a few
-hundred instructions), and :class:`Folder`, the first collector of the
-registry, moves what they hold into the real children each time the
-registry is collected: a scrape, ``generate_latest`` or ``get_sample_value``
+instead adds to a :class:`CounterTally` or :class:`HistogramTally` (an
+addition, or a bisect and two: the recorder's share of a request fell to
+~16,000 instructions), and :class:`Folder`, registered before the metrics it
+feeds, moves what they hold into the real children each time the registry is
+collected: a scrape, ``generate_latest`` or ``get_sample_value``
 sees every request recorded before it. What is exposed is unchanged, the
 names, labels, buckets and ``_created`` series included.
 
