@@ -51,6 +51,7 @@ class UpstreamResponse:
         "_chunks",
         "_conn",
         "_error",
+        "_loop",
         "_waiter",
         "complete",
         "headers",
@@ -59,6 +60,7 @@ class UpstreamResponse:
 
     def __init__(self, conn: _Connection) -> None:
         self._conn: _Connection | None = conn
+        self._loop = conn.loop
         self.status = 0
         self.headers: dict[str, str] = {}
         """Header names in lower case; a repeated header keeps its last value."""
@@ -84,26 +86,20 @@ class UpstreamResponse:
 
         Raises :class:`UpstreamConnectionError` if the connection broke first.
         """
-        while True:
-            chunks = self._chunks
-            if chunks:
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                if self._buffered > _HIGH_WATER and self._conn is not None:
-                    self._conn.resume()  # paused when the buffer passed the mark
-                self._buffered = 0
-                return data
+        chunks = self._chunks
+        while not chunks:
             if self.complete:
                 return b""
             if self._error is not None:
                 raise self._error
-            conn = self._conn
-            assert conn is not None
-            waiter = self._waiter = conn.loop.create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+            waiter = self._waiter = self._loop.create_future()
+            await waiter
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        if self._buffered > _HIGH_WATER and self._conn is not None:
+            self._conn.resume()  # paused when the buffer passed the mark
+        self._buffered = 0
+        return data
 
     async def read(self, limit: int | None = None) -> bytes:
         """The rest of the body, or its first ``limit`` bytes."""
@@ -131,23 +127,16 @@ class UpstreamResponse:
             conn.finished(reuse=False)
 
     # -- called by the connection ------------------------------------------
-    def _feed(self, data: bytes) -> None:
-        self._chunks.append(data)
-        self._buffered += len(data)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if self._buffered > _HIGH_WATER and self._conn is not None:
-            self._conn.pause()
-
     def _end(self, error: BaseException | None) -> None:
         if error is None:
             self.complete = True
         elif not self.complete:
             self._error = error
         waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class _Connection(asyncio.Protocol):
@@ -212,9 +201,18 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        # Once per chunk of every stream: the response's buffer is filled from here.
         response = self.response
         assert response is not None
-        response._feed(body)
+        response._chunks.append(body)
+        response._buffered += len(body)
+        waiter = response._waiter
+        if waiter is not None:
+            response._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if response._buffered > _HIGH_WATER:
+            self.pause()
 
     def on_message_complete(self) -> None:
         response = self.response
