@@ -421,3 +421,12 @@ async def test_a_closed_pool_refuses_requests_and_waiters() -> None:
 def test_the_url_must_be_http() -> None:
     with pytest.raises(ValueError, match="http"):
         UpstreamPool("ftp://example/v1", HEADERS, limit=1, connect_timeout=1)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Authorization": "Bearer sk\r\nX-Evil: 1"}, {"X:Y": "1"}, {"": "1"}, {"A": "b\0"}],
+)
+def test_a_header_that_would_split_the_request_is_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="line break"):
+        UpstreamPool("http://127.0.0.1:1/v1", headers, limit=1, connect_timeout=1)

@@ -309,7 +309,11 @@ class UpstreamPool:
             host = f"{host}:{self.port}"
         target = parsed.raw_path_qs or "/"
         lines = [f"POST {target} HTTP/1.1", f"Host: {host}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+        for name, value in headers.items():
+            if any(c in name + value for c in "\r\n\0") or not name or ":" in name:
+                msg = f"the upstream header {name[:40]!r} has a line break, NUL or colon"
+                raise ValueError(msg)
+            lines.append(f"{name}: {value}")
         self._head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self.limit = limit
         self.connect_timeout = connect_timeout
