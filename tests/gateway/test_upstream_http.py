@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -430,3 +431,26 @@ def test_the_url_must_be_http() -> None:
 def test_a_header_that_would_split_the_request_is_refused(headers: dict[str, str]) -> None:
     with pytest.raises(ValueError, match="line break"):
         UpstreamPool("http://127.0.0.1:1/v1", headers, limit=1, connect_timeout=1)
+
+
+async def test_a_closed_connection_is_freed_without_the_garbage_collector() -> None:
+    connections: list[object] = []
+    async with echo_app(connections) as port:
+        gc.collect()  # what earlier tests left is freed first
+        gc.disable()
+        try:
+            upstream = pool(port)
+            response = await upstream.post(b"{}")
+            await response.read()
+            response.release()
+            await upstream.close()
+            await asyncio.sleep(0.05)  # the closed connection's last callbacks run
+            del response, upstream
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            gc.collect()
+            left = [o for o in gc.garbage if type(o).__name__ in ("_Connection", "UpstreamPool")]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert left == []

@@ -146,7 +146,7 @@ class _Connection(asyncio.Protocol):
         self.pool = pool
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._headers_in: asyncio.Future[None] | None = None
@@ -162,11 +162,12 @@ class _Connection(asyncio.Protocol):
         self.transport = cast("asyncio.Transport", transport)
 
     def data_received(self, data: bytes) -> None:
-        if self.response is None:  # bytes nobody asked for: the connection is unusable
+        parser = self.parser
+        if self.response is None or parser is None:  # bytes nobody asked for: unusable
             self._fail(UpstreamConnectionError("unexpected bytes from the upstream"))
             return
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(UpstreamConnectionError(f"invalid HTTP from the upstream: {exc}"))
 
@@ -178,8 +179,12 @@ class _Connection(asyncio.Protocol):
         response = self.response
         if response is not None and self._until_close and self._headers_in is None:
             response._end(None)  # a body delimited by the end of the connection
-            return
-        self._fail(UpstreamConnectionError("the upstream closed the connection"))
+        else:
+            self._fail(UpstreamConnectionError("the upstream closed the connection"))
+        # The parser holds this protocol's callbacks and the transport holds the protocol:
+        # dropping both lets reference counting free a closed connection (no cyclic garbage).
+        self.parser = None
+        self.transport = None
 
     # -- httptools callbacks ------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -188,6 +193,7 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         response = self.response
         assert response is not None
+        assert self.parser is not None
         response.status = self.parser.get_status_code()
         headers = {}
         for name, value in self._headers:
@@ -217,6 +223,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         response = self.response
         assert response is not None
+        assert self.parser is not None
         self._keep_alive = self.parser.should_keep_alive()
         response._end(None)
 
