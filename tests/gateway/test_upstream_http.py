@@ -454,3 +454,42 @@ async def test_a_closed_connection_is_freed_without_the_garbage_collector() -> N
             gc.garbage.clear()
             gc.enable()
     assert left == []
+
+
+async def test_an_informational_response_before_the_answer_is_skipped() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Final: 1\r\n\r\nok")
+            await writer.drain()
+        await reader.read()
+
+    async with raw_server(handler) as port:
+        upstream = pool(port)
+        for _ in range(2):
+            response = await upstream.post(b"{}")
+            assert response.status == 200
+            assert response.headers == {"content-length": "2", "x-final": "1"}
+            assert await response.read() == b"ok"
+            response.release()
+        assert upstream.open_connections == 1  # and the connection is reused
+        await upstream.close()
+
+
+async def test_a_second_unasked_answer_ends_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmore")
+        await writer.drain()
+        await reader.read()
+
+    async with raw_server(handler) as port:
+        upstream = pool(port)
+        response = await upstream.post(b"{}")
+        assert response.status == 200
+        assert await response.read() == b"ok"  # the answer asked for is intact
+        response.release()
+        assert upstream.open_connections == 0  # never reused
+        await upstream.close()

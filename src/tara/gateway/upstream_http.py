@@ -187,6 +187,12 @@ class _Connection(asyncio.Protocol):
         self.transport = None
 
     # -- httptools callbacks ------------------------------------------------
+    def on_message_begin(self) -> None:
+        response = self.response
+        if response is None or response.status:  # a second answer to one request
+            msg = "the upstream sent a response nobody asked for"
+            raise UpstreamConnectionError(msg)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
 
@@ -194,7 +200,11 @@ class _Connection(asyncio.Protocol):
         response = self.response
         assert response is not None
         assert self.parser is not None
-        response.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # informational (103 Early Hints): the answer is still to come
+            self._headers = []
+            return
+        response.status = status
         headers = {}
         for name, value in self._headers:
             headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -224,6 +234,8 @@ class _Connection(asyncio.Protocol):
         response = self.response
         assert response is not None
         assert self.parser is not None
+        if not response.status:
+            return  # the end of an informational response
         self._keep_alive = self.parser.should_keep_alive()
         response._end(None)
 
