@@ -208,12 +208,13 @@ async def _open(
     run = _OpenRun(url, body_for, headers_for, measure_from + duration, measure_from)
     conns = []
 
-    async def connect() -> None:
+    async def connect() -> _Connection:
         _, conn = await loop.create_connection(lambda: _Connection(run), run.host, run.port)
         conns.append(conn)
+        return conn
 
-    # Enough connections for a second of 100 ms answers open beforehand; more are opened
-    # (and their opening counted) only if the target falls that far behind.
+    # As many connections as answers of 100 ms at this rate keep busy open beforehand;
+    # more are opened (and their opening counted) only if the target falls that far behind.
     await asyncio.gather(*(connect() for _ in range(max(16, int(rate / 10)))))
     count = int(rate * (warm_up + duration))
     for i in range(count):
@@ -227,8 +228,7 @@ async def _open(
         if run.idle:
             run.idle.pop().start(request, due)
         else:
-            _, conn = await loop.create_connection(lambda: _Connection(run), run.host, run.port)
-            conns.append(conn)
+            conn = await connect()
             run.idle.remove(conn)
             conn.start(request, due)
     if run.in_flight:

@@ -69,6 +69,27 @@ def pool(port: int, scheme: str = "http", **kwargs: object) -> UpstreamPool:
 
 
 @contextlib.asynccontextmanager
+async def app_server(
+    chat: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[int]:
+    """An aiohttp upstream answering chat completions with ``chat``."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    async with serving(app) as port:
+        yield port
+
+
+def held_until(release: asyncio.Event) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler that answers ``ok`` once ``release`` is set."""
+
+    async def chat(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="ok")
+
+    return chat
+
+
+@contextlib.asynccontextmanager
 async def echo_app(connections: list[object]) -> AsyncIterator[int]:
     """An aiohttp upstream that echoes what it got and notes each request's connection."""
 
@@ -86,9 +107,7 @@ async def echo_app(connections: list[object]) -> AsyncIterator[int]:
             headers={"X-Upstream": "yes", "Retry-After": "3"},
         )
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with serving(app) as port:
+    async with app_server(chat) as port:
         yield port
 
 
@@ -127,9 +146,7 @@ async def test_a_chunked_stream_is_read_as_it_comes() -> None:
             sent.clear()
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with serving(app) as port:
+    async with app_server(chat) as port:
         upstream = pool(port)
         response = await upstream.post(b"{}")
         assert response.content_type == "text/event-stream"
@@ -226,9 +243,7 @@ async def test_the_pool_never_opens_more_than_its_limit() -> None:
         in_flight -= 1
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with serving(app) as port:
+    async with app_server(chat) as port:
         upstream = pool(port, limit=2)
 
         async def one() -> bytes:
@@ -247,14 +262,7 @@ async def test_the_pool_never_opens_more_than_its_limit() -> None:
 
 async def test_a_caller_cancelled_while_waiting_for_the_pool_gives_up_its_turn() -> None:
     release = asyncio.Event()
-
-    async def chat(request: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with serving(app) as port:
+    async with app_server(held_until(release)) as port:
         upstream = pool(port, limit=1)
         first = asyncio.ensure_future(upstream.post(b"{}"))
         await asyncio.sleep(0.05)
@@ -351,9 +359,7 @@ async def test_a_slow_reader_pauses_the_upstream_and_loses_nothing() -> None:
             await response.write(body[start : start + 16384])
         return response
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with serving(app) as port:
+    async with app_server(chat) as port:
         upstream = pool(port)
         response = await upstream.post(b"{}")
         await asyncio.sleep(0.3)  # the upstream writes; nobody reads
@@ -394,14 +400,7 @@ async def test_tls_with_a_trusted_authority_and_refused_without() -> None:
 
 async def test_a_closed_pool_refuses_requests_and_waiters() -> None:
     release = asyncio.Event()
-
-    async def chat(request: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    async with serving(app) as port:
+    async with app_server(held_until(release)) as port:
         upstream = pool(port, limit=1)
         busy = asyncio.ensure_future(upstream.post(b"{}"))
         await asyncio.sleep(0.05)
