@@ -53,9 +53,9 @@ from prometheus_client import CollectorRegistry
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gateway import BENCH_KEY, drop_namespace
-from loadgen import LoadResult, new_students, question_bodies, run_load, run_open_loop
+from loadgen import LoadResult, new_students, question_bodies, run_load
 from procs import ROOT, child, cpu_seconds
-from rawload import run_streams
+from rawload import run_open_streams, run_streams
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
 from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.serving import free_port
@@ -169,12 +169,9 @@ class Bench:
 
     def opened(self, t: Target, model: str, stream: bool, rate: float) -> LoadResult:
         """An open-loop run at ``rate`` requests per second."""
-        return asyncio.run(
-            run_open_loop(
-                t.url, self.body(model, stream), new_students(t.key),
-                rate=rate, duration=self.duration, stream=stream,
-            )
-        )  # fmt: skip
+        return run_open_streams(
+            t.url, self.body(model, stream), new_students(t.key), rate=rate, duration=self.duration
+        )
 
 
 def errors(r: LoadResult) -> int:

@@ -12,6 +12,7 @@ chunked terminator). Loopback only; used by ``bench/bench_loop.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -35,11 +36,12 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.t0 = 0.0
         self.first = False
+        self.busy = False
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        self.send()
+        self.run.ready(self)
 
     def send(self) -> None:
         """Send the next request, or finish."""
@@ -48,12 +50,25 @@ class _Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
             return
+        self.start(request, time.perf_counter())
+
+    def start(self, request: bytes, t0: float) -> None:
+        """Send ``request``; its times count from ``t0`` (when it was due)."""
         self.buffer.clear()
         self.head_done = False
         self.first = False
-        self.t0 = time.perf_counter()
+        self.busy = True
+        self.run.in_flight += 1
+        self.t0 = t0
         assert self.transport is not None
         self.transport.write(request)
+
+    def end(self) -> None:
+        """The request in flight is over."""
+        self.busy = False
+        self.run.in_flight -= 1
+        if not self.run.in_flight:
+            self.run.drained.set()
 
     def data_received(self, data: bytes) -> None:
         if not self.head_done:
@@ -83,14 +98,17 @@ class _Connection(asyncio.Protocol):
             del self.buffer[:-5]
             finished = self.buffer.endswith(_END)
         if finished:
+            self.end()
             if self.t0 >= self.run.measure_from:
                 self.run.result.latencies.append(time.perf_counter() - self.t0)
                 self.run.result.statuses[self.status] += 1
-            self.send()
+            self.run.ready(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.head_done and not self.done.done() and self.run.next_index_peek():
+        if self.busy and not self.done.done() and self.run.next_index_peek():
             self.run.result.statuses[0] += 1  # cut off mid-answer
+        if self.busy:
+            self.end()
         if not self.done.done():
             self.done.set_result(None)
 
@@ -115,22 +133,41 @@ class _Run:
         """Requests sent before this (the ramp and warm-up) are not counted."""
         self.counter = 0
         self.result = LoadResult()
+        self.idle: list[_Connection] = []
+        """Free connections (the open loop's)."""
+        self.in_flight = 0
+        self.drained = asyncio.Event()
+        """Set whenever no request is in flight."""
 
     def next_index_peek(self) -> bool:
         """Whether more requests are due."""
         return time.perf_counter() < self.deadline
+
+    def ready(self, conn: _Connection) -> None:
+        """``conn`` is free: the closed loop sends it the next request at once."""
+        conn.send()
 
     def next_request(self) -> bytes | None:
         """The bytes of the next request, or ``None`` once the run is over."""
         if time.perf_counter() >= self.deadline:
             return None
         self.counter += 1
-        i = self.counter
+        return self.request(self.counter)
+
+    def request(self, i: int) -> bytes:
+        """The bytes of request ``i``."""
         body = self.body_for(i)
         lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{k}: {v}" for k, v in self.headers_for(i).items()]
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class _OpenRun(_Run):
+    """An open loop: requests go out when due, each on a free keep-alive connection."""
+
+    def ready(self, conn: _Connection) -> None:
+        self.idle.append(conn)
 
 
 async def _closed(
@@ -155,6 +192,71 @@ async def _closed(
     await asyncio.gather(*(c.done for c in conns))
     run.result.elapsed = duration
     return run.result
+
+
+async def _open(
+    url: str,
+    body_for: Callable[[int], bytes],
+    headers_for: Callable[[int], dict[str, str]],
+    rate: float,
+    duration: float,
+) -> LoadResult:
+    loop = asyncio.get_running_loop()
+    warm_up = 1.0
+    start = time.perf_counter() + 0.5
+    measure_from = start + warm_up
+    run = _OpenRun(url, body_for, headers_for, measure_from + duration, measure_from)
+    conns = []
+
+    async def connect() -> _Connection:
+        _, conn = await loop.create_connection(lambda: _Connection(run), run.host, run.port)
+        conns.append(conn)
+        return conn
+
+    # As many connections as answers of 100 ms at this rate keep busy open beforehand;
+    # more are opened (and their opening counted) only if the target falls that far behind.
+    await asyncio.gather(*(connect() for _ in range(max(16, int(rate / 10)))))
+    count = int(rate * (warm_up + duration))
+    for i in range(count):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        while run.idle and run.idle[-1].done.done():
+            run.idle.pop()  # closed by the server while idle
+        request = run.request(i + 1)
+        if run.idle:
+            run.idle.pop().start(request, due)
+        else:
+            conn = await connect()
+            run.idle.remove(conn)
+            conn.start(request, due)
+    if run.in_flight:
+        run.drained.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.drained.wait(), 30)
+    for c in conns:
+        if c.transport is not None:
+            c.transport.close()
+    run.result.elapsed = duration
+    return run.result
+
+
+def run_open_streams(
+    url: str,
+    body_for: Callable[[int], bytes],
+    headers_for: Callable[[int], dict[str, str]],
+    *,
+    rate: float,
+    duration: float,
+) -> LoadResult:
+    """Send request *i* at *i*/``rate`` whatever happened to earlier ones (its own loop).
+
+    Times count from when a request was due, after a one-second warm-up; a
+    raw-socket client keeps the load core's own lag (aiohttp's client costs
+    far more per request) out of every target's tail.
+    """
+    return uvloop.run(_open(url, body_for, headers_for, rate, duration))
 
 
 def run_streams(

@@ -43,6 +43,10 @@ def uvicorn_config(
         timeout_graceful_shutdown=max(1, round(shutdown_timeout)),
         timeout_keep_alive=30,
         backlog=4096,
+        # Nothing reads the client's address, so X-Forwarded-* need no rewriting per
+        # request; and responses need not name the server software.
+        proxy_headers=False,
+        server_header=False,
     )
 
 

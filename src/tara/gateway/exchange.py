@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import aiohttp
 from starlette.types import Send
 
 from tara.gateway.errors import SERVER_ERROR, UPSTREAM_ERROR, GatewayError
@@ -26,6 +25,7 @@ from tara.gateway.retries import RetryPolicy
 from tara.gateway.sse import StreamTap, error_event, parse_completion
 from tara.gateway.stream_timer import StreamTimer
 from tara.gateway.upstream import Opened, UpstreamClient, UpstreamError
+from tara.gateway.upstream_http import UpstreamResponse
 from tara.rollout.routing import Route
 from tara.settings import UpstreamSettings
 from tara.telemetry.interactions import Interaction, canary_attempt_id
@@ -110,7 +110,7 @@ class Exchange:
         self.created = created
         """Arrival as Unix time, for the record."""
         self.student_hash = forwarding.hasher(request.student_id) if request.student_id else None
-        self.response: aiohttp.ClientResponse | None = None
+        self.response: UpstreamResponse | None = None
         self.started = False
         self.finishing = False
         """Set just before the last send: a disconnect after that changes nothing."""
@@ -232,7 +232,7 @@ class Exchange:
         out.status = response.status
         if response.status < 300:
             out.answer, out.prompt_tokens, out.completion_tokens = parse_completion(body)
-        content_type = response.headers.get("Content-Type", "application/json").encode("latin-1")
+        content_type = response.headers.get("content-type", "application/json").encode("latin-1")
         headers = [
             (b"content-type", content_type),
             (b"content-length", str(len(body)).encode()),
@@ -263,7 +263,7 @@ class Exchange:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         # What is left to send goes with the end of the response, in one write. An event
         # the upstream cut off is never sent: it is dropped, as a client would drop it.
-        if opened.response.content.at_eof():  # the whole answer came in the first read
+        if opened.response.at_eof():  # the whole answer came in the first read
             failure, last = None, first
         else:
             if first:
@@ -293,7 +293,7 @@ class Exchange:
         events of the last read, which the caller sends with the end of the response
         (one send and one write fewer per stream than sending them on their own)."""
         assert self.response is not None
-        content, send, out = self.response.content, self.send, self.result
+        response, send, out = self.response, self.send, self.result
         settings = self.forwarding.settings
         timer = StreamTimer(self.loop, settings.idle_timeout, self.t0 + settings.total_timeout)
         clock = time.monotonic
@@ -301,7 +301,7 @@ class Exchange:
         try:
             while True:
                 timer.waiting_since = start = clock()
-                chunk = await content.readany()
+                chunk = await response.read_some()
                 # A slow client is not an idle upstream: nothing expires while sending.
                 timer.waiting_since = None
                 waited += clock() - start
@@ -310,7 +310,7 @@ class Exchange:
                 data = tap.feed(chunk)
                 if out.ttft_s is None and tap.content_seen:
                     out.ttft_s = clock() - self.t0
-                if tap.done and content.at_eof():  # ``[DONE]``, then nothing: the end
+                if tap.done and response.at_eof():  # ``[DONE]``, then nothing: the end
                     return None, data
                 if data:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -318,7 +318,7 @@ class Exchange:
             if not timer.claim():
                 raise
             return "timeout", b""
-        except (aiohttp.ClientError, OSError):
+        except OSError:  # the connection broke
             return "connection", b""
         finally:
             timer.stop()

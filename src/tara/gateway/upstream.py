@@ -1,4 +1,4 @@
-"""The upstream client: one shared aiohttp session and one attempt at a request.
+"""The upstream client: one shared connection pool and one attempt at a request.
 
 :meth:`UpstreamClient.open` makes a single attempt and returns only once the
 first byte is in hand (the first body chunk of a stream, the whole body
@@ -14,14 +14,15 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
+import ssl
 import time
 from dataclasses import dataclass
 
-import aiohttp
 import yarl
 
 from tara.gateway.errors import UPSTREAM_ERROR, GatewayError
 from tara.gateway.stream_timer import StreamTimer
+from tara.gateway.upstream_http import UpstreamPool, UpstreamResponse
 from tara.settings import UpstreamSettings
 
 RETRY_STATUSES = frozenset((429, 500, 502, 503, 504))
@@ -160,106 +161,100 @@ class Opened:
     anything else (including an upstream 4xx passed through to the client).
     """
 
-    response: aiohttp.ClientResponse
+    response: UpstreamResponse
     first: bytes
     streaming: bool
 
 
 class UpstreamClient:
-    """The shared session to the upstream; :meth:`start` and :meth:`close` bracket its life."""
+    """The shared connection pool to the upstream, from :meth:`start` to :meth:`close`."""
 
-    def __init__(self, settings: UpstreamSettings) -> None:
+    def __init__(
+        self, settings: UpstreamSettings, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.settings = settings
-        self.url = yarl.URL(f"{settings.base_url}/chat/completions")
-        # Built once: the session sends these with every request.
+        self.url = f"{settings.base_url}/chat/completions"
+        self._ssl_context = ssl_context
+        """Trust for an ``https://`` upstream (the system's certificate authorities if ``None``)."""
+        # Sent with every request: bodies pass through as the upstream sent them (no
+        # Accept-Encoding, so nothing to decompress).
         self._headers = {
             "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
             "Content-Type": "application/json",
+            "Accept": "*/*",
+            "User-Agent": "tara-gateway",
         }
-        # A whole non-streamed answer must be in within the first-byte budget; aiohttp's
-        # own per-request timer does that without an extra asyncio timeout per call.
-        self._body_timeout = aiohttp.ClientTimeout(
-            total=settings.first_byte_timeout, sock_connect=settings.connect_timeout
-        )
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        """The live session (only between :meth:`start` and :meth:`close`)."""
-        if self._session is None:
+    def pool(self) -> UpstreamPool:
+        """The live pool (only between :meth:`start` and :meth:`close`)."""
+        if self._pool is None:
             msg = "upstream client is not started"
             raise RuntimeError(msg)
-        return self._session
+        return self._pool
 
     async def start(self) -> None:
         """Open the connection pool (call inside the running event loop)."""
         s = self.settings
         self._loop = asyncio.get_running_loop()
-        connector = aiohttp.TCPConnector(
-            limit=s.max_connections, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers=self._headers,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=s.connect_timeout),
-            # Pass bytes through as the upstream sent them; no decompression cost.
-            skip_auto_headers=("Accept-Encoding",),
-            auto_decompress=False,
-            # The upstream sets no cookies worth keeping; skip the jar's per-request work.
-            cookie_jar=aiohttp.DummyCookieJar(),
+        self._pool = UpstreamPool(
+            self.url,
+            self._headers,
+            limit=s.max_connections,
+            connect_timeout=s.connect_timeout,
+            keepalive=30.0,
+            ssl_context=self._ssl_context,
         )
 
     async def close(self) -> None:
         """Close the pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     async def open(self, payload: bytes, *, stream: bool) -> Opened:
-        """One attempt, up to the first byte; raises :class:`UpstreamError`."""
-        session = self.session
-        response: aiohttp.ClientResponse | None = None
-        timer: StreamTimer | None = None
+        """One attempt, up to the first byte; raises :class:`UpstreamError`.
+
+        A stream's first body chunk, or a whole non-streamed answer, must be in
+        within ``first_byte_timeout``: one timer that cancels this task, as
+        ``asyncio.timeout`` would, without its three look-ups of the running
+        loop (each a system call on Python 3.11) and its context object.
+        """
+        pool = self.pool
+        assert self._loop is not None
+        response: UpstreamResponse | None = None
+        timer = StreamTimer(self._loop, self.settings.first_byte_timeout, math.inf)
         try:
-            if stream:
-                # The first byte must come within the budget: one timer that cancels this
-                # task, as ``asyncio.timeout`` would, without its three loop look-ups (each
-                # a system call on Python 3.11) and its context object per request.
-                assert self._loop is not None
-                timer = StreamTimer(self._loop, self.settings.first_byte_timeout, math.inf)
-                response = await session.post(self.url, data=payload)
-                return await self._first(response, streaming=True)
-            # aiohttp's timer runs until the body is read (the connection released).
-            response = await session.post(self.url, data=payload, timeout=self._body_timeout)
-            return await self._first(response, streaming=False)
+            response = await pool.post(payload)
+            return await self._first(response, streaming=stream)
         except BaseException as exc:
             if response is not None:
                 # Closing (not releasing) drops the connection, so the upstream stops work.
                 response.close()
-            if isinstance(exc, asyncio.CancelledError) and timer is not None and timer.claim():
+            if isinstance(exc, asyncio.CancelledError) and timer.claim():
                 raise timed_out() from None
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, TimeoutError):  # connecting took over ``connect_timeout``
                 raise timed_out() from None
-            if isinstance(exc, aiohttp.ClientError | OSError):
+            if isinstance(exc, OSError):
                 raise connection_failed() from None
             raise
         finally:
-            if timer is not None:
-                timer.stop()
+            timer.stop()
 
     @staticmethod
-    async def _first(response: aiohttp.ClientResponse, *, streaming: bool) -> Opened:
+    async def _first(response: UpstreamResponse, *, streaming: bool) -> Opened:
         """The :class:`Opened` for a response whose headers are in, or the failure."""
         status = response.status
         if status >= 300:
-            failure = failure_for_status(status, response.headers.get("Retry-After"))
-            body = await response.content.read(_MAX_ERROR_BODY)
+            failure = failure_for_status(status, response.headers.get("retry-after"))
+            body = await response.read(_MAX_ERROR_BODY)
             if failure is not None:
                 raise failure
             return Opened(response, body, streaming=False)
         if streaming and response.content_type == "text/event-stream":
-            first = await response.content.readany()
+            first = await response.read_some()
             if not first:
                 raise connection_failed()
             return Opened(response, first, streaming=True)
