@@ -18,7 +18,6 @@ recorder; the detector only shares its question.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -297,10 +296,6 @@ parsed back only if its request turns out to be a retry.
 """
 
 
-_PACK_SLICE = 256
-"""Records packed between two turns of the event loop (~1 ms of work)."""
-
-
 def _pack(ix: Interaction) -> bytes | Interaction:
     """``ix`` as JSON for the wait (the object itself if JSON cannot hold it)."""
     try:
@@ -391,12 +386,10 @@ class UserRetryDetector:
             shared.append(
                 (ix, Ask(retry_key(ix.student_hash, question), ix.created_at, ix.request_id))
             )
-        undecided: list[_Waiting] = list(self._waiting)
-        for n, (ix, ask) in enumerate(shared, 1):
-            if not ix.user_retry:
-                undecided.append((*ask, now, _pack(ix)))
-            if n % _PACK_SLICE == 0:
-                await asyncio.sleep(0)  # a whole second's records in one go held the loop
+        undecided = [
+            *self._waiting,
+            *((*ask, now, _pack(ix)) for ix, ask in shared if not ix.user_retry),
+        ]
         if decide_all or self._closing:
             due, waiting = undecided, []
         else:
