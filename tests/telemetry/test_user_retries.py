@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import time
 import unicodedata
 from collections.abc import AsyncIterator
@@ -410,28 +409,3 @@ def test_the_character_table_stops_growing_at_its_bound(monkeypatch: pytest.Monk
     monkeypatch.undo()
     normalise_question(rare)
     assert all(ord(ch) in user_retries._CLASSES for ch in rare)
-
-
-async def test_asks_waiting_to_settle_hold_no_objects_for_the_collector() -> None:
-    found: list[Interaction] = []
-    detector = UserRetryDetector(
-        MemoryRetryMemory(),
-        WindowRecorder(MemoryWindowStore()),
-        TelemetryStatsSettings(user_retry_settle_seconds=3600),
-        on_retry=found.append,
-    )
-    gc.collect()
-    before = sum(isinstance(o, Interaction) for o in gc.get_objects())
-    now = time.time()
-    detector.record(ask("q", "r1", created_at=now))
-    second = ask("q", "r2", created_at=now + 1, answer="उत्तर", tags=["x"], latency_s=0.25)
-    detector.record(second)
-    assert await detector.flush() == 0
-    gc.collect()  # a tuple of plain values is untracked at the collector's first look
-    waiting = detector._waiting
-    assert len(waiting) == 2
-    assert not any(gc.is_tracked(entry) for entry in waiting)  # nothing a collection traverses
-    live = sum(isinstance(o, Interaction) for o in gc.get_objects())
-    assert live == before + 1  # `second`, held by this test; the detector holds none
-    await detector.aclose()
-    assert found == [second]  # the whole record comes back for the retry

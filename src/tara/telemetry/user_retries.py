@@ -23,6 +23,7 @@ import logging
 import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
@@ -283,30 +284,13 @@ class RedisRetryMemory:
         return [flag == _SEEN for flag in flags]
 
 
-_Waiting = tuple[str, float, str, float, "bytes | Interaction"]
-"""An ask shared with the memory and waiting to be decided: its key, arrival and request
-id (the :class:`Ask`), when it was shared, and its record as JSON.
+@dataclass(slots=True)
+class _Shared:
+    """An ask shared with the memory, waiting to be decided."""
 
-A plain tuple of strings, numbers and bytes, which the garbage collector stops
-tracking at its first pass. At 3,500 requests a second the asks waiting out
-the settle time held ~12,000 records (each with its messages) as objects:
-every collection of the middle generation traversed them, 9 ms each, the
-longest pauses of the event loop at saturation (issue 16). A record is
-parsed back only if its request turns out to be a retry.
-"""
-
-
-def _pack(ix: Interaction) -> bytes | Interaction:
-    """``ix`` as JSON for the wait (the object itself if JSON cannot hold it)."""
-    try:
-        return orjson.dumps(ix)
-    except TypeError:
-        return ix
-
-
-def _unpack(record: bytes | Interaction) -> Interaction:
-    """The record :func:`_pack` made."""
-    return record if isinstance(record, Interaction) else Interaction(**orjson.loads(record))
+    interaction: Interaction
+    ask: Ask
+    shared_at: float
 
 
 class UserRetryDetector:
@@ -332,7 +316,7 @@ class UserRetryDetector:
         self._on_retry = on_retry
         self._clock = clock
         self._queue: list[Interaction] = []
-        self._waiting: list[_Waiting] = []
+        self._waiting: list[_Shared] = []
         self._closing = False
         self._loop = FlushLoop(self.flush, settings.flush_interval, "user-retries")
         self.retries_found = 0
@@ -376,35 +360,29 @@ class UserRetryDetector:
         """
         batch, self._queue = self._queue, []
         now = self._clock()
-        shared: list[tuple[Interaction, Ask]] = []
+        shared: list[_Shared] = []
         for ix in batch:
             if is_canary_attempt(ix.request_id):
                 continue
             question = question_of(ix.messages)
             if question is None or ix.student_hash is None or ix.created_at + self._window <= now:
                 continue
-            shared.append(
-                (ix, Ask(retry_key(ix.student_hash, question), ix.created_at, ix.request_id))
-            )
-        undecided = [
-            *self._waiting,
-            *((*ask, now, _pack(ix)) for ix, ask in shared if not ix.user_retry),
-        ]
+            ask = Ask(retry_key(ix.student_hash, question), ix.created_at, ix.request_id)
+            shared.append(_Shared(ix, ask, now))
+        undecided = [*self._waiting, *(s for s in shared if not s.interaction.user_retry)]
         if decide_all or self._closing:
             due, waiting = undecided, []
         else:
             settled = now - self._settle
-            due = [w for w in undecided if w[3] <= settled]
-            waiting = [w for w in undecided if w[3] > settled]
+            due = [s for s in undecided if s.shared_at <= settled]
+            waiting = [s for s in undecided if s.shared_at > settled]
         if not shared and not due:
             return 0
         try:
-            seen = await self._memory.share_and_check(
-                [ask for _, ask in shared], [Ask(*w[:3]) for w in due]
-            )
+            seen = await self._memory.share_and_check([s.ask for s in shared], [s.ask for s in due])
         except Exception as exc:
             self.flush_failures += 1
-            self._queue[:0] = [ix for ix, _ in shared]
+            self._queue[:0] = [s.interaction for s in shared]
             log.warning("user retries: checking %d requests failed: %s", len(shared), exc)
             return 0
         self._waiting = waiting[-self._max_queue :]
@@ -413,7 +391,7 @@ class UserRetryDetector:
         for entry, hit in zip(due, seen, strict=True):
             if hit:
                 found += 1
-                ix = _unpack(entry[4])
+                ix = entry.interaction
                 self._recorder.record_user_retry(self._recorder.key_for(ix))
                 self._notify(ix)
         self.retries_found += found
