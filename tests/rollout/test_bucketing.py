@@ -210,7 +210,7 @@ def test_a_salt_of_up_to_64_bytes_is_the_key_itself() -> None:
 
 def test_more_salts_than_the_keyed_cache_holds_bucket_as_keying_each_call() -> None:
     salts = [f"salt-{i}" for i in range(150)]
-    for _ in range(2):  # the second pass runs after the cache started afresh
+    for _ in range(2):  # the second pass runs after the cache evicted the first salts
         for salt in salts:
             digest = hashlib.blake2b(b"student-7", key=salt.encode(), digest_size=8).digest()
             assert bucket(salt, "student-7") == int.from_bytes(digest, "big") % BUCKETS

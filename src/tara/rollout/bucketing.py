@@ -9,6 +9,7 @@ Python ``hash()``), and a new rollout (new salt) draws a fresh sample.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 
@@ -29,22 +30,20 @@ def _salt_key(salt: str) -> bytes:
     return hashlib.blake2b(raw, digest_size=hashlib.blake2b.MAX_KEY_SIZE).digest()
 
 
-_KEYED: dict[str, hashlib.blake2b] = {}
-"""A BLAKE2b object keyed with each recent salt, copied per student: keying one costs
-a compression of the padded key and the constructor's keyword parsing (~3.5k of a
-bucket's 11k instructions). Salts are one per rollout, so this stays tiny; past
-:data:`_KEYED_BOUND` it starts afresh."""
-_KEYED_BOUND = 64
+@functools.lru_cache(maxsize=64)
+def _keyed(salt: str) -> hashlib.blake2b:
+    """A BLAKE2b object keyed with ``salt``, copied per student (never updated itself).
+
+    Keying one costs a compression of the padded key and the constructor's
+    keyword parsing (~3.5k of a bucket's 11k instructions). Salts are one per
+    rollout, so a small cache holds every live one.
+    """
+    return hashlib.blake2b(key=_salt_key(salt), digest_size=8)
 
 
 def bucket(salt: str, student_id: str) -> int:
     """Return the student's bucket in ``[0, BUCKETS)`` for this salt."""
-    keyed = _KEYED.get(salt)
-    if keyed is None:
-        if len(_KEYED) >= _KEYED_BOUND:
-            _KEYED.clear()
-        keyed = _KEYED[salt] = hashlib.blake2b(key=_salt_key(salt), digest_size=8)
-    h = keyed.copy()
+    h = _keyed(salt).copy()
     h.update(student_id.encode("utf-8", "surrogatepass"))
     return int.from_bytes(h.digest(), "big") % BUCKETS
 

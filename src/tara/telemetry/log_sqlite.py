@@ -231,11 +231,11 @@ class SqliteInteractionLog:
         with _transaction(self._db()):
             pass
 
-    def _write(self, unrated: list[tuple[Any, ...]], rated: list[tuple[Any, ...]]) -> None:
+    def _write(self, plain: list[tuple[Any, ...]], rated: list[tuple[Any, ...]]) -> None:
         db = self._db()
         with _transaction(db):
-            if unrated:
-                db.executemany(_UPSERT_UNRATED, unrated)
+            if plain:
+                db.executemany(_UPSERT_UNRATED, plain)
             if rated:
                 db.executemany(_UPSERT, rated)
 

@@ -37,9 +37,13 @@ def bucket_key(namespace: str, tier: Tier, series: Series, start: int) -> str:
     return keys.key(namespace, keys.WINDOWS, *series, suffix)
 
 
+_STUDENTS = ":u"
+"""Suffix of a bucket's key naming its HyperLogLog of students (the flush script's too)."""
+
+
 def students_key(namespace: str, tier: Tier, series: Series, start: int) -> str:
     """Redis key of one bucket's HyperLogLog of students."""
-    return bucket_key(namespace, tier, series, start) + ":u"
+    return bucket_key(namespace, tier, series, start) + _STUDENTS
 
 
 _STUDENT = Family.STUDENT.value + ":"
@@ -65,7 +69,7 @@ while i <= #a do
   local students = tonumber(a[i])
   i = i + 1
   if students > 0 then
-    local sketch = key .. ':u'
+    local sketch = key .. '$STUDENTS'
     for first = i, i + students - 1, 1000 do
       redis.call('PFADD', sketch, unpack(a, first, math.min(first + 999, i + students - 1)))
     end
@@ -74,7 +78,7 @@ while i <= #a do
   end
 end
 return 1
-"""
+""".replace("$STUDENTS", _STUDENTS)
 """Applies buckets given as one flat argument list, each as: key, expiry, the count of
 integer increments and their field/value pairs, the same for float increments, the
 count of students and their hashes (``PFADD`` in slices, within Lua's stack limit). The keys
