@@ -12,19 +12,52 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import random
 import socket
 from collections.abc import AsyncIterator, Generator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10_000
+"""Ports below are left to services that expect theirs (Redis, PostgreSQL, Prometheus)."""
+_handed_out: set[int] = set()
+_random = random.Random()
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux's default)."""
+    try:
+        low, high = EPHEMERAL_PORTS.read_text(encoding="ascii").split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """An unused TCP port on ``host`` (race-prone in theory, fine on loopback)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port on ``host`` that nothing listens on, for a server started next.
+
+    It lies below the kernel's ephemeral range, so no outgoing connection
+    (to Redis, to an upstream) can be given it before the server binds it, and
+    it is never handed out twice by this process. A port from ``bind(0)`` is
+    in that range: CI once saw a gateway fail to start on one.
+    """
+    low, _high = ephemeral_ports()
+    for _ in range(1000):
+        port = _random.randrange(LOWEST_PORT, max(low, LOWEST_PORT + 1))
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    msg = f"no free port on {host} between {LOWEST_PORT} and {low}"
+    raise RuntimeError(msg)
 
 
 def uvicorn_config(
@@ -132,12 +165,22 @@ def serve_forever(app: Any, host: str, port: int, shutdown_timeout: float = 10.0
 async def running_server(
     app: Any, host: str = "127.0.0.1", port: int | None = None
 ) -> AsyncIterator[str]:
-    """Serve ``app`` on a real socket in this event loop; yields its base URL."""
-    port = port or free_port(host)
+    """Serve ``app`` on a real socket in this event loop; yields its base URL.
+
+    Without ``port`` the socket is bound here, to a port the kernel picks, and
+    handed to uvicorn: nothing can take the port in between.
+    """
+    sockets = None
+    if port is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+        sockets = [sock]
     config = uvicorn_config(app, host, port)
     config.loop = "none"
     server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets))
     try:
         while not server.started:
             if task.done():
