@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -270,6 +270,39 @@ async def test_flush_loop_survives_a_failing_flush(caplog: pytest.LogCaptureFixt
     await loop.stop()  # never started: just one more flush
     assert len(calls) == 2
     assert "test-loop: flush failed" in caplog.text
+
+
+async def test_flush_loops_keep_their_phase_so_their_flushes_never_pile_up() -> None:
+    """Three sinks flush a second's worth of records each, every second. Started together
+    and sleeping an interval after each flush, they flushed in the same loop iteration
+    and their stalls added up; each now keeps to its own phase of a fixed-rate schedule,
+    whatever its flushes take."""
+    interval = 0.2
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+
+    def flusher(name: str) -> Callable[[], Awaitable[None]]:
+        async def flush() -> None:
+            times[name].append(loop.time() - started)
+            time.sleep(0.03 if name == "a" else 0.0)  # noqa: ASYNC251 (a flush that holds the loop)
+
+        return flush
+
+    loops = [
+        FlushLoop(flusher(name), interval, name, phase=phase)
+        for name, phase in (("a", 0.0), ("b", 1 / 3), ("c", 2 / 3))
+    ]
+    for flush_loop in loops:
+        flush_loop.start()
+    await asyncio.sleep(interval * 5.5)
+    for flush_loop in loops:
+        await flush_loop.stop()
+    for name, phase in (("a", 0.0), ("b", 1 / 3), ("c", 2 / 3)):
+        ticks = times[name][:-1]  # the last is stop()'s
+        assert len(ticks) >= 5, times
+        for k, at in enumerate(ticks):
+            assert (k + phase) * interval - 0.002 <= at < (k + phase) * interval + 0.06, times
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

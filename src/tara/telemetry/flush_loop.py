@@ -1,5 +1,13 @@
 """The background loop shared by every batching sink: flush every interval, close cleanly.
 
+Flushes keep to a fixed-rate schedule, each loop at its own phase of the
+interval: the sinks of one gateway (window stats, request index, user
+retries) each flush a second's worth of records, and started together and
+sleeping an interval after each flush they ran in the same loop iteration,
+their stalls adding up. Window stats flush at phase 0, the request index at
+1/3 and the user-retry detector at 2/3. A flush that overruns its slot skips the ticks it
+missed; it never makes the loop run back to back to catch up.
+
 A flush in progress is never cancelled half-way (its round trip may already
 have been applied, and retrying it would count twice): stopping cancels the
 wait between flushes, lets a running flush finish, then flushes what is left.
@@ -10,19 +18,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Awaitable, Callable
-
-from tara.loops import poll
 
 log = logging.getLogger(__name__)
 
 
 class FlushLoop:
-    """Runs ``flush`` every ``interval`` seconds in a task until :meth:`stop`."""
+    """Runs ``flush`` every ``interval`` seconds in a task until :meth:`stop`.
 
-    def __init__(self, flush: Callable[[], Awaitable[object]], interval: float, name: str) -> None:
+    The first flush comes ``phase`` intervals after :meth:`start` (``0 <= phase < 1``),
+    the k-th ``k + phase`` intervals after it.
+    """
+
+    def __init__(
+        self,
+        flush: Callable[[], Awaitable[object]],
+        interval: float,
+        name: str,
+        *,
+        phase: float = 0.0,
+    ) -> None:
         self._flush = flush
         self._interval = interval
+        self._phase = phase
         self._name = name
         self._task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Future[object] | None = None
@@ -33,9 +52,19 @@ class FlushLoop:
             self._task = asyncio.create_task(self.run(), name=self._name)
 
     async def run(self, *, once: bool = False) -> None:
-        """Flush now and then every interval; with ``once``, a single time."""
-        async for _ in poll(self._interval, once=once):
+        """Flush at every tick of the schedule; with ``once``, a single time, now."""
+        if once:
             await self._flush_shielded()
+            return
+        loop = asyncio.get_running_loop()
+        interval = self._interval
+        first = loop.time() + self._phase * interval
+        tick = 0
+        while True:
+            await asyncio.sleep(first + tick * interval - loop.time())
+            await self._flush_shielded()
+            # The next tick still ahead: an overrun skips the ticks it missed.
+            tick = max(tick + 1, math.floor((loop.time() - first) / interval) + 1)
 
     async def stop(self) -> None:
         """Stop the loop, wait for a running flush, and flush once more."""

@@ -221,10 +221,10 @@ class RedisRequestIndex:
         # Recent ids, oldest first: published requests (held forms), or entries read back from
         # Redis or rated here. Plain dicts: insertion order is the LRU order.
         self._recent: dict[str, Held | IndexedRequest] = {}
-        self._queue: dict[str, Interaction] = {}
+        self._queue: dict[str, tuple[bytes, Held]] = {}
         self._script = client.register_script(_SET_FEEDBACK)
         self._publish = client.register_script(_PUBLISH)
-        self._loop = FlushLoop(self.flush, settings.flush_interval, "request-index")
+        self._loop = FlushLoop(self.flush, settings.flush_interval, "request-index", phase=1 / 3)
         self.flush_failures = 0
         """Publishing flushes that failed (their entries were kept for the next one)."""
         self.dropped = 0
@@ -233,11 +233,20 @@ class RedisRequestIndex:
     def record(self, interaction: Interaction) -> None:
         """Queue the request for publishing (it is a local entry from now on).
 
-        On the request path, so it only files the record; building the entry
-        waits for the flush.
+        Called once the answer is sent. The published row (as its JSON) and the
+        held form are built here, a few microseconds a request: built at the
+        flush, a second's worth at once held the event loop for milliseconds.
+        A row JSON cannot carry (a lone surrogate) is dropped as ``rejected``.
         """
         queue = self._queue
-        queue[interaction.request_id] = interaction
+        ix = interaction
+        try:
+            row = orjson.dumps(interaction_row(ix, self._retention))
+        except orjson.JSONEncodeError:
+            log.error("request index: cannot publish entry %r; dropped", ix.request_id)
+            self._drop("rejected", 1)
+            return
+        queue[ix.request_id] = (row, held_form(ix))
         if len(queue) > self._capacity:
             del queue[next(iter(queue))]
             self._drop("backlog_full", 1)
@@ -251,8 +260,7 @@ class RedisRequestIndex:
         batch, self._queue = self._queue, {}
         if not batch:
             return
-        retention = self._retention
-        rows = [interaction_row(ix, retention) for ix in batch.values()]
+        rows = [row for row, _ in batch.values()]
         published = 0
         for i in range(0, len(rows), PUBLISH_CHUNK):
             chunk = rows[i : i + PUBLISH_CHUNK]
@@ -277,19 +285,19 @@ class RedisRequestIndex:
             log.warning("request index: publishing %d entries failed; will retry", len(rows))
             return
         recent = self._recent
-        for request_id, ix in batch.items():
+        for request_id, (_, held_now) in batch.items():
             # A re-published id moves to the recent end, keeping feedback given here.
             held = recent.pop(request_id, None)
-            recent[request_id] = held if isinstance(held, IndexedRequest) else held_form(ix)
+            recent[request_id] = held if isinstance(held, IndexedRequest) else held_now
         self._trim()
 
     async def aclose(self) -> None:
         """Stop the loop and publish what is left."""
         await self._loop.stop()
 
-    async def _send(self, rows: list[Row]) -> None:
-        """One publishing call (raises ``TypeError`` for text orjson cannot encode)."""
-        await self._publish(keys=[], args=[self._prefix, orjson.dumps(rows)])
+    async def _send(self, rows: list[bytes]) -> None:
+        """One publishing call: the rows' JSON, joined as one array."""
+        await self._publish(keys=[], args=[self._prefix, b"[" + b",".join(rows) + b"]"])
 
     async def _reachable(self) -> bool:
         try:
@@ -298,14 +306,14 @@ class RedisRequestIndex:
             return False
         return True
 
-    async def _isolate(self, rows: list[Row]) -> bool:
+    async def _isolate(self, rows: list[bytes]) -> bool:
         """Publish a refused chunk half by half, dropping the entries refused alone.
 
         ``False`` if Redis went down meanwhile (the whole chunk is then kept
         for the next flush: publishing twice is harmless).
         """
         if len(rows) == 1:
-            log.error("request index: cannot publish entry %r; dropped", rows[0][0])
+            log.error("request index: Redis refused entry %r; dropped", orjson.loads(rows[0])[0])
             self._drop("rejected", 1)
             return True
         mid = len(rows) // 2
@@ -328,7 +336,7 @@ class RedisRequestIndex:
         if queued is not None:
             seen = self._recent.get(request_id)
             feedback = seen.feedback if isinstance(seen, IndexedRequest) else None
-            return replace(IndexedRequest.from_interaction(queued), feedback=feedback)
+            return replace(held_entry(request_id, queued[1]), feedback=feedback)
         held = self._recent.get(request_id)
         if held is None or isinstance(held, IndexedRequest):
             return held

@@ -2,7 +2,8 @@
 
 The question is the last user message, normalised (:func:`normalise_question`)
 so that retyping it with other case, spacing or punctuation still matches in
-any script. The detector is fed like a sink and works off the request path.
+any script. The detector is fed like a sink, once an answer is sent, and talks
+to the shared memory off the request path.
 Each ask is keyed by ``(student, question)`` and is a retry when an *earlier*
 ask of the same key (by arrival time, then request id) came within the window
 before it, whichever replica served it. Replicas flush at their own pace, so
@@ -18,19 +19,25 @@ recorder; the detector only shares its question.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import logging
 import time
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import orjson
 
 from tara import keys
 from tara.telemetry.flush_loop import FlushLoop
-from tara.telemetry.interactions import Interaction, OnDrop, is_canary_attempt
+from tara.telemetry.interactions import (
+    Interaction,
+    OnDrop,
+    is_canary_attempt,
+    packed,
+    unpacked,
+)
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_recorder import WindowRecorder
 
@@ -284,13 +291,58 @@ class RedisRetryMemory:
         return [flag == _SEEN for flag in flags]
 
 
-@dataclass(slots=True)
-class _Shared:
-    """An ask shared with the memory, waiting to be decided."""
+class _Asks:
+    """Asks in parallel lists of strings, numbers and bytes, oldest first.
 
-    interaction: Interaction
-    ask: Ask
-    shared_at: float
+    A busy gateway holds seconds of asks (7,500 at 2,500 requests a second):
+    as objects (a tuple, an ask, a record) each would be traced by the
+    garbage collector, with the event loop stopped; strings, numbers and
+    bytes are not.
+    """
+
+    __slots__ = ("created", "ids", "keys", "records", "shared_at")
+
+    def __init__(self) -> None:
+        self.shared_at: list[float] = []
+        """When each ask was shared with the memory (non-decreasing; queued asks have none)."""
+        self.keys: list[str] = []
+        self.created: list[float] = []
+        self.ids: list[str] = []
+        self.records: list[bytes | Interaction | None] = []
+        """Each request's record (:func:`~tara.telemetry.interactions.packed`), or ``None``
+        for one the client flagged: counted already, it is shared but never decided."""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(
+        self, key: str, created: float, request_id: str, record: bytes | Interaction | None
+    ) -> None:
+        self.keys.append(key)
+        self.created.append(created)
+        self.ids.append(request_id)
+        self.records.append(record)
+
+    def asks(self) -> list[Ask]:
+        """The asks, for the memory."""
+        return list(map(Ask, self.keys, self.created, self.ids))
+
+    def part(self, rows: slice | list[int]) -> _Asks:
+        """The asks at ``rows`` (a slice, or indexes in order)."""
+        part = _Asks()
+        for name in self.__slots__:
+            column = getattr(self, name)
+            if not column:  # queued asks: not shared yet
+                continue
+            setattr(
+                part, name, column[rows] if isinstance(rows, slice) else [column[i] for i in rows]
+            )
+        return part
+
+    def extend(self, other: _Asks) -> None:
+        """Append ``other``'s asks."""
+        for name in self.__slots__:
+            getattr(self, name).extend(getattr(other, name))
 
 
 class UserRetryDetector:
@@ -315,10 +367,10 @@ class UserRetryDetector:
         self._max_queue = settings.user_retry_backlog
         self._on_retry = on_retry
         self._clock = clock
-        self._queue: list[Interaction] = []
-        self._waiting: list[_Shared] = []
+        self._queue = _Asks()
+        self._waiting = _Asks()
         self._closing = False
-        self._loop = FlushLoop(self.flush, settings.flush_interval, "user-retries")
+        self._loop = FlushLoop(self.flush, settings.flush_interval, "user-retries", phase=2 / 3)
         self.retries_found = 0
         """Retries the detector found (client-flagged ones excluded)."""
         self.flush_failures = 0
@@ -327,20 +379,33 @@ class UserRetryDetector:
         """Requests never checked because the backlog was full (``on_drop("backlog_full")``)."""
 
     def record(self, interaction: Interaction) -> None:
-        """Queue a finished request (sink interface: no I/O, never raises).
+        """Queue a finished request's ask (sink interface: no I/O).
 
         Needs ``interaction.messages``: feed this sink before capture settings
-        strip them. Requests without a student id are ignored, and so, at the
-        flush, are the records of failed canary attempts: the stable answer
+        strip them. Requests without a student id or a question are ignored,
+        and so are the records of failed canary attempts: the stable answer
         that replaced one carries the same question and would look like a
         retry of it.
+
+        The question is normalised and the record packed here, a few
+        microseconds a request once its answer is sent: at the flush, a
+        second's worth of them at once (~25 ms at 2,500 requests a second)
+        held the event loop, the longest stall of a busy gateway. Packed
+        records leave the garbage collector nothing to trace while they wait
+        (:func:`~tara.telemetry.interactions.packed`).
         """
-        if interaction.student_hash is None or not interaction.messages:
+        ix = interaction
+        if ix.student_hash is None or not ix.messages or is_canary_attempt(ix.request_id):
             return
-        self._queue.append(interaction)
+        question = question_of(ix.messages)
+        if question is None:
+            return
+        # A request the client flagged was counted by the window recorder: shared only.
+        record = None if ix.user_retry else packed(ix)
+        self._queue.add(retry_key(ix.student_hash, question), ix.created_at, ix.request_id, record)
         excess = self.pending - self._max_queue
         if excess > 0:
-            del self._queue[:excess]
+            self._queue = self._queue.part(slice(excess, None))
             self._dropped(excess)
 
     @property
@@ -358,40 +423,40 @@ class UserRetryDetector:
         ``decide_all`` (and the last flush at shut-down) decides every shared
         ask now, settled or not.
         """
-        batch, self._queue = self._queue, []
+        batch, self._queue = self._queue, _Asks()
         now = self._clock()
-        shared: list[_Shared] = []
-        for ix in batch:
-            if is_canary_attempt(ix.request_id):
-                continue
-            question = question_of(ix.messages)
-            if question is None or ix.student_hash is None or ix.created_at + self._window <= now:
-                continue
-            ask = Ask(retry_key(ix.student_hash, question), ix.created_at, ix.request_id)
-            shared.append(_Shared(ix, ask, now))
-        undecided = [*self._waiting, *(s for s in shared if not s.interaction.user_retry)]
-        if decide_all or self._closing:
-            due, waiting = undecided, []
+        stale = now - self._window
+        if batch and min(batch.created) <= stale:
+            # Asks older than the window can neither be retries nor be retried.
+            batch = batch.part([i for i, at in enumerate(batch.created) if at > stale])
+        undecided = self._waiting.part(slice(None))
+        if None in batch.records:
+            undecided.extend(batch.part([i for i, r in enumerate(batch.records) if r is not None]))
         else:
-            settled = now - self._settle
-            due = [s for s in undecided if s.shared_at <= settled]
-            waiting = [s for s in undecided if s.shared_at > settled]
-        if not shared and not due:
+            undecided.extend(batch)
+        undecided.shared_at.extend([now] * (len(undecided) - len(undecided.shared_at)))
+        if decide_all or self._closing:
+            cut = len(undecided)
+        else:
+            cut = bisect.bisect_right(undecided.shared_at, now - self._settle)
+        due, waiting = undecided.part(slice(cut)), undecided.part(slice(cut, None))
+        if not batch and not due:
             return 0
         try:
-            seen = await self._memory.share_and_check([s.ask for s in shared], [s.ask for s in due])
+            seen = await self._memory.share_and_check(batch.asks(), due.asks())
         except Exception as exc:
             self.flush_failures += 1
-            self._queue[:0] = [s.interaction for s in shared]
-            log.warning("user retries: checking %d requests failed: %s", len(shared), exc)
+            batch.extend(self._queue)
+            self._queue = batch
+            log.warning("user retries: checking %d requests failed: %s", len(batch), exc)
             return 0
-        self._waiting = waiting[-self._max_queue :]
+        self._waiting = waiting.part(slice(-self._max_queue, None))
         self._dropped(len(waiting) - len(self._waiting))
         found = 0
-        for entry, hit in zip(due, seen, strict=True):
-            if hit:
+        for record, hit in zip(due.records, seen, strict=True):
+            if hit and record is not None:
                 found += 1
-                ix = entry.interaction
+                ix = unpacked(record)
                 self._recorder.record_user_retry(self._recorder.key_for(ix))
                 self._notify(ix)
         self.retries_found += found
