@@ -6,6 +6,11 @@ its event loop that asks to wake every 2 ms and notes how late it woke: the
 time some callback held the loop. Once a second it appends
 ``{"t", "n", "max_ms", "p99_ms"}`` to ``OUT.jsonl``. The probe itself costs
 about 1% of a core, so CPU figures are taken from runs without it.
+
+``TARA_BENCH_WITHOUT=detector,index`` (any of ``detector``, ``index``,
+``window``, ``log``) makes those telemetry sinks of the probed gateway drop
+every record unseen: what the tail looks like without a sink's work tells
+how much of it is that sink's (``docs/benchmarks.md``, what held the loop).
 """
 
 from __future__ import annotations
@@ -135,6 +140,23 @@ class Probed:
         await self.app(scope, receive, send)
 
 
+def without_sinks(names: str) -> None:
+    """Make the named telemetry sinks drop every record (``TARA_BENCH_WITHOUT``)."""
+    from tara.telemetry.log_writer import InteractionLogWriter
+    from tara.telemetry.request_index_redis import RedisRequestIndex
+    from tara.telemetry.user_retries import UserRetryDetector
+    from tara.telemetry.window_recorder import WindowRecorder
+
+    sinks: dict[str, type[Any]] = {
+        "detector": UserRetryDetector,
+        "index": RedisRequestIndex,
+        "window": WindowRecorder,
+        "log": InteractionLogWriter,
+    }
+    for name in filter(None, names.split(",")):
+        sinks[name].record = lambda _self, _interaction: None
+
+
 def main() -> None:
     """``lagprobe.py OUT {gateway|passthrough} ARGS...``."""
     out, kind, args = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
@@ -146,6 +168,7 @@ def main() -> None:
             STALLS.dump()
 
     if kind == "gateway":
+        without_sinks(os.environ.get("TARA_BENCH_WITHOUT", ""))
         tara.gateway.server.serve_forever = probed_serve  # type: ignore[assignment]
         sys.argv = ["tara", "serve", *args]
         raise SystemExit(tara.cli.main())
