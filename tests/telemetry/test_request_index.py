@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from tara import keys
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.request_index import (
     CountedFeedback,
@@ -373,6 +374,30 @@ def test_the_local_copy_is_compact_and_shares_repeated_strings() -> None:
     assert held_entry("r1", held_1) == IndexedRequest.from_interaction(first)
     no_context = make_ix("r3", subject=None, language=None, student_hash=None)
     assert held_entry("r3", held_form(no_context)) == IndexedRequest.from_interaction(no_context)
+
+
+@pytest.mark.redis
+async def test_an_entry_redis_refuses_loses_no_other_entry(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """Redis refuses an entry whose key holds another type (WRONGTYPE): that entry alone
+    is dropped as ``rejected``; the others, before and after it, are published."""
+    drops: list[tuple[str, int]] = []
+    a = RedisRequestIndex(
+        redis_client,
+        namespace=namespace,
+        settings=FAST,
+        on_drop=lambda reason, n: drops.append((reason, n)),
+    )
+    b = RedisRequestIndex(redis_client, namespace=namespace, settings=FAST)
+    await redis_client.set(keys.key(namespace, keys.INTERACTIONS, "r5"), "not a hash")
+    for i in range(8):
+        a.record(make_ix(f"r{i}"))
+    await a.flush()
+    assert all([await b.lookup(f"r{i}") is not None for i in (0, 1, 2, 3, 4, 6, 7)])
+    assert await redis_client.get(keys.key(namespace, keys.INTERACTIONS, "r5")) == b"not a hash"
+    assert drops == [("rejected", 1)]
+    assert a.flush_failures == 0
 
 
 @pytest.mark.redis
