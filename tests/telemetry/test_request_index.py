@@ -376,20 +376,27 @@ def test_the_local_copy_is_compact_and_shares_repeated_strings() -> None:
     assert held_entry("r3", held_form(no_context)) == IndexedRequest.from_interaction(no_context)
 
 
+def publisher_and_reader(
+    client: aioredis.Redis, namespace: str
+) -> tuple[RedisRequestIndex, RedisRequestIndex, list[tuple[str, int]]]:
+    """Two replicas' indexes on one namespace, and what the first one drops."""
+    drops: list[tuple[str, int]] = []
+    a = RedisRequestIndex(
+        client,
+        namespace=namespace,
+        settings=FAST,
+        on_drop=lambda reason, n: drops.append((reason, n)),
+    )
+    return a, RedisRequestIndex(client, namespace=namespace, settings=FAST), drops
+
+
 @pytest.mark.redis
 async def test_an_entry_redis_refuses_loses_no_other_entry(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
     """Redis refuses an entry whose key holds another type (WRONGTYPE): that entry alone
     is dropped as ``rejected``; the others, before and after it, are published."""
-    drops: list[tuple[str, int]] = []
-    a = RedisRequestIndex(
-        redis_client,
-        namespace=namespace,
-        settings=FAST,
-        on_drop=lambda reason, n: drops.append((reason, n)),
-    )
-    b = RedisRequestIndex(redis_client, namespace=namespace, settings=FAST)
+    a, b, drops = publisher_and_reader(redis_client, namespace)
     await redis_client.set(keys.key(namespace, keys.INTERACTIONS, "r5"), "not a hash")
     for i in range(8):
         a.record(make_ix(f"r{i}"))
@@ -404,14 +411,7 @@ async def test_an_entry_redis_refuses_loses_no_other_entry(
 async def test_a_poison_entry_loses_no_other_entry(
     redis_client: aioredis.Redis, namespace: str
 ) -> None:
-    drops: list[tuple[str, int]] = []
-    a = RedisRequestIndex(
-        redis_client,
-        namespace=namespace,
-        settings=FAST,
-        on_drop=lambda reason, n: drops.append((reason, n)),
-    )
-    b = RedisRequestIndex(redis_client, namespace=namespace, settings=FAST)
+    a, b, drops = publisher_and_reader(redis_client, namespace)
     for i in range(5):
         a.record(make_ix(f"r{i}", subject="\udcff" if i == 2 else "math"))
     await a.flush()

@@ -5,8 +5,9 @@ interval: the sinks of one gateway (window stats, request index, user
 retries) each flush a second's worth of records, and started together and
 sleeping an interval after each flush they ran in the same loop iteration,
 their stalls adding up. Window stats flush at phase 0, the request index at
-1/3 and the user-retry detector at 2/3. A flush that overruns its slot skips the ticks it
-missed; it never makes the loop run back to back to catch up.
+1/3 and the user-retry detector at 2/3. A flush that overruns its slot
+skips the ticks it missed; it never makes the loop run back to back to
+catch up.
 
 A flush in progress is never cancelled half-way (its round trip may already
 have been applied, and retrying it would count twice): stopping cancels the

@@ -77,11 +77,11 @@ class Interaction:
 def packed(ix: Interaction) -> bytes | Interaction:
     """``ix`` as its JSON, for a record held a while; :func:`unpacked` gives it back.
 
-    Bytes are not an object the garbage collector traces or counts. A record
-    is (the dataclass, its two lists, a dict per message), and thousands of
-    records waiting seconds were traced by every collection that found them,
-    with the event loop stopped. A record JSON cannot hold (a lone surrogate
-    in a string) is kept as it is.
+    The garbage collector neither traces nor counts bytes. A record is several
+    objects it does trace (the dataclass, its two lists, a dict per message),
+    and thousands of records waiting seconds were traced by every collection
+    that found them, with the event loop stopped. A record JSON cannot hold
+    (a lone surrogate in a string) is kept as it is.
     """
     try:
         return orjson.dumps(ix)

@@ -351,6 +351,11 @@ class _Asks:
         for name in self.__slots__:
             getattr(self, name).extend(getattr(other, name))
 
+    def drop_oldest(self, count: int) -> None:
+        """Forget the ``count`` oldest asks (in place: a full backlog drops one a request)."""
+        for name in self.__slots__:
+            del getattr(self, name)[:count]
+
 
 class UserRetryDetector:
     """Finds user retries in the background and files them with the window recorder."""
@@ -412,7 +417,7 @@ class UserRetryDetector:
         self._queue.add(retry_key(ix.student_hash, question), ix.created_at, ix.request_id, record)
         excess = self.pending - self._max_queue
         if excess > 0:
-            self._queue = self._queue.part(slice(excess, None))
+            self._queue.drop_oldest(excess)
             self._dropped(excess)
 
     @property
