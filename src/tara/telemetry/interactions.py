@@ -9,10 +9,8 @@ an HMAC of it under a secret key.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-
-import orjson
 
 OnDrop = Callable[[str, int], None]
 """Told ``(reason, count)`` when a sink loses records for good (a metric counts them)."""
@@ -72,28 +70,6 @@ class Interaction:
     relevance: float | None = None
     comment: str | None = None
     rated_at: float | None = None
-
-
-def packed(ix: Interaction) -> bytes | Interaction:
-    """``ix`` as its JSON, for a record held a while; :func:`unpacked` gives it back.
-
-    The garbage collector neither traces nor counts bytes. A record is several
-    objects it does trace (the dataclass, its two lists, a dict per message),
-    and thousands of records waiting seconds were traced by every collection
-    that found them, with the event loop stopped. A record JSON cannot hold
-    (a lone surrogate in a string) is kept as it is.
-    """
-    try:
-        return orjson.dumps(ix)
-    except orjson.JSONEncodeError:
-        return ix
-
-
-def unpacked(held: bytes | Interaction) -> Interaction:
-    """The :class:`Interaction` that :func:`packed` made ``held`` of (a new one)."""
-    if isinstance(held, Interaction):
-        return replace(held)
-    return Interaction(**orjson.loads(held))
 
 
 class InteractionSink(Protocol):

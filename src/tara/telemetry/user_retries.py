@@ -31,13 +31,7 @@ import orjson
 
 from tara import keys
 from tara.telemetry.flush_loop import FlushLoop
-from tara.telemetry.interactions import (
-    Interaction,
-    OnDrop,
-    is_canary_attempt,
-    packed,
-    unpacked,
-)
+from tara.telemetry.interactions import Interaction, OnDrop, is_canary_attempt
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_recorder import WindowRecorder
 
@@ -299,12 +293,12 @@ class RedisRetryMemory:
 
 
 class _Asks:
-    """Asks in parallel lists of strings, numbers and bytes, oldest first.
+    """Asks in parallel lists of strings and numbers beside their records, oldest first.
 
     A busy gateway holds seconds of asks (7,500 at 2,500 requests a second):
-    as objects (a tuple, an ask, a record) each would be traced by the
-    garbage collector, with the event loop stopped; strings, numbers and
-    bytes are not.
+    as objects (a tuple and an ask besides the record) each would be traced
+    by the garbage collector, with the event loop stopped; strings and
+    numbers are not.
     """
 
     __slots__ = ("created", "ids", "keys", "records", "shared_at")
@@ -315,16 +309,14 @@ class _Asks:
         self.keys: list[str] = []
         self.created: list[float] = []
         self.ids: list[str] = []
-        self.records: list[bytes | Interaction | None] = []
-        """Each request's record (:func:`~tara.telemetry.interactions.packed`), or ``None``
-        for one the client flagged: counted already, it is shared but never decided."""
+        self.records: list[Interaction | None] = []
+        """Each request's record, or ``None`` for one the client flagged: counted already,
+        it is shared but never decided."""
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(
-        self, key: str, created: float, request_id: str, record: bytes | Interaction | None
-    ) -> None:
+    def add(self, key: str, created: float, request_id: str, record: Interaction | None) -> None:
         self.keys.append(key)
         self.created.append(created)
         self.ids.append(request_id)
@@ -399,12 +391,10 @@ class UserRetryDetector:
         that replaced one carries the same question and would look like a
         retry of it.
 
-        The question is normalised and the record packed here, a few
-        microseconds a request once its answer is sent: at the flush, a
-        second's worth of them at once (~25 ms at 2,500 requests a second)
-        held the event loop, the longest stall of a busy gateway. Packed
-        records leave the garbage collector nothing to trace while they wait
-        (:func:`~tara.telemetry.interactions.packed`).
+        The question is normalised and hashed here, a few microseconds a
+        request once its answer is sent: at the flush, a second's worth of them
+        at once (~25 ms at 2,500 requests a second) held the event loop, the
+        longest stall of a busy gateway.
         """
         ix = interaction
         if ix.student_hash is None or not ix.messages or is_canary_attempt(ix.request_id):
@@ -413,7 +403,7 @@ class UserRetryDetector:
         if question is None:
             return
         # A request the client flagged was counted by the window recorder: shared only.
-        record = None if ix.user_retry else packed(ix)
+        record = None if ix.user_retry else ix
         self._queue.add(retry_key(ix.student_hash, question), ix.created_at, ix.request_id, record)
         excess = self.pending - self._max_queue
         if excess > 0:
@@ -468,9 +458,8 @@ class UserRetryDetector:
         for record, hit in zip(due.records, seen, strict=True):
             if hit and record is not None:
                 found += 1
-                ix = unpacked(record)
-                self._recorder.record_user_retry(self._recorder.key_for(ix))
-                self._notify(ix)
+                self._recorder.record_user_retry(self._recorder.key_for(record))
+                self._notify(record)
         self.retries_found += found
         return found
 
