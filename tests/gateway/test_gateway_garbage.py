@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import gc
 from collections import Counter
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
 import httpx
 import pytest
-from gateway_harness import AUTH, MESSAGES, UPSTREAM_KEY, ListSink, gateway_settings
+from gateway_harness import AUTH, MESSAGES, UPSTREAM_KEY, ListSink, closed_url, gateway_settings
 from prometheus_client import CollectorRegistry
 
 from tara.gateway.app import build_gateway
@@ -23,7 +23,7 @@ from tara.gateway.chat import DisconnectWatch
 from tara.gateway.chat_request import ChatRequest
 from tara.gateway.exchange import Exchange
 from tara.sandbox import running_sandbox
-from tara.sandbox.config import Latency, ModelBehaviour, default_config, zero_latency
+from tara.sandbox.config import Errors, Latency, ModelBehaviour, default_config, zero_latency
 from tara.serving import running_server
 
 GATEWAY_TYPES = (Exchange, DisconnectWatch, ChatRequest)
@@ -91,3 +91,61 @@ async def test_served_requests_leave_no_cyclic_garbage(stream: bool) -> None:
     assert [r.status for r in sink.records] == [200] * 5
     left = [type(o).__name__ for o in garbage if isinstance(o, GATEWAY_TYPES)]
     assert left == [], _describe(garbage)
+
+
+def _gateway_garbage(garbage: list[Any]) -> list[str]:
+    """The garbage the gateway made: frames, tracebacks, exceptions and its own objects.
+
+    (The test's httpx client and, on asyncio's own event loop, closed socket
+    transports leave cycles of their own; neither is the gateway's.)
+    """
+    return sorted(
+        {
+            type(o).__name__
+            for o in garbage
+            if isinstance(o, (FrameType, TracebackType, BaseException))
+            or type(o).__module__.startswith("tara.")
+        }
+    )
+
+
+FAILURES = {
+    "upstream_5xx": {"model": "tara-tutor", "messages": MESSAGES},
+    "upstream_refused": {"model": "tara-tutor", "messages": MESSAGES},
+    "bad_body": {"model": "tara-tutor", "messages": "not a list"},
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+async def test_failed_requests_leave_no_cyclic_garbage(failure: str) -> None:
+    # Servers collect cyclic garbage once in minutes (tara.garbage): an error storm must
+    # not fill memory with the tracebacks, retry state and connections of failed requests.
+    base = zero_latency(default_config())
+    failing = ModelBehaviour(
+        latency=base.models["tara-stable"].latency,
+        errors=Errors(rate=1.0, kinds={"server_error": 1.0}, retry_after_seconds=0),
+    )
+    config = base.model_copy(
+        update={"api_keys": [UPSTREAM_KEY], "models": {**base.models, "m-fail": failing}}
+    )
+    async with running_sandbox(config) as up:
+        upstream = closed_url() if failure == "upstream_refused" else up
+        settings = gateway_settings(upstream, tracks={"tara-tutor": {"stable_model": "m-fail"}})
+        gateway = build_gateway(settings, sinks=[ListSink()], registry=CollectorRegistry())
+        async with running_server(gateway) as url, httpx.AsyncClient(timeout=10) as client:
+            gc.collect()
+            gc.disable()
+            try:
+                statuses = [
+                    (
+                        await client.post(
+                            f"{url}/v1/chat/completions", json=FAILURES[failure], headers=AUTH
+                        )
+                    ).status_code
+                    for _ in range(5)
+                ]
+                garbage = _cyclic_garbage()
+            finally:
+                gc.enable()
+    assert statuses == [400 if failure == "bad_body" else 502] * 5
+    assert _gateway_garbage(garbage) == [], _describe(garbage)

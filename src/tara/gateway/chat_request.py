@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from tara.gateway import limits
-from tara.gateway.errors import GatewayError, bad_request
+from tara.gateway.errors import GatewayError, bad_request, settled
 from tara.gateway.limits import TextLimit
 
 CONTEXT_KEYS = ("subject", "language", "grade", "topic")
@@ -223,4 +223,4 @@ def parse_chat_request(
     try:
         return _parse(raw, headers)
     except GatewayError as exc:
-        return exc
+        return settled(exc)

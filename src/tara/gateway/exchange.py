@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from starlette.types import Send
 
-from tara.gateway.errors import SERVER_ERROR, UPSTREAM_ERROR, GatewayError
+from tara.gateway.errors import SERVER_ERROR, UPSTREAM_ERROR, GatewayError, settled
 from tara.gateway.identity import StudentHasher
 from tara.gateway.retries import RetryPolicy
 from tara.gateway.sse import StreamTap, error_event, parse_completion
@@ -183,7 +183,7 @@ class Exchange:
         try:
             return await self._open_timed(self.route)
         except UpstreamError as failure:
-            last = failure
+            last = settled(failure)
         fwd = self.forwarding
         if self.route.variant == "canary" and fwd.settings.fallback_to_stable:
             self.result.failed_canary.append(self._canary_record(last))
@@ -200,7 +200,7 @@ class Exchange:
             try:
                 return await self._open_timed(self.route)
             except UpstreamError as failure:
-                last = failure
+                last = settled(failure)
         log.warning(
             "upstream failed for %s/%s: %s after %d attempt(s)",
             self.request.track,

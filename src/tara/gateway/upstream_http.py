@@ -146,7 +146,9 @@ class _Connection(asyncio.Protocol):
         self.pool = pool
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
-        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = None
+        """Made once connected: it holds this protocol's callbacks, a cycle that a connection
+        attempt that failed (no ``connection_lost`` to break it) would leave as garbage."""
         self.response: UpstreamResponse | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._headers_in: asyncio.Future[None] | None = None
@@ -160,6 +162,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's, but have its methods.
         self.transport = cast("asyncio.Transport", transport)
+        self.parser = httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
         parser = self.parser
