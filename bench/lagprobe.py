@@ -59,6 +59,7 @@ async def probe(out: Path) -> None:
                     "n": len(lags),
                     "max_ms": 1000 * lags[-1],
                     "p99_ms": 1000 * lags[int(0.99 * (len(lags) - 1))],
+                    "gc_young": gc.get_count()[0],
                 }
                 file.write(json.dumps(row) + "\n")
                 file.flush()
@@ -79,6 +80,8 @@ class StallWatch:
         self.beat = time.monotonic()
         self.stacks: collections.Counter[str] = collections.Counter()
         self.gcs: list[tuple[int, float]] = []
+        self.all_gcs: list[tuple[int, float, int]] = []
+        """Every collection: generation, seconds, objects collected (cyclic garbage)."""
         self._gc_start = 0.0
         self.loop_thread = threading.get_ident()
         self.threshold = float(os.environ.get("TARA_BENCH_STALL_MS", "20")) / 1000
@@ -90,6 +93,7 @@ class StallWatch:
             self._gc_start = time.perf_counter()
         else:
             took = time.perf_counter() - self._gc_start
+            self.all_gcs.append((info["generation"], took, info["collected"]))
             if took > 0.005 or info["generation"] == 2:
                 self.gcs.append((info["generation"], took))
 
@@ -114,6 +118,15 @@ class StallWatch:
             file.write(f"GC over 5 ms: {len(self.gcs)}; longest: {sorted(self.gcs)[-10:]}\n")
             file.write(f"full collections (ms): {full}; objects tracked: {len(gc.get_objects())}\n")
             file.write(f"cyclic garbage left at exit: {len(gc.garbage)}\n")
+            for gen in range(3):
+                took = sorted(t * 1000 for g, t, _ in self.all_gcs if g == gen)
+                freed = sum(n for g, _, n in self.all_gcs if g == gen)
+                if took:
+                    median, p90 = took[len(took) // 2], took[int(0.9 * (len(took) - 1))]
+                    file.write(
+                        f"generation {gen}: {len(took)} collections, median {median:.2f} ms,"
+                        f" p90 {p90:.2f} ms, max {took[-1]:.2f} ms, {freed} objects collected\n"
+                    )
             for name, n in garbage.most_common(40):
                 file.write(f"  {n:8d} {name}\n")
             for stack, n in self.stacks.most_common(15):
@@ -162,8 +175,8 @@ def main() -> None:
     out, kind, args = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
     serve = serve_forever
 
-    def probed_serve(app: Any, host: str, port: int, shutdown_timeout: float = 10.0) -> None:
-        serve(Probed(app, out), host, port, shutdown_timeout)
+    def probed_serve(app: Any, host: str, port: int, *args: Any, **kwargs: Any) -> None:
+        serve(Probed(app, out), host, port, *args, **kwargs)
         if STALLS is not None:
             STALLS.dump()
 

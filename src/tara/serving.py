@@ -1,7 +1,7 @@
 """Running ASGI apps under uvicorn: the CLI's servers and the tests' real servers.
 
-``serve_forever`` is what ``tara serve`` and ``tara sandbox`` call: uvloop,
-httptools, graceful shutdown with a timeout, the garbage collector and
+``serve_forever`` is what ``tara serve`` calls: uvloop, httptools, graceful
+shutdown with a timeout, the garbage collector (:mod:`tara.garbage`) and
 glibc's allocator tuned for a long-running server. ``running_server`` starts a real
 uvicorn server on a free loopback port inside the current event loop, for
 integration tests and benchmarks.
@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+
+from tara.garbage import GC_GROWTH_LIMIT, GC_INTERVAL, tune_gc
 
 EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_PORT = 10_000
@@ -83,29 +85,6 @@ def uvicorn_config(
     )
 
 
-GC_YOUNG_THRESHOLD = 10_000
-"""Allocations between collections of the youngest generation (Python's default is 700)."""
-
-
-def tune_gc() -> None:
-    """Set the cyclic garbage collector up for a long-running server.
-
-    Everything alive now (modules, settings, the app) is frozen out of future
-    collections, and the youngest generation is collected after 10,000
-    allocations instead of 700. With the default, the objects of the ~32
-    requests in flight were still alive at each collection, so they were
-    promoted and then traversed again by every older-generation collection;
-    collections cost ~7% of the gateway's instructions per request, and
-    under 1% after this. (Freezing alone is worse than neither: with few
-    objects left in the old generation, its full collections come far more
-    often.)
-    """
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
-
-
 M_MMAP_THRESHOLD = -3
 """glibc's ``mallopt`` parameter for the size from which blocks are mmapped."""
 MMAP_THRESHOLD = 128 * 1024
@@ -154,11 +133,27 @@ class _DrainingServer(uvicorn.Server):
                 self._captured_signals.clear()
 
 
-def serve_forever(app: Any, host: str, port: int, shutdown_timeout: float = 10.0) -> None:
-    """Run ``app`` until SIGINT/SIGTERM, drain for up to ``shutdown_timeout`` s, then return."""
+def serve_forever(
+    app: Any,
+    host: str,
+    port: int,
+    shutdown_timeout: float = 10.0,
+    *,
+    gc_interval: float = GC_INTERVAL,
+    gc_growth_limit: int = GC_GROWTH_LIMIT,
+) -> None:
+    """Run ``app`` until SIGINT/SIGTERM, drain for up to ``shutdown_timeout`` s, then return.
+
+    Cyclic garbage is collected every ``gc_interval`` seconds or after
+    ``gc_growth_limit`` objects, never automatically (:mod:`tara.garbage`).
+    """
     tune_malloc()
-    tune_gc()
-    _DrainingServer(uvicorn_config(app, host, port, shutdown_timeout)).run()
+    collector = tune_gc(gc_interval, gc_growth_limit)
+    try:
+        _DrainingServer(uvicorn_config(app, host, port, shutdown_timeout)).run()
+    finally:
+        collector.stop()
+        gc.enable()
 
 
 @contextlib.asynccontextmanager

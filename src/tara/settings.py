@@ -52,6 +52,12 @@ class ServerSettings(_Section):
     """Largest request body accepted; larger ones get 413 without being read."""
     shutdown_timeout: float = Field(10.0, ge=0)
     """Seconds to drain in-flight requests after SIGTERM before cancelling them."""
+    gc_interval: float = Field(300.0, gt=0)
+    """Most seconds between the gateway's collections of cyclic garbage; automatic
+    collection is off, as its stalls were most of the gateway's tail (``tara.garbage``)."""
+    gc_growth_limit: int = Field(250_000, gt=0)
+    """Objects allocated since the last collection (and still alive) that trigger one sooner:
+    the bound on cyclic garbage between collections."""
     disconnect_watch_after: float = Field(0.02, gt=0)
     """Seconds into a request before the gateway watches for the client leaving; an
     abandoned upstream call runs at most this much longer (a timer is cheaper than a task)."""

@@ -222,16 +222,68 @@ async def test_serve_process_drains_a_stream_on_sigterm(tmp_path: Path) -> None:
     assert UPSTREAM_KEY not in stderr
 
 
-def test_servers_freeze_the_start_up_heap_and_collect_young_objects_less_often() -> None:
-    # In a fresh interpreter: the settings are process-wide.
+def test_servers_freeze_the_start_up_heap_and_collect_on_their_own_schedule() -> None:
+    # In a fresh interpreter: the collector's settings are process-wide.
     code = (
-        "import gc; from tara.serving import GC_YOUNG_THRESHOLD, tune_gc"
-        "; default = gc.get_threshold(); tune_gc(); young, middle, old = gc.get_threshold()"
-        "; assert young == GC_YOUNG_THRESHOLD > default[0], young"
-        "; assert (middle, old) == default[1:]"
+        "import gc; from tara.garbage import tune_gc"
+        "; collector = tune_gc(0.05, 10**9)"
+        "; assert not gc.isenabled()"
         "; assert gc.get_freeze_count() > 1000, gc.get_freeze_count()"
+        "; import time; time.sleep(0.5); collector.stop()"
+        "; assert collector.collections >= 3, collector.collections"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.integration
+async def test_serve_process_collects_garbage_on_the_configured_interval(tmp_path: Path) -> None:
+    # As an operator sees it: automatic collection is off, and full collections come
+    # every TARA_SERVER__GC_INTERVAL seconds (python_gc_collections_total, generation 2).
+    port = free_port()
+    env = serve_env(
+        TARA_SERVER__GC_INTERVAL="0.2",
+        TARA_TELEMETRY__SQLITE_PATH=str(tmp_path / "interactions.db"),
+    )
+    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped below
+        [sys.executable, "-m", "tara", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    async def collections(client: httpx.AsyncClient) -> dict[str, float]:
+        text = (await client.get(f"{base}/metrics")).text
+        prefix = "python_gc_collections_total{generation="
+        return {
+            line[len(prefix) + 1]: float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        }
+
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def ready() -> bool:
+                assert proc.poll() is None, "tara serve exited"
+                try:
+                    return (await client.get(f"{base}/readyz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(ready, "tara serve to be ready", within=30)
+            first = await collections(client)
+            later: dict[str, float] = {}
+
+            async def full_collections_ran() -> bool:
+                later.update(await collections(client))
+                return later["2"] >= first["2"] + 3
+
+            await eventually(full_collections_ran, "three timed full collections", within=20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.communicate, timeout=30)
+    assert (later["0"], later["1"]) == (first["0"], first["1"])  # nothing automatic
 
 
 def test_servers_fix_the_mmap_threshold_of_glibc() -> None:

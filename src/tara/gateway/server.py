@@ -136,5 +136,13 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
             "it refuses to start them; %s",
             HOW_TO_SHARE,
         )
-    serve_forever(app, host, port, settings.server.shutdown_timeout)
+    srv = settings.server
+    serve_forever(
+        app,
+        host,
+        port,
+        srv.shutdown_timeout,
+        gc_interval=srv.gc_interval,
+        gc_growth_limit=srv.gc_growth_limit,
+    )
     return 0
