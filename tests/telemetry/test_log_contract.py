@@ -197,6 +197,19 @@ async def test_a_batch_of_feedback_with_a_poison_record_is_refused_whole(
     assert got.rating == 4
 
 
+async def test_user_retry_flags_set_only_the_flag(store: InteractionLog) -> None:
+    await store.write_batch([make(1, answer=TAMIL_A), make(2), make(3)])
+    await store.apply_feedback(Feedback("req-000001", 2, ["wrong"], None, "again", T0 + 9))
+    before = await store.get("req-000001")
+    await store.mark_user_retries(["req-000001", "req-000003", "req-000099"])  # 99: never written
+    await store.mark_user_retries([])
+    flagged = {ix.request_id: ix.user_retry async for ix in store.iter_interactions()}
+    assert flagged == {"req-000001": True, "req-000002": False, "req-000003": True}
+    assert await store.get("req-000099") is None
+    assert before is not None
+    assert await store.get("req-000001") == dataclasses.replace(before, user_retry=True)
+
+
 async def test_feedback_for_unknown_id_is_kept_until_the_interaction_arrives(
     store: InteractionLog,
 ) -> None:

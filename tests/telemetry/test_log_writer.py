@@ -184,6 +184,7 @@ async def test_off_capture_logs_and_drops_nothing(sqlite_log: SqliteInteractionL
     for n in range(5):
         writer.record(make(n))
         writer.record_feedback(Feedback(f"req-{n:06d}", 5))
+        writer.record_user_retry(f"req-{n:06d}")
     assert writer.queued == 0
     await writer.aclose(timeout=10)
     assert await stored(sqlite_log) == []
@@ -288,13 +289,15 @@ async def test_sqlite_outage_is_spooled_then_replayed_in_order(
         # A rating and then a second one for a row written during the outage: order matters.
         writer.record_feedback(Feedback("req-000004", 1, [], None, None, T0 + 30))
         writer.record_feedback(Feedback("req-000004", 5, [], None, None, T0 + 31))
-        await eventually(lambda: spool.records == 22, "everything spooled", within=20)
+        writer.record_user_retry("req-000007")  # found seconds later: only its flag
+        await eventually(lambda: spool.records == 23, "everything spooled", within=20)
         assert not writer.up
         assert len(await stored(sqlite_log)) == 1
     await eventually(lambda: writer.up, "the spool replayed", within=20)
     rows = await stored(sqlite_log)
     assert [ix.request_id for ix in rows] == [make(n).request_id for n in range(21)]
     assert rows[4].rating == 5
+    assert [ix.request_id for ix in rows if ix.user_retry] == ["req-000007"]
     assert drops.calls == []
     assert (spool.records, spool.size) == (0, 0)
     assert writer.stats.outages == 1

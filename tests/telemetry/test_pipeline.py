@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from tara.state import open_state
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log_backends import open_log
 from tara.telemetry.metrics import MetricsRecorder
-from tara.telemetry.pipeline import FeedbackAccepted, Telemetry, marked_user_retry
+from tara.telemetry.pipeline import FeedbackAccepted, Telemetry
 from tcp_relay import RedisProxy
 
 TRACK = "tara-tutor"
@@ -224,12 +223,19 @@ async def test_feedback_while_redis_is_down_is_unavailable(
         await client.aclose()
 
 
-def test_a_retry_mark_is_a_full_copy() -> None:
-    original = Interaction(
-        "r1", 12.5, "tara-tutor", "all", "canary", "ft-1", "s1", "math", "hi", "9", 200,
-        latency_s=0.3, messages=[{"role": "user", "content": "q"}], answer="a", tags=["wrong"],
-    )  # fmt: skip
-    marked = marked_user_retry(original)
-    assert marked.user_retry
-    assert not original.user_retry
-    assert marked == dataclasses.replace(original, user_retry=True)
+async def test_a_retry_flag_keeps_the_rest_of_the_row_and_its_rating(harness: Harness) -> None:
+    # The detector holds no record: the log gets only the flag, seconds after the row.
+    tel = harness.telemetry
+    first = interaction("k-1", answer="Fifty-six.")
+    harness.record(first)
+    harness.record(interaction("k-2"))
+    assert isinstance(await tel.submit_feedback("k-2", 2, ["wrong"]), FeedbackAccepted)
+    await tel.flush()
+    row = await tel.log.get("k-1")
+    assert row is not None
+    assert not row.user_retry  # the original, not the retry
+    again = await tel.log.get("k-2")
+    assert again is not None
+    assert again.user_retry
+    assert (again.rating, again.tags) == (2, ["wrong"])
+    assert again.messages == first.messages

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tara.telemetry.interactions import Interaction
-from tara.telemetry.log import Feedback
+from tara.telemetry.log import Feedback, UserRetryMark
 from tara.telemetry.spool import Spool, SpoolUnavailableError, decode, encode
 
 T0 = 1_700_000_000.0
@@ -39,6 +39,7 @@ def test_every_item_survives_the_round_trip_lone_surrogates_included() -> None:
         make(2, subject="\udcff", tags=["wrong"], rating=2, rated_at=T0 + 5),
         Feedback("req-000001", 4, ["cultural"], 0.5, "நன்றி", T0 + 9),
         Feedback("req-000002", 1, [], None, "\udcfe", T0 + 10),
+        UserRetryMark("req-000002"),
     ]
     for item in items:
         line = encode(item)
@@ -48,7 +49,15 @@ def test_every_item_survives_the_round_trip_lone_surrogates_included() -> None:
 
 
 @pytest.mark.parametrize(
-    "line", [b"not json\n", b"[1, 2]\n", b'{"x": {}}\n', b'{"i": {"request_id": "r"}}\n', b"{}\n"]
+    "line",
+    [
+        b"not json\n",
+        b"[1, 2]\n",
+        b'{"x": {}}\n',
+        b'{"i": {"request_id": "r"}}\n',
+        b"{}\n",
+        b'{"u": {}}\n',
+    ],
 )
 def test_a_line_that_is_no_record_does_not_decode(line: bytes) -> None:
     with pytest.raises(ValueError):

@@ -81,3 +81,20 @@ class InteractionSink(Protocol):
 
     def record(self, interaction: Interaction) -> None:
         """Take one finished interaction."""
+
+
+class Labelled(Protocol):
+    """What a request is counted under: an :class:`Interaction`, or a retry found later."""
+
+    @property
+    def created_at(self) -> float: ...
+    @property
+    def track(self) -> str: ...
+    @property
+    def segment(self) -> str: ...
+    @property
+    def variant(self) -> str: ...
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def language(self) -> str | None: ...

@@ -73,6 +73,17 @@ class Feedback:
 
 
 @dataclass(frozen=True, slots=True)
+class UserRetryMark:
+    """A logged request that the retry detector found the student asked again.
+
+    Found seconds after the request was logged, so only its flag is written:
+    the detector need not hold the whole record until then.
+    """
+
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class InteractionFilter:
     """Which interactions :meth:`InteractionLog.iter_interactions` yields.
 
@@ -123,6 +134,13 @@ class InteractionLog(Protocol):
 
         All or nothing: a refused record fails the whole batch, so the caller
         can split it and keep the others.
+        """
+
+    async def mark_user_retries(self, request_ids: Sequence[str]) -> None:
+        """Set ``user_retry`` on the stored interactions with these ids, in one round trip.
+
+        An id with no stored interaction is skipped: its record was dropped or
+        refused, and the retry is counted in the window stats all the same.
         """
 
     async def get(self, request_id: str) -> Interaction | None:

@@ -5,7 +5,7 @@ a request id starts with the arrival time in milliseconds as 12 hex digits
 (:func:`tara.gateway.chat.new_request_id`), so one month is one range of ids,
 and ``request_id`` stays the primary key on its own (PostgreSQL wants the
 partition key inside every unique key). Upserts, early feedback and the
-user-retry re-record keep conflicting on ``request_id`` alone, exactly as
+user-retry flag keep finding their row by ``request_id`` alone, exactly as
 before partitioning. Rows whose id carries no time (tests, imports) go to the
 ``DEFAULT`` partition; rows from before partitioning stay in
 ``interactions_legacy`` (ids up to the month of the migration).

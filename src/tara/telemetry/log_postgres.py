@@ -239,6 +239,16 @@ class PostgresInteractionLog:
             [clean_text(fb.comment) for fb in last.values()],
         )
 
+    async def mark_user_retries(self, request_ids: Sequence[str]) -> None:
+        """Flag the stored interactions with these ids as user retries, in one statement."""
+        if not request_ids:
+            return
+        pool = await self._connected()
+        await pool.execute(
+            "UPDATE interactions SET user_retry = true WHERE request_id = ANY($1::text[])",
+            list(request_ids),
+        )
+
     async def get(self, request_id: str) -> Interaction | None:
         """The stored interaction, or ``None``."""
         pool = await self._connected()

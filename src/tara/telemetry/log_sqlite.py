@@ -71,6 +71,9 @@ RETURNING recorded
 """
 
 
+_MARK_USER_RETRY = "UPDATE interactions SET user_retry = 1 WHERE request_id = ?"
+
+
 def _feedback_params(fb: Feedback) -> tuple[Any, ...]:
     tags = orjson.dumps(fb.tags).decode()
     return (fb.request_id, fb.rated_at, fb.rating, tags, fb.relevance, fb.comment, fb.rated_at)
@@ -251,6 +254,13 @@ class SqliteInteractionLog:
             for params in rows:
                 db.execute(_FEEDBACK, params).fetchall()
 
+    def _mark_user_retries(self, request_ids: list[tuple[str]]) -> None:
+        db = self._db()
+        with _transaction(db):
+            db.executemany(
+                "UPDATE interactions SET user_retry = 1 WHERE request_id = ?", request_ids
+            )
+
     def _get(self, request_id: str) -> Interaction | None:
         row = self._db().execute(f"{_SELECT} WHERE request_id = ? AND recorded", (request_id,))
         found = row.fetchone()
@@ -316,6 +326,11 @@ class SqliteInteractionLog:
         """Store feedback in order, in one transaction."""
         if feedback:
             await self._run(self._feedback_many, [_feedback_params(fb) for fb in feedback])
+
+    async def mark_user_retries(self, request_ids: Sequence[str]) -> None:
+        """Flag the stored interactions with these ids as user retries, in one transaction."""
+        if request_ids:
+            await self._run(self._mark_user_retries, [(rid,) for rid in request_ids])
 
     async def get(self, request_id: str) -> Interaction | None:
         """The stored interaction, or ``None``."""

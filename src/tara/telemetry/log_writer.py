@@ -55,7 +55,7 @@ from tenacity import (
 
 from tara.telemetry.config import TelemetrySettings
 from tara.telemetry.interactions import Capture, Interaction, OnDrop
-from tara.telemetry.log import Feedback, InteractionLog
+from tara.telemetry.log import Feedback, InteractionLog, UserRetryMark
 from tara.telemetry.spool import Entry, Item, Spool, SpoolUnavailableError
 
 log = logging.getLogger(__name__)
@@ -199,6 +199,11 @@ class InteractionLogWriter:
             feedback = dataclasses.replace(feedback, comment=None)
         self._enqueue(feedback)
 
+    def record_user_retry(self, request_id: str) -> None:
+        """Queue a user-retry flag for a request queued earlier (it is applied after it)."""
+        if self.capture != "off":
+            self._enqueue(UserRetryMark(request_id))
+
     def _enqueue(self, item: Item) -> None:
         pending = self._pending
         if self._closed:
@@ -339,13 +344,16 @@ class InteractionLogWriter:
 
     # -- writing, and isolating a refused record ---------------------------
     async def _apply(self, items: Sequence[Item]) -> None:
-        """One attempt at writing ``items`` (interactions in one batch, then feedback in order)."""
+        """One attempt at writing ``items``: interactions, then feedback, then user-retry flags."""
         interactions = [i for i in items if isinstance(i, Interaction)]
         if interactions:
             await self.store.write_batch(interactions)
         feedback = [i for i in items if isinstance(i, Feedback)]
         if feedback:
             await self.store.apply_feedback_batch(feedback)
+        retries = [i.request_id for i in items if isinstance(i, UserRetryMark)]
+        if retries:
+            await self.store.mark_user_retries(retries)
 
     async def _reachable(self) -> bool:
         try:

@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from tara.telemetry.interactions import Interaction
+from tara.telemetry.interactions import Interaction, Labelled
 from tara.telemetry.metric_tally import CounterTally, Folder, HistogramTally
 
 LATENCY_BUCKETS = (
@@ -368,7 +368,7 @@ class MetricsRecorder:
             )
         tally.observe(seconds)
 
-    def user_retry(self, interaction: Interaction) -> None:
+    def user_retry(self, interaction: Labelled) -> None:
         """The student asked again (a regenerate tap, or the same question detected later)."""
         i = interaction
         self.user_retries.labels(

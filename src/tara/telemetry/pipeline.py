@@ -18,7 +18,6 @@ triggers read; Prometheus is for dashboards and alerts.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from tara.settings import Settings
-from tara.telemetry.interactions import Interaction, InteractionSink, OnDrop
+from tara.telemetry.interactions import InteractionSink, OnDrop
 from tara.telemetry.log import Feedback as LogFeedback
 from tara.telemetry.log import InteractionLog
 from tara.telemetry.log_backends import open_log
@@ -38,7 +37,7 @@ from tara.telemetry.request_index import (
     IndexedRequest,
     IndexUnavailableError,
 )
-from tara.telemetry.user_retries import UserRetryDetector
+from tara.telemetry.user_retries import RetryFound, UserRetryDetector
 from tara.telemetry.window_recorder import WindowRecorder
 
 if TYPE_CHECKING:
@@ -231,11 +230,10 @@ class Telemetry:
         return FeedbackAccepted(request, replaced=previous is not None)
 
     # -- user retries ------------------------------------------------------------------
-    def _on_retry(self, interaction: Interaction) -> None:
-        """A detected retry: count it and mark the request in the log."""
-        self.metrics.user_retry(interaction)
-        # An upsert of the whole record: rewriting it is harmless and keeps feedback.
-        self.writer.record(marked_user_retry(interaction))
+    def _on_retry(self, retry: RetryFound) -> None:
+        """A detected retry: count it and flag the request in the log."""
+        self.metrics.user_retry(retry)
+        self.writer.record_user_retry(retry.request_id)
 
 
 def _count_drops(metrics: MetricsRecorder, sink: str, part: object) -> None:
@@ -246,8 +244,3 @@ def _count_drops(metrics: MetricsRecorder, sink: str, part: object) -> None:
     """
     if isinstance(part, _Bounded):
         part.on_drop = lambda reason, n: metrics.telemetry_drop(sink, reason, n)
-
-
-def marked_user_retry(ix: Interaction) -> Interaction:
-    """A copy of ``ix`` with ``user_retry`` set."""
-    return dataclasses.replace(ix, user_retry=True)

@@ -5,7 +5,8 @@ appends what it cannot write to this file and replays it, in order, once the
 store is back; a gateway restarted after a crash replays a spool left behind.
 
 Format: JSON lines, one record each: ``{"i": {...}}`` for an interaction,
-``{"f": {...}}`` for feedback (the dataclass fields). A record is complete
+``{"f": {...}}`` for feedback, ``{"u": {"request_id": ...}}`` for a user-retry mark
+(the dataclass fields). A record is complete
 when its newline is on disk. Records whose text is not valid UTF-8 (lone
 surrogates, as undecodable request headers become) are written with ASCII
 escapes so they survive the round trip; the store then rejects them on replay
@@ -45,14 +46,16 @@ from typing import IO, Any, TypeVar
 import orjson
 
 from tara.telemetry.interactions import Interaction
-from tara.telemetry.log import Feedback
+from tara.telemetry.log import Feedback, UserRetryMark
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-Item = Interaction | Feedback
+Item = Interaction | Feedback | UserRetryMark
 """What the log writer queues, spools and replays."""
+
+_TAGS: dict[type[Item], str] = {Interaction: "i", Feedback: "f", UserRetryMark: "u"}
 
 _INTERACTION_FIELDS = frozenset(f.name for f in dataclasses.fields(Interaction))
 _FEEDBACK_FIELDS = frozenset(f.name for f in dataclasses.fields(Feedback))
@@ -60,7 +63,7 @@ _FEEDBACK_FIELDS = frozenset(f.name for f in dataclasses.fields(Feedback))
 
 def encode(item: Item) -> bytes:
     """One spool line (newline included) for ``item``."""
-    tag = "i" if isinstance(item, Interaction) else "f"
+    tag = _TAGS[type(item)]
     try:
         return orjson.dumps({tag: item}, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError:  # lone surrogates: orjson refuses them, ASCII escapes keep them
@@ -83,7 +86,9 @@ def decode(line: bytes) -> Item:
             return Interaction(**{k: v for k, v in fields.items() if k in _INTERACTION_FIELDS})
         if tag == "f":
             return Feedback(**{k: v for k, v in fields.items() if k in _FEEDBACK_FIELDS})
-    except (TypeError, AttributeError) as exc:
+        if tag == "u":
+            return UserRetryMark(fields["request_id"])
+    except (TypeError, AttributeError, KeyError) as exc:
         raise ValueError(str(exc)) from exc
     msg = f"unknown spool record kind {tag!r}"
     raise ValueError(msg)

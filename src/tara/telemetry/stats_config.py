@@ -66,7 +66,7 @@ class TelemetryStatsSettings(BaseModel):
     oldest are forgotten, and those still inside the window are counted
     (``user_retries``/``memory_full``): a retry of them goes unnoticed. Redis expires its
     own."""
-    user_retry_backlog: int = Field(20_000, gt=0)
+    user_retry_backlog: int = Field(50_000, gt=0)
     """Requests waiting for their retry check (queued, or shared and settling: about
     ``flush_interval + user_retry_settle_seconds`` of traffic); past it the oldest are
     never checked (``user_retries``/``backlog_full``)."""

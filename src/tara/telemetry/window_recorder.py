@@ -29,7 +29,7 @@ from operator import attrgetter
 from typing import cast
 
 from tara.telemetry.flush_loop import FlushLoop
-from tara.telemetry.interactions import Interaction, OnDrop
+from tara.telemetry.interactions import Interaction, Labelled, OnDrop
 from tara.telemetry.request_index import CountedFeedback
 from tara.telemetry.stats_config import TelemetryStatsSettings
 from tara.telemetry.window_fields import (
@@ -144,7 +144,7 @@ class WindowRecorder:
         """Buckets waiting for the next flush."""
         return len(self._pending)
 
-    def key_for(self, ix: Interaction) -> WindowKey:
+    def key_for(self, ix: Labelled) -> WindowKey:
         """The window bucket of a request."""
         return WindowKey(
             ix.track, ix.segment, ix.variant, bucket_start(ix.created_at, self._bucket_seconds)
