@@ -21,18 +21,15 @@ thread collects instead:
 Each collection is a full one: it traverses every object created since
 start-up (the start-up heap is frozen out of it), so it costs what the
 requests in flight and the telemetry waiting to be flushed hold: tens of
-milliseconds under full load, once a minute instead of ~10 ms every second.
+milliseconds under full load, once in minutes instead of ~10 ms every second.
 Collections are counted in ``python_gc_collections_total`` as before.
 """
 
 from __future__ import annotations
 
 import gc
-import logging
 import threading
 import time
-
-log = logging.getLogger(__name__)
 
 GC_INTERVAL = 300.0
 """Seconds between full collections at most (``server.gc_interval``)."""

@@ -96,6 +96,19 @@ def serve_env(**variables: str) -> dict[str, str]:
     return {**env, "TARA_LOG_LEVEL": "INFO", **variables}
 
 
+async def until_ready(proc: subprocess.Popen[bytes], client: httpx.AsyncClient, base: str) -> None:
+    """Wait for a ``tara serve`` process to answer ``/readyz`` with 200."""
+
+    async def ready() -> bool:
+        assert proc.poll() is None, "tara serve exited"
+        try:
+            return (await client.get(f"{base}/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(ready, "tara serve to be ready", within=30)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "variables"),
@@ -144,15 +157,7 @@ async def test_insecure_dev_keys_flag_lets_it_start(
     )
     try:
         async with httpx.AsyncClient(timeout=5) as client:
-
-            async def ready() -> bool:
-                assert proc.poll() is None, "tara serve exited"
-                try:
-                    return (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(ready, "tara serve to be ready", within=30)
+            await until_ready(proc, client, f"http://127.0.0.1:{port}")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.to_thread(proc.communicate, timeout=30)
@@ -263,15 +268,7 @@ async def test_serve_process_collects_garbage_on_the_configured_interval(tmp_pat
 
     try:
         async with httpx.AsyncClient(timeout=5) as client:
-
-            async def ready() -> bool:
-                assert proc.poll() is None, "tara serve exited"
-                try:
-                    return (await client.get(f"{base}/readyz")).status_code == 200
-                except httpx.TransportError:
-                    return False
-
-            await eventually(ready, "tara serve to be ready", within=30)
+            await until_ready(proc, client, base)
             first = await collections(client)
             later: dict[str, float] = {}
 

@@ -257,9 +257,7 @@ class SqliteInteractionLog:
     def _mark_user_retries(self, request_ids: list[tuple[str]]) -> None:
         db = self._db()
         with _transaction(db):
-            db.executemany(
-                "UPDATE interactions SET user_retry = 1 WHERE request_id = ?", request_ids
-            )
+            db.executemany(_MARK_USER_RETRY, request_ids)
 
     def _get(self, request_id: str) -> Interaction | None:
         row = self._db().execute(f"{_SELECT} WHERE request_id = ? AND recorded", (request_id,))

@@ -4,13 +4,12 @@ When the interaction log is unreachable (or not migrated yet), the writer
 appends what it cannot write to this file and replays it, in order, once the
 store is back; a gateway restarted after a crash replays a spool left behind.
 
-Format: JSON lines, one record each: ``{"i": {...}}`` for an interaction,
-``{"f": {...}}`` for feedback, ``{"u": {"request_id": ...}}`` for a user-retry mark
-(the dataclass fields). A record is complete
-when its newline is on disk. Records whose text is not valid UTF-8 (lone
-surrogates, as undecodable request headers become) are written with ASCII
-escapes so they survive the round trip; the store then rejects them on replay
-like any other poison record.
+Format: JSON lines, one record each (the dataclass fields): ``{"i": {...}}``
+for an interaction, ``{"f": {...}}`` for feedback, ``{"u": {...}}`` for a
+user-retry flag. A record is complete when its newline is on disk. Records
+whose text is not valid UTF-8 (lone surrogates, as undecodable request
+headers become) are written with ASCII escapes so they survive the round
+trip; the store then rejects them on replay like any other poison record.
 
 Crash safety: every append is one ``write`` followed by ``fsync``, and the
 writer appends at most once per flush interval during an outage, so a power
