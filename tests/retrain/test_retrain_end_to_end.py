@@ -182,6 +182,7 @@ async def test_a_rolled_back_canary_keeps_its_segment_cooling_down(tmp_path: Pat
                 )
                 run = await _only_run(state)
                 assert run is not None
+                assert run.rollout_id is not None, (run.state, run.reason)
                 assert run.ended_at is not None
                 ended_at = run.ended_at
 
@@ -204,7 +205,7 @@ async def test_a_rolled_back_canary_keeps_its_segment_cooling_down(tmp_path: Pat
                 )
             ledger = (await state.ledger.load()).ledger
             assert len(await state.runs.list()) == 1
-            rollout = await stack.service.get(run.rollout_id or "")
+            rollout = await stack.service.get(run.rollout_id)
         assert run.state is RunState.ROLLED_BACK, run.reason
         assert rollout.phase.value == "rolled_back"
         assert rollout.history[-1].actor == "controller"
