@@ -1,13 +1,16 @@
 """How Tara runs async code: a command's event loop, and background loops as ``poll``.
 
-Background loops are written one way: ``async for _ in poll(interval)``; long
-work that must not hold a loop up runs in a thread of its own (:func:`run_in_thread`).
+Background loops are written one way: ``async for _ in poll(interval)``, or
+``ticks(interval, phase=...)`` for loops that must keep a fixed rate at their
+own phase (the telemetry flushes); long work that must not hold a loop up
+runs in a thread of its own (:func:`run_in_thread`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +30,21 @@ async def poll(interval: float, *, once: bool = False) -> AsyncIterator[None]:
         if once:
             return
         await asyncio.sleep(interval)
+
+
+async def ticks(interval: float, *, phase: float = 0.0) -> AsyncIterator[None]:
+    """Yield at ``phase`` intervals from now, then at every interval after (a fixed rate).
+
+    ``0 <= phase < 1``. An iteration that overruns its slot skips the ticks it
+    missed: the loop never runs back to back to catch up.
+    """
+    loop = asyncio.get_running_loop()
+    first = loop.time() + phase * interval
+    tick = 0
+    while True:
+        await asyncio.sleep(first + tick * interval - loop.time())
+        yield None
+        tick = max(tick + 1, math.floor((loop.time() - first) / interval) + 1)
 
 
 def run_in_loop(coro: Coroutine[Any, Any, Any]) -> None:

@@ -91,14 +91,10 @@ def settled(exc: E) -> E:
     An upstream failure left ~240 such objects a request; a failure that was
     logged and answered needs none of them.
     """
-    chain: list[BaseException] = []
     pending: list[BaseException | None] = [exc]
     while pending:
         e = pending.pop()
-        if e is None or any(e is seen for seen in chain):
-            continue
-        chain.append(e)
-        pending += (e.__cause__, e.__context__)
-    for e in chain:
-        e.__traceback__ = e.__cause__ = e.__context__ = None
+        if e is not None:  # cleared as it is reached, so a cycle of causes ends here
+            pending += (e.__cause__, e.__context__)
+            e.__traceback__ = e.__cause__ = e.__context__ = None
     return exc

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Awaitable, Callable
+
+from tara.loops import ticks
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,8 @@ class FlushLoop:
         if once:
             await self._flush_shielded()
             return
-        loop = asyncio.get_running_loop()
-        interval = self._interval
-        first = loop.time() + self._phase * interval
-        tick = 0
-        while True:
-            await asyncio.sleep(first + tick * interval - loop.time())
+        async for _ in ticks(self._interval, phase=self._phase):
             await self._flush_shielded()
-            # The next tick still ahead: an overrun skips the ticks it missed.
-            tick = max(tick + 1, math.floor((loop.time() - first) / interval) + 1)
 
     async def stop(self) -> None:
         """Stop the loop, wait for a running flush, and flush once more."""
