@@ -12,7 +12,8 @@ shared machine does hits them alike:
   added TTFB against the upstream called directly at the same rate;
 * streaming CPU per request at 1, 32 and 256 concurrent (20 chunks over 20 ms);
 * 1,000 concurrent streams (60 ms to first token, 20 chunks over 1 s):
-  errors, p99 added TTFB, RSS per open stream;
+  errors, p99 added TTFB, RSS per open stream (run before the CPU points, so
+  the RSS growth is measured on servers that have only been warmed up);
 * the ``tara_gateway_overhead_seconds`` p99 the gateway itself reports.
 
 The servers run pinned to core 0 (``taskset``); this load generator and the
@@ -318,7 +319,7 @@ def open_streams(
     dur = 6.0 if b.quick else 15.0
     res: dict[str, list[tuple[float, int, float]]] = {}
     rss_kib_at: dict[str, tuple[int, int]] = {}
-    """The last round's RSS before the streams and at their peak (KiB), by target."""
+    """The first round's RSS before the streams and at their peak (KiB), by target."""
     for _ in range(b.rounds):
         for t in (direct, gw, *bares):
             before = rss_kib(t.pid)
@@ -338,7 +339,7 @@ def open_streams(
                 stop.set()
                 watcher.join()
             per_stream = (max(peak) - before) / n
-            rss_kib_at[t.name] = (before, max(peak))
+            rss_kib_at.setdefault(t.name, (before, max(peak)))
             res.setdefault(t.name, []).append((r.pct(0.99, r.ttfb), errors(r), per_stream))
     d = med([x[0] for x in res[direct.name]])
 
@@ -352,8 +353,8 @@ def open_streams(
         return max(x[2] for x in res[t.name])
 
     def rss_cell(t: Target) -> str:
-        # Growth alone reads 0 when earlier points already grew the heap past what the
-        # streams need (glibc keeps freed memory): the absolute figures say so.
+        # A later round's growth reads ~0 (glibc keeps what the first round freed): the
+        # row takes the largest growth, and the absolute figures are the first round's.
         before, top = (kib / 1024 for kib in rss_kib_at[t.name])
         return f"{rss(t):.1f} KiB (peak {top:.0f} MiB, {before:.0f} before)"
 
@@ -502,10 +503,13 @@ def main() -> int:
             rows += sat_rows
         if not only or "open" in only:
             rows += open_loop(bench, gw, bares, direct, rates)
-        if not only or "cpu" in only:
-            rows += request_cpu(bench, gw_cpu, bares_cpu)
+        # The streams come before the CPU points: their RSS growth is measured on servers
+        # that have only been warmed up (the CPU points at saturation grow the heap past
+        # what the streams need, and glibc keeps what was freed).
         if not only or "streams" in only:
             rows += open_streams(bench, gw_cpu, bares_cpu, direct)
+        if not only or "cpu" in only:
+            rows += request_cpu(bench, gw_cpu, bares_cpu)
         if args.open_rate:
             return _write(rows, args.out)
         rows.append(overhead_cost(rows))
