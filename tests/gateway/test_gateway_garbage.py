@@ -8,8 +8,10 @@ it ends, by reference counting alone.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections import Counter
+from collections.abc import Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -23,7 +25,14 @@ from tara.gateway.chat import DisconnectWatch
 from tara.gateway.chat_request import ChatRequest
 from tara.gateway.exchange import Exchange
 from tara.sandbox import running_sandbox
-from tara.sandbox.config import Errors, Latency, ModelBehaviour, default_config, zero_latency
+from tara.sandbox.config import (
+    Errors,
+    Latency,
+    ModelBehaviour,
+    SandboxConfig,
+    default_config,
+    zero_latency,
+)
 from tara.serving import running_server
 
 GATEWAY_TYPES = (Exchange, DisconnectWatch, ChatRequest)
@@ -56,15 +65,35 @@ def _cyclic_garbage() -> list[Any]:
         gc.garbage.clear()
 
 
+@contextlib.contextmanager
+def _collector_off() -> Iterator[None]:
+    """No automatic collection in the block, after freeing what earlier tests left.
+
+    Garbage only saved for inspection stays garbage and would be found again
+    (how a test here once failed in CI, on an exchange of another test's that
+    the collector had not reached yet).
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _sandbox_with(model: str, behaviour: ModelBehaviour) -> SandboxConfig:
+    """The instant sandbox, with the gateway's upstream key and one extra model."""
+    base = zero_latency(default_config())
+    return base.model_copy(
+        update={"api_keys": [UPSTREAM_KEY], "models": {**base.models, model: behaviour}}
+    )
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_served_requests_leave_no_cyclic_garbage(stream: bool) -> None:
-    base = zero_latency(default_config())
     # Slower than the disconnect watch's delay, so every request starts and stops a watcher.
     slow = ModelBehaviour(latency=Latency(ttft_median_ms=30, ttft_sigma=0, token_delay_ms=1))
-    config = base.model_copy(
-        update={"api_keys": [UPSTREAM_KEY], "models": {**base.models, "m-slow": slow}}
-    )
-    async with running_sandbox(config) as up:
+    async with running_sandbox(_sandbox_with("m-slow", slow)) as up:
         settings = gateway_settings(
             up,
             tracks={"tara-tutor": {"stable_model": "m-slow"}},
@@ -74,20 +103,13 @@ async def test_served_requests_leave_no_cyclic_garbage(stream: bool) -> None:
         gateway = build_gateway(settings, sinks=[sink], registry=CollectorRegistry())
         body = {"model": "tara-tutor", "messages": MESSAGES, "stream": stream}
         async with running_server(gateway) as url, httpx.AsyncClient(timeout=10) as client:
-            # Free what earlier tests left: garbage only saved for inspection stays garbage
-            # and would be found again below (how this test once failed in CI, on an
-            # exchange of another test's that the collector had not reached yet).
-            gc.collect()
-            gc.disable()
-            try:
+            with _collector_off():
                 for _ in range(5):
                     response = await client.post(
                         f"{url}/v1/chat/completions", json=body, headers=AUTH
                     )
                     assert response.status_code == 200
                 garbage = _cyclic_garbage()
-            finally:
-                gc.enable()
     assert [r.status for r in sink.records] == [200] * 5
     left = [type(o).__name__ for o in garbage if isinstance(o, GATEWAY_TYPES)]
     assert left == [], _describe(garbage)
@@ -120,22 +142,16 @@ FAILURES = {
 async def test_failed_requests_leave_no_cyclic_garbage(failure: str) -> None:
     # Servers collect cyclic garbage once in minutes (tara.garbage): an error storm must
     # not fill memory with the tracebacks, retry state and connections of failed requests.
-    base = zero_latency(default_config())
     failing = ModelBehaviour(
-        latency=base.models["tara-stable"].latency,
+        latency=zero_latency(default_config()).models["tara-stable"].latency,
         errors=Errors(rate=1.0, kinds={"server_error": 1.0}, retry_after_seconds=0),
     )
-    config = base.model_copy(
-        update={"api_keys": [UPSTREAM_KEY], "models": {**base.models, "m-fail": failing}}
-    )
-    async with running_sandbox(config) as up:
+    async with running_sandbox(_sandbox_with("m-fail", failing)) as up:
         upstream = closed_url() if failure == "upstream_refused" else up
         settings = gateway_settings(upstream, tracks={"tara-tutor": {"stable_model": "m-fail"}})
         gateway = build_gateway(settings, sinks=[ListSink()], registry=CollectorRegistry())
         async with running_server(gateway) as url, httpx.AsyncClient(timeout=10) as client:
-            gc.collect()
-            gc.disable()
-            try:
+            with _collector_off():
                 statuses = [
                     (
                         await client.post(
@@ -145,7 +161,5 @@ async def test_failed_requests_leave_no_cyclic_garbage(failure: str) -> None:
                     for _ in range(5)
                 ]
                 garbage = _cyclic_garbage()
-            finally:
-                gc.enable()
     assert statuses == [400 if failure == "bad_body" else 502] * 5
     assert _gateway_garbage(garbage) == [], _describe(garbage)
