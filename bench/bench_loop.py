@@ -8,34 +8,40 @@ shared machine does hits them alike:
 * saturation (256 concurrent, 60 ms upstream): p99 latency (non-streamed)
   and p99 time to first byte (streamed), with the event-loop lag of each
   server (``bench/lagprobe.py``: worst wake-up delay and worst per-second p99);
-* an open loop at 70% of the gateway's saturated rate: p99 added latency and
-  added TTFB against the upstream called directly at the same rate;
+* an open loop at ~70% of one core's capacity (the arrival rate that keeps
+  the gateway's core 70% busy, found by three short calibration runs from
+  70% of its saturated rate): p99 added latency and added TTFB against the
+  upstream called directly at the same rate, and how busy each server was;
 * streaming CPU per request at 1, 32 and 256 concurrent (20 chunks over 20 ms);
 * 1,000 concurrent streams (60 ms to first token, 20 chunks over 1 s):
   errors, p99 added TTFB, RSS per open stream (run before the CPU points, so
   the RSS growth is measured on servers that have only been warmed up);
 * the ``tara_gateway_overhead_seconds`` p99 the gateway itself reports.
 
-The servers run pinned to core 0 (``taskset``); this load generator and the
-fake upstream (``bench/fake_upstream.py``) to core 1. The gateway runs as in
+The servers run pinned to core 0 (``taskset``); this load generator, the
+fake upstream (``bench/fake_upstream.py``) and the gateways' Redis (a
+``redis-server`` of the bench's own) to core 1. The gateway runs as in
 production: routing table in Redis with a 10% canary, Prometheus metrics,
 window stats, request index, retry detection, SSE tap with answer capture
-and the SQLite interaction log with full capture. CPU figures come from
-servers without the lag probe (it wakes 500 times a second).
+and the SQLite interaction log with full capture. Every figure but
+saturation's comes from servers without the lag probe (it wakes 500 times
+a second); the probed servers are stopped once saturation is measured.
 
 Run: ``.venv/bin/python bench/bench_loop.py`` (``--quick`` for a smoke run;
 ``--open-rate 400 --out bench/results/loop-400.json`` for the open loop
-alone at a rate a busy machine can carry);
+alone at a given rate);
 it prints its rows and writes them to ``bench/results/loop.json``, which
-``bench/table.py`` prints with every other result. Needs Redis.
+``bench/table.py`` prints with every other result. Needs ``redis-server``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -53,9 +59,9 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gateway import BENCH_KEY, drop_namespace
+from bench_gateway import BENCH_KEY
 from loadgen import LoadResult, new_students, question_bodies, run_load
-from procs import ROOT, child, cpu_seconds
+from procs import ROOT, child, cpu_seconds, private_redis
 from rawload import run_open_streams, run_streams
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
 from tara.rollout.routing_store_redis import RedisRoutingStore
@@ -71,6 +77,8 @@ BRISK = "bench-t0-s20"
 TRACKS = (SAT, PACED, BRISK)
 SERVER_CORE, LOAD_CORE = "0", "1"
 RESULTS = ROOT / "bench" / "results"
+OPEN_BUSY = 0.7
+"""The open loop's load: the arrival rate that keeps the gateway's core this busy."""
 
 
 @dataclass
@@ -96,9 +104,9 @@ def tracks_env() -> str:
     return json.dumps({t: {"stable_model": t} for t in TRACKS})
 
 
-async def seed_table(namespace: str) -> None:
-    """A 10% canary on every track, in Redis, where the gateway reads it."""
-    client = aioredis.Redis.from_url("redis://127.0.0.1:6379/0")
+async def seed_table(url: str, namespace: str) -> None:
+    """A 10% canary on every track, in the Redis at ``url``, where the gateway reads it."""
+    client = aioredis.Redis.from_url(url)
     store = RedisRoutingStore(client, namespace)
     routes = {
         t: TrackRoute(t, (CanaryRoute("bench", Segment(), f"{t}-canary", uuid.uuid4().hex, 1000),))
@@ -247,30 +255,76 @@ def saturation(
     return rows, rate_plain, rate_stream
 
 
+def core_ticks(core: str) -> tuple[int, int]:
+    """Clock ticks core ``core`` has spent busy and in all since boot (``/proc/stat``).
+
+    Busy counts the kernel's interrupt and soft-interrupt time too: a server's
+    loopback sends are processed there, on its core, outside its own CPU time.
+    """
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(x) for x in line.split()[1:]]
+            idle = ticks[3] + ticks[4]  # idle, iowait
+            return sum(ticks) - idle, sum(ticks)
+    raise LookupError(core)
+
+
+def busy(run: Callable[[], LoadResult]) -> tuple[LoadResult, float]:
+    """Run a load; also how busy it kept the servers' core (busy ticks per tick)."""
+    busy0, all0 = core_ticks(SERVER_CORE)
+    r = run()
+    busy1, all1 = core_ticks(SERVER_CORE)
+    return r, (busy1 - busy0) / max(1, all1 - all0)
+
+
+def calibrated_rate(b: Bench, gw: Target, stream: bool, rate: float) -> float:
+    """The arrival rate that keeps the gateway's core ``OPEN_BUSY`` busy.
+
+    Starting from ``rate``, three short open loops each rescale the rate by
+    how busy the last one kept the core (a request costs less CPU the more
+    of them share a wake-up, so one step is not enough). Each runs 6 s past
+    its warm-up: the retry checks start 3 s after a request, so a shorter
+    run would miss their share.
+    """
+    for _ in range(3):
+        run = functools.partial(
+            run_open_streams, gw.url, b.body(SAT, stream), new_students(gw.key),
+            rate=rate, duration=6.0,
+        )  # fmt: skip
+        _, load = busy(run)
+        rate *= OPEN_BUSY / load
+    return rate
+
+
 def open_loop(
     b: Bench, gw: Target, bares: list[Target], direct: Target, rates: dict[bool, float]
 ) -> list[dict[str, object]]:
-    """p99 added latency / TTFB at 70% of the gateway's saturated rate, against direct."""
-    out: dict[tuple[str, bool], list[tuple[float, int]]] = {}
+    """p99 added latency / TTFB at ``rates`` (requests a second), against direct."""
+    out: dict[tuple[str, bool], list[tuple[float, int, float]]] = {}
     for _ in range(b.rounds):
         for stream in (False, True):
             for t in (direct, gw, *bares):
-                r = b.opened(t, SAT, stream, 0.7 * rates[stream])
+                r, load = busy(functools.partial(b.opened, t, SAT, stream, rates[stream]))
                 p99 = r.pct(0.99, r.ttfb if stream else None)
-                out.setdefault((t.name, stream), []).append((p99, errors(r)))
+                out.setdefault((t.name, stream), []).append((p99, errors(r), load))
     rows = []
     for stream, what in ((False, "added p99 latency"), (True, "added p99 TTFB")):
         d = med([x[0] for x in out[(direct.name, stream)]])
         g = med([x[0] for x in out[(gw.name, stream)]]) - d
-        cells = [(t, f"{med([x[0] for x in out[(t.name, stream)]]) - d:+.1f} ms") for t in bares]
+
+        def cell(t: Target, s: bool = stream, direct_p99: float = d) -> str:
+            runs = out[(t.name, s)]
+            added = med([x[0] for x in runs]) - direct_p99
+            return f"{added:+.1f} ms (core {med([x[2] for x in runs]):.0%} busy)"
+
         bad = any(x[1] for x in out[(gw.name, stream)])
         kind = "streamed" if stream else "non-streamed"
         rows.append(
             row(
-                f"open loop at {0.7 * rates[stream]:,.0f} req/s, {kind}, 60 ms upstream: "
+                f"open loop at {rates[stream]:,.0f} req/s, {kind}, 60 ms upstream: "
                 f"{what} (direct p99 {d:.0f} ms)",
-                f"{g:+.1f} ms",
-                bare_cell(cells),
+                cell(gw),
+                bare_cell([(t, cell(t)) for t in bares]),
                 "< 5 ms",
                 g < 5 and not bad,
             )
@@ -410,6 +464,14 @@ def overhead_cost(rows: list[dict[str, object]]) -> dict[str, object]:
     )
 
 
+def stopped(stack: ExitStack, targets: list[Target]) -> None:
+    """Stop the targets' processes (``SIGSTOP``) until the stack unwinds."""
+    for t in targets:
+        os.kill(t.pid, signal.SIGSTOP)
+        # Registered after the servers: runs first, so they can take their SIGTERM.
+        stack.callback(os.kill, t.pid, signal.SIGCONT)
+
+
 def servers(stack: ExitStack, tmp: Path) -> Iterator[Target]:
     """Start the upstream, the gateways and the bare proxies; yield the targets."""
     up_port = free_port()
@@ -417,9 +479,11 @@ def servers(stack: ExitStack, tmp: Path) -> Iterator[Target]:
     fake = [sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(up_port)]
     up = stack.enter_context(child(["taskset", "-c", LOAD_CORE, *fake], f"{upstream}/models"))
     yield Target("direct", upstream, up.pid, "sk-sandbox")
+    # The gateways' Redis is the bench's own, on the load core: in production it runs on
+    # other machines, and on the servers' core its script calls took turns with the gateway.
+    redis_url = stack.enter_context(private_redis(LOAD_CORE))
     namespace = f"tara-bench-{uuid.uuid4().hex[:8]}"
-    asyncio.run(seed_table(namespace))
-    stack.callback(lambda: asyncio.run(drop_namespace(namespace)))
+    asyncio.run(seed_table(redis_url, namespace))
     probe = [sys.executable, str(ROOT / "bench" / "lagprobe.py")]
     for probed in (True, False):
         suffix = "" if probed else " (no probe)"
@@ -428,7 +492,7 @@ def servers(stack: ExitStack, tmp: Path) -> Iterator[Target]:
         env = {
             "TARA_AUTH__CLIENT_KEYS": json.dumps([BENCH_KEY]),
             "TARA_AUTH__ADMIN_KEY": "sk-bench-admin",
-            "TARA_REDIS_URL": "redis://127.0.0.1:6379/0",
+            "TARA_REDIS_URL": redis_url,
             "TARA_REDIS_NAMESPACE": namespace,
             "TARA_UPSTREAM__BASE_URL": upstream,
             "TARA_TRACKS": tracks_env(),
@@ -493,31 +557,37 @@ def main() -> int:
         for t in (direct, gw, gw_cpu, *bares, *bares_cpu):  # warm every path once
             bench.closed(t, SAT, False, 256, 1.0)
             bench.closed(t, SAT, True, 256, 1.0)
-        rates = {False: 0.0, True: 0.0}
         if args.open_rate:
-            rates = {False: args.open_rate / 0.7, True: args.open_rate / 0.7}
             only = {"open-only"}
-            rows += open_loop(bench, gw, bares, direct, rates)
-        if not only or only & {"sat", "open"}:
-            sat_rows, rates[False], rates[True] = saturation(bench, gw, bares)
+        elif not only or only & {"sat", "open"}:
+            sat_rows, sat_plain, sat_stream = saturation(bench, gw, bares)
             rows += sat_rows
-        if not only or "open" in only:
-            rows += open_loop(bench, gw, bares, direct, rates)
-        # The streams come before the CPU points: their RSS growth is measured on servers
-        # that have only been warmed up (the CPU points at saturation grow the heap past
-        # what the streams need, and glibc keeps what was freed).
+        # Only the saturation point uses the probed servers: stopped from here on, their
+        # probes (500 wake-ups a second each) no longer take turns on the servers' core.
+        stopped(stack, [gw, *bares])
+        # The streams come first: their RSS growth is measured on servers that have only
+        # been warmed up (the open loop and the CPU points grow the heap past what the
+        # streams need, and glibc keeps what was freed).
         if not only or "streams" in only:
             rows += open_streams(bench, gw_cpu, bares_cpu, direct)
+        if args.open_rate:
+            rates = {False: args.open_rate, True: args.open_rate}
+            return _write(open_loop(bench, gw_cpu, bares_cpu, direct, rates), args.out)
+        if not only or "open" in only:
+            rates = {
+                stream: calibrated_rate(bench, gw_cpu, stream, 0.7 * sat)
+                for stream, sat in ((False, sat_plain), (True, sat_stream))
+            }
+            rows += open_loop(bench, gw_cpu, bares_cpu, direct, rates)
         if not only or "cpu" in only:
             rows += request_cpu(bench, gw_cpu, bares_cpu)
-        if args.open_rate:
-            return _write(rows, args.out)
         rows.append(overhead_cost(rows))
-        base = gw.base.removesuffix("/v1")
+        base = gw_cpu.base.removesuffix("/v1")
         p99 = overhead_p99_ms(f"{base}/metrics")
         rows.append(
             row(
-                "tara_gateway_overhead_seconds p99, all of the above (gateway's own histogram)",
+                "tara_gateway_overhead_seconds p99, the open-loop, stream and CPU points "
+                "(gateway's own histogram)",
                 f"≤ {p99:g} ms (bucket bound)", "", "(measured)", True,
             )
         )  # fmt: skip

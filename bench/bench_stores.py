@@ -32,14 +32,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import secrets
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +47,8 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from procs import ROOT, cpu_seconds
+from procs import ROOT, cpu_seconds, private_redis
 from tara.gateway.chat import new_request_id
-from tara.serving import free_port
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import Feedback
 from tara.telemetry.log_postgres import PostgresInteractionLog
@@ -127,30 +124,6 @@ class Cost:
     def sustained(self) -> float:
         """Requests per second at 100% of one server core."""
         return 1e6 / self.cpu_us
-
-
-@contextlib.contextmanager
-def private_redis() -> Iterator[str]:
-    """A ``redis-server`` of the bench's own (no persistence); yields its URL."""
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while (
-            subprocess.run(
-                ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
-            ).stdout.strip()
-            != b"PONG"
-        ):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 async def redis_round(url: str, flush: int, rated: float) -> Cost:

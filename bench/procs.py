@@ -13,6 +13,8 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from tara.serving import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 TARA = str(Path(sys.executable).with_name("tara"))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -67,3 +69,29 @@ def child(
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.contextmanager
+def private_redis(core: str | None = None) -> Iterator[str]:
+    """A ``redis-server`` of the bench's own (no persistence), pinned to ``core`` if given;
+    yields its URL."""
+    port = free_port()
+    pin = ["taskset", "-c", core] if core is not None else []
+    proc = subprocess.Popen(
+        [*pin, "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while (
+            subprocess.run(
+                ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
+            ).stdout.strip()
+            != b"PONG"
+        ):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
