@@ -63,6 +63,7 @@ from bench_gateway import BENCH_KEY
 from loadgen import LoadResult, new_students, question_bodies, run_load
 from procs import ROOT, child, cpu_seconds, private_redis
 from rawload import run_open_streams, run_streams
+from table import write_results
 from tara.rollout.routing import CanaryRoute, RoutingTable, Segment, TrackRoute
 from tara.rollout.routing_store_redis import RedisRoutingStore
 from tara.serving import free_port
@@ -598,8 +599,7 @@ def _write(rows: list[dict[str, object]], out: Path) -> int:
     """Print the rows and write them to ``out``."""
     for r in rows:
         print(json.dumps(r, ensure_ascii=False))
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    write_results(out, rows)
     return 0
 
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gateway import drop_namespace
 from procs import ROOT, TARA, child
+from table import write_results
 from tara.serving import free_port
 
 REPLICAS = 4
@@ -162,8 +163,7 @@ def main() -> int:
     rows = table_rows(times)
     for row in rows:
         print(f"{row['point']}: {row['gateway']} (goal {row['goal']}, holds: {row['holds']})")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(rows, indent=1) + "\n")
+    write_results(args.results, rows)
     return 0 if all(r["holds"] for r in rows) else 1
 
 

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from loadgen import chat_body, new_students, run_load
 from procs import ROOT, TARA, child
+from table import write_results
 from tara.serving import free_port
 
 TRACK = "tara-tutor"
@@ -225,8 +226,7 @@ def main() -> int:
         print(f"{row['point']}: {row['gateway']} (goal {row['goal']}, holds: {row['holds']})")
     for name, value in out["overflow"].items():
         print(f"  overflow {name} = {value:,.0f}")
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(rows, indent=1) + "\n")
+    write_results(args.results, rows)
     args.series.write_text(json.dumps(out, indent=1) + "\n")
     return 0 if all(r["holds"] for r in rows) else 1
 

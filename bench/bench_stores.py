@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import secrets
 import sys
 import time
@@ -48,6 +47,7 @@ import redis.asyncio as aioredis
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from procs import ROOT, cpu_seconds, private_redis
+from table import write_results
 from tara.gateway.chat import new_request_id
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log import Feedback
@@ -302,8 +302,7 @@ def main() -> int:
     args = parser.parse_args()
     costs = asyncio.run(run(args))
     print(render(costs, args.rated))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(table_rows(costs), indent=1) + "\n")
+    write_results(args.results, table_rows(costs))
     return 0
 
 

@@ -1,12 +1,15 @@
 """Issue 16's one table: every benchmark point, the gateway beside the bare proxy.
 
 Benchmarks write their points to ``bench/results/<name>.json``, each a list
-of rows ``{"point", "gateway", "bare", "goal", "holds"}`` (``bare`` may be
-empty); this prints them all as one Markdown table, with the machine it runs
-on and when each file was written. ``--run`` first runs ``bench/bench_loop.py``
-(tail latency, event-loop lag, streaming CPU, open streams, overhead
-histogram; about 15 minutes), which rewrites ``bench/results/loop.json``;
-the other files come from their own benchmarks.
+of rows ``{"point", "gateway", "bare", "goal", "holds", "measured"}``
+(``bare`` may be empty; ``measured`` is when the benchmark wrote the row, in
+UTC, :func:`write_results`); this prints them all as one Markdown table,
+with the machine it runs on and when each file was measured (a file's
+modification time if its rows carry no date: a checkout resets those).
+``--run`` first runs ``bench/bench_loop.py`` (tail latency, event-loop lag,
+streaming CPU, open streams, overhead histogram; about 15 minutes), which
+rewrites ``bench/results/loop.json``; the other files come from their own
+benchmarks.
 
 Run: ``.venv/bin/python bench/table.py`` (``--run`` to measure first).
 """
@@ -53,7 +56,27 @@ def load_rows(results: Path) -> list[tuple[str, dict[str, object]]]:
     return rows
 
 
+MEASURED = "%Y-%m-%dT%H:%M:%SZ"
+"""How a row's ``measured`` time is written (UTC)."""
+
+
+def write_results(path: Path, rows: list[dict[str, object]]) -> None:
+    """Write a benchmark's rows to ``path``, each dated now."""
+    now = datetime.datetime.now(datetime.UTC).strftime(MEASURED)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dated = [{**r, "measured": now} for r in rows]
+    path.write_text(json.dumps(dated, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
 def _written(path: Path) -> datetime.datetime:
+    """When the file's rows were measured (the latest row's date), else its mtime."""
+    dates = [
+        datetime.datetime.strptime(str(r["measured"]), MEASURED).replace(tzinfo=datetime.UTC)
+        for r in json.loads(path.read_text(encoding="utf-8"))
+        if r.get("measured")
+    ]
+    if dates:
+        return max(dates)
     return datetime.datetime.fromtimestamp(path.stat().st_mtime, datetime.UTC)
 
 
