@@ -14,8 +14,9 @@ shared machine does hits them alike:
   upstream called directly at the same rate, and how busy each server was;
 * streaming CPU per request at 1, 32 and 256 concurrent (20 chunks over 20 ms);
 * 1,000 concurrent streams (60 ms to first token, 20 chunks over 1 s):
-  errors, p99 added TTFB, RSS per open stream (run before the CPU points, so
-  the RSS growth is measured on servers that have only been warmed up);
+  errors, p99 added TTFB, RSS per open stream (run before the open loop and
+  the CPU points, so the RSS growth is measured on servers that have only
+  been warmed up);
 * the ``tara_gateway_overhead_seconds`` p99 the gateway itself reports.
 
 The servers run pinned to core 0 (``taskset``); this load generator, the
