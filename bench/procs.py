@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from tara.serving import free_port
+from tara.serving import free_port, start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 TARA = str(Path(sys.executable).with_name("tara"))
@@ -73,25 +74,13 @@ def child(
 
 @contextlib.contextmanager
 def private_redis(core: str | None = None) -> Iterator[str]:
-    """A ``redis-server`` of the bench's own (no persistence), pinned to ``core`` if given;
-    yields its URL."""
+    """A ``redis-server`` of the bench's own (nothing on disk), pinned to ``core`` if
+    given; yields its URL."""
     port = free_port()
-    pin = ["taskset", "-c", core] if core is not None else []
-    proc = subprocess.Popen(
-        [*pin, "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while (
-            subprocess.run(
-                ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
-            ).stdout.strip()
-            != b"PONG"
-        ):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with tempfile.TemporaryDirectory(prefix="tara-bench-redis-") as tmp:
+        proc = start_redis(port, Path(tmp), cpu=core)
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            proc.wait(10)

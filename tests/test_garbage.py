@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import gc
 import weakref
 from collections.abc import Iterator
 
 import pytest
 
+from collector import collector_off
 from tara.garbage import CalmCollector
 from waiting import eventually
 
@@ -21,12 +21,8 @@ class _Cycle:
 
 @pytest.fixture
 def automatic_off() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
+    with collector_off():
         yield
-    finally:
-        gc.enable()
 
 
 def test_due_after_the_growth_limit_or_the_interval() -> None:

@@ -1,8 +1,10 @@
-"""Ports for the tests' and benchmarks' servers: none that a connection may take first."""
+"""Ports for the tests' and benchmarks' servers (none that a connection may take first),
+and the private ``redis-server`` they start."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -11,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from tara.serving import ephemeral_ports, free_port, running_server
+from tara.serving import ephemeral_ports, free_port, running_server, start_redis
 
 
 def test_free_ports_lie_below_the_range_the_kernel_gives_outgoing_connections() -> None:
@@ -58,3 +60,26 @@ async def test_running_server_answers_on_its_port(port: str | None) -> None:
         if chosen is not None:
             assert url == f"http://127.0.0.1:{chosen}"
         assert (await client.get(url + "/")).text == "hello"
+
+
+def _info(port: int) -> bytes:
+    return subprocess.run(
+        ["redis-cli", "-p", str(port), "info", "server"], capture_output=True, check=True
+    ).stdout
+
+
+def test_a_private_redis_answers_on_its_port_and_a_second_one_there_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The second cannot bind the port; the first one's answers must not pass for its own."""
+    port = free_port()
+    first = start_redis(port, tmp_path)
+    try:
+        assert f"process_id:{first.pid}".encode() in _info(port)
+        with pytest.raises(RuntimeError, match=f"redis-server on port {port} did not answer"):
+            start_redis(port, tmp_path)
+        assert f"process_id:{first.pid}".encode() in _info(port)
+        assert list(tmp_path.iterdir()) == []  # nothing on disk
+    finally:
+        first.kill()
+        first.wait(10)

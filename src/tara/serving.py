@@ -4,7 +4,8 @@
 shutdown with a timeout, the garbage collector (:mod:`tara.garbage`) and
 glibc's allocator tuned for a long-running server. ``running_server`` starts a real
 uvicorn server on a free loopback port inside the current event loop, for
-integration tests and benchmarks.
+integration tests and benchmarks; ``start_redis`` a private ``redis-server``
+for the tests and benchmarks that need one of their own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import contextlib
 import gc
 import random
 import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
@@ -187,3 +190,39 @@ async def running_server(
     finally:
         server.should_exit = True
         await task
+
+
+def start_redis(port: int, directory: Path, *, cpu: str | None = None) -> subprocess.Popen[bytes]:
+    """Start a private ``redis-server`` on ``port`` and wait until it answers there.
+
+    Nothing is kept on disk (``directory`` is its working directory); ``cpu``
+    pins it to those cores (``taskset``). The caller stops it.
+    """
+    pin = ["taskset", "-c", cpu] if cpu is not None else []
+    proc = subprocess.Popen(  # noqa: S603 - fixed arguments, no caller input
+        [
+            *pin,
+            *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
+            *("--save", "", "--appendonly", "no", "--dir", str(directory)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    # Answered by this process, not by another server already on the port.
+    mine = f"process_id:{proc.pid}\r".encode()
+    while (
+        mine
+        not in subprocess.run(  # noqa: S603 - fixed arguments, no caller input
+            ["redis-cli", "-p", str(port), "info", "server"],  # noqa: S607 - from PATH
+            capture_output=True,
+            check=False,
+        ).stdout
+    ):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(10)
+            msg = f"redis-server on port {port} did not answer (exit status {proc.returncode})"
+            raise RuntimeError(msg)
+        time.sleep(0.05)
+    return proc

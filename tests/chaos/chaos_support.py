@@ -32,7 +32,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tara.sandbox import Latency, SandboxConfig, default_config, running_sandbox, zero_latency
-from tara.serving import free_port
+from tara.serving import free_port, start_redis
 from tara.settings import Settings
 from tara.telemetry.interactions import Interaction
 from tara.telemetry.log_backends import open_log
@@ -340,26 +340,3 @@ def redis_server(port: int, tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-
-
-def start_redis(port: int, tmp: Path) -> subprocess.Popen[bytes]:
-    """Start a private ``redis-server`` on ``port`` and wait until it answers."""
-    proc = subprocess.Popen(
-        [
-            *("redis-server", "--port", str(port), "--bind", "127.0.0.1"),
-            *("--save", "", "--appendonly", "no", "--dir", str(tmp)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while (
-        subprocess.run(
-            ["redis-cli", "-p", str(port), "ping"], capture_output=True, check=False
-        ).stdout.strip()
-        != b"PONG"
-    ):
-        assert proc.poll() is None, "redis-server exited"
-        assert time.monotonic() < deadline, "redis-server did not answer"
-        time.sleep(0.05)
-    return proc

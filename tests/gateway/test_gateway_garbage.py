@@ -8,10 +8,8 @@ it ends, by reference counting alone.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 from collections import Counter
-from collections.abc import Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -20,6 +18,7 @@ import pytest
 from gateway_harness import AUTH, MESSAGES, UPSTREAM_KEY, ListSink, closed_url, gateway_settings
 from prometheus_client import CollectorRegistry
 
+from collector import collector_off
 from tara.gateway.app import build_gateway
 from tara.gateway.chat import DisconnectWatch
 from tara.gateway.chat_request import ChatRequest
@@ -65,22 +64,6 @@ def _cyclic_garbage() -> list[Any]:
         gc.garbage.clear()
 
 
-@contextlib.contextmanager
-def _collector_off() -> Iterator[None]:
-    """No automatic collection in the block, after freeing what earlier tests left.
-
-    Garbage only saved for inspection stays garbage and would be found again
-    (how a test here once failed in CI, on an exchange of another test's that
-    the collector had not reached yet).
-    """
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def _sandbox_with(model: str, behaviour: ModelBehaviour) -> SandboxConfig:
     """The instant sandbox, with the gateway's upstream key and one extra model."""
     base = zero_latency(default_config())
@@ -103,7 +86,7 @@ async def test_served_requests_leave_no_cyclic_garbage(stream: bool) -> None:
         gateway = build_gateway(settings, sinks=[sink], registry=CollectorRegistry())
         body = {"model": "tara-tutor", "messages": MESSAGES, "stream": stream}
         async with running_server(gateway) as url, httpx.AsyncClient(timeout=10) as client:
-            with _collector_off():
+            with collector_off():
                 for _ in range(5):
                     response = await client.post(
                         f"{url}/v1/chat/completions", json=body, headers=AUTH
@@ -151,7 +134,7 @@ async def test_failed_requests_leave_no_cyclic_garbage(failure: str) -> None:
         settings = gateway_settings(upstream, tracks={"tara-tutor": {"stable_model": "m-fail"}})
         gateway = build_gateway(settings, sinks=[ListSink()], registry=CollectorRegistry())
         async with running_server(gateway) as url, httpx.AsyncClient(timeout=10) as client:
-            with _collector_off():
+            with collector_off():
                 statuses = [
                     (
                         await client.post(
