@@ -284,6 +284,82 @@ def test_a_usage_chunk_the_client_did_not_ask_for_is_never_forwarded(
     assert b'"total_tokens"' not in forwarded
 
 
+# -- any chunk, one whole event a read (the tap's fastest path) ---------------------------
+ODD = st.recursive(
+    st.none() | st.booleans() | st.integers(-2, 2) | st.floats(-1, 1) | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["index", "delta", "content", "tool_calls", "x"]), inner)
+    ),
+    max_leaves=6,
+)
+"""Any JSON, its objects keyed like the parts of a chunk: what a part may be instead."""
+
+
+def mostly(usual: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``usual`` three times in four, else anything."""
+    return st.sampled_from([True, True, True, False]).flatmap(lambda ok: usual if ok else ODD)
+
+
+DELTA = st.fixed_dictionaries(
+    {"content": mostly(st.text(max_size=6))},
+    optional={"role": st.just("assistant"), "tool_calls": ODD},
+)
+CHOICE = st.fixed_dictionaries(
+    {"delta": mostly(DELTA)},
+    optional={"index": st.sampled_from([0, 0, 0, 1, 0.0, False, True, None, "0"])},
+)
+TOKENS = st.sampled_from([0, 7, -1, MAX_TOKENS, MAX_TOKENS + 1, True, "3", 2.0, None])
+COUNTS = st.fixed_dictionaries({}, optional={"prompt_tokens": TOKENS, "completion_tokens": TOKENS})
+CHUNK = st.fixed_dictionaries(
+    {"id": st.text(max_size=4), "choices": mostly(st.lists(CHOICE, min_size=1, max_size=2))},
+    optional={"usage": st.none() | COUNTS | ODD, "error": ODD},
+)
+"""Chunks like an upstream's, with any part of them odd now and then."""
+
+
+def noticed(stream: bytes) -> tuple[bool, Any]:
+    """Whether content (or a tool call) of choice 0 went by, and the last error, per the spec."""
+    seen, error = False, None
+    for chunk in (chunk_of(block) for block in blocks(stream)):
+        if not isinstance(chunk, dict):
+            continue
+        if "error" in chunk:
+            error = chunk["error"]
+            continue
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                delta = choice.get("delta")
+                if isinstance(delta, dict):
+                    content = delta.get("content")
+                    seen = seen or bool(
+                        (content and isinstance(content, str)) or delta.get("tool_calls")
+                    )
+    return seen, error
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunks=st.lists(CHUNK, min_size=1, max_size=6),
+    breaks=st.lists(st.sampled_from([b"", b"", b"\r", b"\n", b"\r\n"]), min_size=6, max_size=6),
+    drop_usage=st.booleans(),
+)
+def test_any_chunk_read_as_one_whole_event_is_seen_as_the_spec_reads_it(
+    chunks: list[dict[str, Any]], breaks: list[bytes], drop_usage: bool
+) -> None:
+    # Most reads are one whole ``data: {...}`` event: the tap takes a shortcut for them,
+    # which must see whatever chunk comes exactly as the general path does. A line end
+    # inside the JSON (whitespace to a parser) is a new line to SSE.
+    ends = zip(chunks, breaks, strict=False)
+    pieces = [event(c).replace(b"{", b"{" + end, 1) for c, end in ends] + [DONE]
+    tap = StreamTap(drop_usage_chunk=drop_usage)
+    forwarded = b"".join(tap.feed(p) for p in pieces)
+    seen = Seen(tap.answer, tap.prompt_tokens, tap.completion_tokens, tap.done, forwarded)
+    assert seen == reference(b"".join(pieces), drop_usage=drop_usage)
+    assert (tap.content_seen, tap.error) == noticed(b"".join(pieces))
+
+
 # -- single behaviours -------------------------------------------------------------------
 def run(tap: StreamTap, pieces: list[bytes]) -> bytes:
     return b"".join(tap.feed(p) for p in pieces)
