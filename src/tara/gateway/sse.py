@@ -86,29 +86,6 @@ class StreamTap:
 
     def feed(self, data: bytes) -> bytes:
         """Take the next bytes from upstream; return the complete events to forward."""
-        if (
-            data.startswith(b"data: {")
-            and data.find(b"\n") == len(data) - 2
-            and data.endswith(_EVENT_END)
-            and data.find(b"\r") < 0
-            and not self._buffer
-            and not self._cr
-            and not self.gave_up
-        ):
-            # The common read: exactly one whole event, its one line a ``data:`` field
-            # holding a JSON object, nothing held. Nothing to frame.
-            try:
-                chunk = orjson.loads(data[6:-2])
-            except orjson.JSONDecodeError:
-                return data
-            if type(chunk) is not dict:
-                return data
-            replacement = self._chunk(chunk)
-            return data if replacement is None else replacement
-        return self._frame(data)
-
-    def _frame(self, data: bytes) -> bytes:
-        """:meth:`feed` for any other read: frame it into events, observe and forward them."""
         if self.gave_up:
             return data
         if self._cr:
@@ -121,7 +98,7 @@ class StreamTap:
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         last = len(data) - 2
         if last > 0 and not self._buffer and data.find(_EVENT_END) == last and data[0] != _LF:
-            # Exactly one whole event (``[DONE]``, say), nothing held. Nothing to frame.
+            # The common read: exactly one whole event, nothing held. Nothing to frame.
             replacement = self._observe(data[:-2])
             return data if replacement is None else replacement
         buffer = self._buffer + data if self._buffer else data
@@ -181,25 +158,12 @@ class StreamTap:
         except orjson.JSONDecodeError:
             return None
         # orjson builds plain dicts and lists: exact type checks are enough, and cheaper.
-        return self._chunk(chunk) if type(chunk) is dict else None
-
-    def _chunk(self, chunk: dict[str, Any]) -> bytes | None:
-        """Note what a parsed event says; ``None`` to forward it as is, else its replacement."""
-        choices = chunk.get("choices")
-        if type(choices) is list and len(choices) == 1 and chunk.get("usage") is None:
-            # Almost every chunk: one delta of choice 0, no usage.
-            choice = choices[0]
-            if type(choice) is dict and choice.get("index", 0) == 0 and "error" not in chunk:
-                delta = choice.get("delta")
-                if type(delta) is dict:
-                    content = delta.get("content")
-                    if content and type(content) is str:
-                        self._parts.append(content)
-                        self.content_seen = True
-                        return None
+        if type(chunk) is not dict:
+            return None
         if "error" in chunk:
             self.error = chunk["error"]
             return None
+        choices = chunk.get("choices")
         if choices and type(choices) is list:
             self._choices(choices)
         usage = chunk.get("usage")
