@@ -283,6 +283,16 @@ def busy(run: Callable[[], LoadResult]) -> tuple[LoadResult, float]:
     return r, (busy1 - busy0) / max(1, all1 - all0)
 
 
+def at_open_load(load: float) -> bool:
+    """Whether a run kept the core as busy as the open loop means to (``OPEN_BUSY_SPAN``)."""
+    return abs(load - OPEN_BUSY) <= OPEN_BUSY_SPAN
+
+
+def rescaled(rate: float, load: float) -> float:
+    """The rate that would have kept the core ``OPEN_BUSY`` busy, had it cost the same."""
+    return rate * OPEN_BUSY / max(load, 0.05)
+
+
 def calibrated_rate(b: Bench, gw: Target, stream: bool, rate: float) -> float:
     """The arrival rate that keeps the gateway's core ``OPEN_BUSY`` busy.
 
@@ -298,7 +308,7 @@ def calibrated_rate(b: Bench, gw: Target, stream: bool, rate: float) -> float:
             rate=rate, duration=6.0,
         )  # fmt: skip
         _, load = busy(run)
-        rate *= OPEN_BUSY / load
+        rate = rescaled(rate, load)
     return rate
 
 
@@ -330,9 +340,9 @@ def open_loop(
             rate = rates[stream]
             for tries_left in reversed(range(OPEN_TRIES if steer else 1)):
                 r, load = busy(functools.partial(b.opened, gw, SAT, stream, rate))
-                if abs(load - OPEN_BUSY) <= OPEN_BUSY_SPAN or not tries_left:
+                if at_open_load(load) or not tries_left:
                     break
-                rate *= OPEN_BUSY / max(load, 0.05)
+                rate = rescaled(rate, load)
             rates[stream] = rate  # the next round starts from here
             used[stream].append(rate)
             out.setdefault((gw.name, stream), []).append(
@@ -364,7 +374,7 @@ def open_loop(
                 cell(gw),
                 bare_cell([(t, cell(t)) for t in bares]),
                 f"< 5 ms, core {OPEN_BUSY:.0%} ± {OPEN_BUSY_SPAN:.0%} busy",
-                g < 5 and not bad and abs(load - OPEN_BUSY) <= OPEN_BUSY_SPAN,
+                g < 5 and not bad and at_open_load(load),
             )
         )
     return rows
